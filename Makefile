@@ -1,0 +1,33 @@
+# Two commands matter: `make demo` and `make test`. Both install what they miss (Debian packages).
+SWIFT ?= swift
+BUILD_FLAGS ?=
+VPNSUP := .build/debug/vpnsup
+
+.PHONY: all deps build test unit lab-test demo clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build $(BUILD_FLAGS)
+
+# Unit tests and root tests. The root tests run in a private network namespace (unshare --net),
+# so nothing they do to links, addresses or nftables can reach this machine's own network;
+# then the namespace lab's end-to-end tests run against the built binary.
+test: build
+	$(SWIFT) build --build-tests $(BUILD_FLAGS)
+	unshare --net -- $(SWIFT) test --skip-build $(BUILD_FLAGS)
+	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
+
+# Only the namespace lab's end-to-end tests (needs `make build` first).
+lab-test: build
+	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
+
+# Builds, starts the namespace lab, routes a client through vpnsup, shows status, tears down.
+demo: build
+	VPNSUP=$(VPNSUP) bash lab/demo.sh
+
+clean:
+	rm -rf .build

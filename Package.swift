@@ -1,0 +1,43 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "vpnsup",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "vpnsup", targets: ["vpnsup"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+    ],
+    targets: [
+        // C libraries, found through pkg-config; Debian's -dev packages provide them.
+        .systemLibrary(name: "CMnl", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
+        .systemLibrary(name: "CNftnl", pkgConfig: "libnftnl", providers: [.apt(["libnftnl-dev"])]),
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+
+        // The pure core: no Glibc, no I/O, no clocks.
+        .target(name: "StateMachine"),
+        .target(name: "Watchers", dependencies: ["StateMachine", "CMnl"]),
+        .target(name: "Actions", dependencies: ["StateMachine", "CMnl", "CNftnl", "CSystemd"]),
+        .executableTarget(
+            name: "vpnsup",
+            dependencies: [
+                "StateMachine", "Watchers", "Actions",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        .testTarget(
+            name: "StateMachineTests",
+            dependencies: ["StateMachine", .product(name: "PropertyBased", package: "swift-property-based")]
+        ),
+        .testTarget(name: "WatchersTests", dependencies: ["Watchers", "StateMachine"]),
+        .testTarget(name: "ActionsTests", dependencies: ["Actions", "StateMachine"]),
+        .testTarget(name: "vpnsupTests", dependencies: ["vpnsup", "StateMachine"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,325 @@
+import CNftnl
+import Glibc
+import StateMachine
+
+/// Why the firewall could not do what it was asked; `description` is meant for the log.
+public struct FirewallError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: Hashable, Sendable {
+        /// A system call failed (socket, send, receive, memory).
+        case system
+        /// The kernel refused the transaction; nothing of it was applied.
+        case rejected
+        /// The kernel accepted the transaction but reading the table back did not match it.
+        case verification
+        /// The ruleset cannot be expressed (e.g. an interface name longer than 15 bytes).
+        case invalidRuleset
+        /// The ruleset changed while it was being read back; reading again may succeed.
+        case interrupted
+    }
+
+    public var kind: Kind
+    /// What was being done and what went wrong.
+    public var message: String
+    /// The errno from the system or the kernel, if there was one.
+    public var errno: Int32?
+    /// The kernel's own explanation (netlink extended ACK), if it gave one.
+    public var kernelMessage: String?
+
+    public init(kind: Kind, message: String, errno: Int32? = nil, kernelMessage: String? = nil) {
+        self.kind = kind
+        self.message = message
+        self.errno = errno
+        self.kernelMessage = kernelMessage
+    }
+
+    public var description: String {
+        var text = message
+        if let errno { text += ": \(String(cString: strerror(errno))) (errno \(errno))" }
+        if let kernelMessage { text += " — kernel: \(kernelMessage)" }
+        return text
+    }
+
+    /// A failed system call; reads `errno` now, so call it right after the failure.
+    static func system(_ doing: String) -> FirewallError {
+        FirewallError(kind: .system, message: "\(doing) failed", errno: Glibc.errno)
+    }
+
+    static func outOfMemory(_ function: String) -> FirewallError {
+        FirewallError(kind: .system, message: "\(function) failed", errno: ENOMEM)
+    }
+
+    init(kernel error: NftKernelError, doing: String, otherErrors: Int = 0) {
+        var message = "the kernel rejected \(doing)"
+        if let missing = error.missingAttribute { message += " (missing attribute \(missing))" }
+        if otherErrors > 0 { message += " (and \(otherErrors) more message\(otherErrors == 1 ? "" : "s") of the batch)" }
+        self.init(kind: .rejected, message: message, errno: error.errno, kernelMessage: error.message)
+    }
+}
+
+/// What the `counter` expressions of one chain have counted.
+public struct FirewallCounter: Hashable, Sendable {
+    public var packets: UInt64
+    public var bytes: UInt64
+
+    public init(packets: UInt64, bytes: UInt64) {
+        self.packets = packets
+        self.bytes = bytes
+    }
+}
+
+/// The `inet vpnsup` table in the kernel, driven over one NETLINK_NETFILTER socket with libnftnl.
+/// Not Sendable: it is meant to be owned by a single actor.
+public final class Firewall {
+    private let socket: NftSocket
+    private let table = Ruleset.tableName
+    /// Attempts at reading the table back when a concurrent change interrupts the dump.
+    private static let dumpAttempts = 3
+
+    public init() throws(FirewallError) {
+        socket = try NftSocket()
+    }
+
+    /// Replaces table `inet vpnsup` with `ruleset` in one transaction, then reads the table back
+    /// and checks that the kernel holds exactly the chains and rules that were sent.
+    public func commit(_ ruleset: Ruleset) throws(FirewallError) {
+        // Translate everything first: nothing reaches the kernel if any rule cannot be expressed.
+        let expected: [NftChainState]
+        do throws(NftTranslationError) {
+            expected = try ruleset.chains.map { chain throws(NftTranslationError) in
+                NftChainState(chain, rules: try chain.rules.map(NftTranslator.expressions(for:)))
+            }
+        } catch {
+            throw FirewallError(kind: .invalidRuleset, message: error.description)
+        }
+
+        let nftTable = try NftTable(name: table)
+        let batch = socket.makeBatch()
+        // Add, delete, add: the delete cannot fail (the table exists by then), and the final add
+        // starts from nothing whether or not the table existed. All of it commits or none does.
+        batch.append("add table inet \(table)", type: msg(NFT_MSG_NEWTABLE), flags: NLM_F_CREATE) {
+            nftnl_table_nlmsg_build_payload($0, nftTable.pointer)
+        }
+        batch.append("delete table inet \(table)", type: msg(NFT_MSG_DELTABLE), flags: 0) {
+            nftnl_table_nlmsg_build_payload($0, nftTable.pointer)
+        }
+        batch.append("add table inet \(table)", type: msg(NFT_MSG_NEWTABLE), flags: NLM_F_CREATE) {
+            nftnl_table_nlmsg_build_payload($0, nftTable.pointer)
+        }
+        for (chain, state) in zip(ruleset.chains, expected) {
+            let nftChain = try NftChain(chain, table: table)
+            batch.append("chain \(abbreviated(chain.name)) (type \(chain.kind.rawValue) hook \(chain.hook.rawValue) priority \(chain.priority))",
+                         // EXCL: the table is new, so an existing chain means a duplicate name,
+                         // which CREATE alone would silently merge into one chain.
+                         type: msg(NFT_MSG_NEWCHAIN), flags: NLM_F_CREATE | NLM_F_EXCL) {
+                nftnl_chain_nlmsg_build_payload($0, nftChain.pointer)
+            }
+            for (index, (rule, expressions)) in zip(chain.rules, state.expressions).enumerated() {
+                let nftRule = try NftRule(table: table, chain: chain.name, expressions: expressions)
+                batch.append("rule \(index + 1) of chain \(abbreviated(chain.name)) (\(rule.nftText))",
+                             type: msg(NFT_MSG_NEWRULE), flags: NLM_F_CREATE | NLM_F_APPEND) {
+                    nftnl_rule_nlmsg_build_payload($0, nftRule.pointer)
+                }
+            }
+        }
+        batch.finish()
+
+        let result = try socket.send(batch)
+        if let first = result.errors.first {
+            throw FirewallError(kernel: first, doing: batch.descriptions[first.sequence] ?? "message \(first.sequence)",
+                                otherErrors: result.errors.count - 1)
+        }
+
+        // Some kernels accept a batch yet lack a feature: trust only what reads back.
+        let actual = try readTable()
+        let differences = NftChainState.differences(expected: expected, actual: actual)
+        guard differences.isEmpty else {
+            var message = "table inet \(table) does not match what was committed: " + differences.joined(separator: "; ")
+            if result.lostReplies { message += " (some kernel replies were lost to a full receive buffer)" }
+            throw FirewallError(kind: .verification, message: message)
+        }
+    }
+
+    /// Packets and bytes counted by the `counter` rules of each chain (summed per chain), as the
+    /// kernel has them now. Chains without counted rules are absent; no table gives [:].
+    public func dropCounters() throws(FirewallError) -> [String: FirewallCounter] {
+        try retryingInterruptedDumps { () throws(FirewallError) in
+            var counters: [String: FirewallCounter] = [:]
+            try dumpRules { chain, rule throws(FirewallError) in
+                try rule.forEachExpression { name, expr in
+                    guard name == "counter" else { return }
+                    var counter = counters[chain, default: FirewallCounter(packets: 0, bytes: 0)]
+                    counter.packets &+= nftnl_expr_get_u64(expr, nftAttr(NFTNL_EXPR_CTR_PACKETS))
+                    counter.bytes &+= nftnl_expr_get_u64(expr, nftAttr(NFTNL_EXPR_CTR_BYTES))
+                    counters[chain] = counter
+                }
+            }
+            return counters
+        }
+    }
+
+    /// Deletes table `inet vpnsup` if it exists; afterwards nothing of vpnsup filters traffic.
+    public func deleteTable() throws(FirewallError) {
+        let nftTable = try NftTable(name: table)
+        let batch = socket.makeBatch()
+        // Adding first makes the delete succeed whether or not the table was there.
+        batch.append("add table inet \(table)", type: msg(NFT_MSG_NEWTABLE), flags: NLM_F_CREATE) {
+            nftnl_table_nlmsg_build_payload($0, nftTable.pointer)
+        }
+        batch.append("delete table inet \(table)", type: msg(NFT_MSG_DELTABLE), flags: 0) {
+            nftnl_table_nlmsg_build_payload($0, nftTable.pointer)
+        }
+        batch.finish()
+        let result = try socket.send(batch)
+        if let first = result.errors.first {
+            throw FirewallError(kernel: first, doing: batch.descriptions[first.sequence] ?? "message \(first.sequence)",
+                                otherErrors: result.errors.count - 1)
+        }
+        if try tableExists() {
+            throw FirewallError(kind: .verification, message: "table inet \(table) still exists after deleting it")
+        }
+    }
+
+    // MARK: - Reading back
+
+    private func tableExists() throws(FirewallError) -> Bool {
+        let nftTable = try NftTable(name: table)
+        do {
+            try socket.request(type: msg(NFT_MSG_GETTABLE), payload: { nftnl_table_nlmsg_build_payload($0, nftTable.pointer) }) { _ in }
+            return true
+        } catch where error.errno == ENOENT && error.kind == .rejected {
+            return false
+        }
+    }
+
+    /// The chains of the table with the expression names of their rules, in kernel order.
+    func readTable() throws(FirewallError) -> [NftChainState] {
+        try retryingInterruptedDumps { () throws(FirewallError) in
+            var chains: [NftChainState] = []
+            let filter = try NftChain()
+            nftnl_chain_set_str(filter.pointer, nftAttr(NFTNL_CHAIN_TABLE), table)
+            try socket.dump(type: msg(NFT_MSG_GETCHAIN), payload: { nftnl_chain_nlmsg_build_payload($0, filter.pointer) }) {
+                nlh throws(FirewallError) in
+                let chain = try NftChain()
+                guard nftnl_chain_nlmsg_parse(nlh, chain.pointer) >= 0 else {
+                    throw FirewallError(kind: .system, message: "could not parse a chain the kernel dumped")
+                }
+                // Older kernels ignore the table filter of a chain dump: filter here as well.
+                guard chain.string(NFTNL_CHAIN_TABLE) == table, let name = chain.string(NFTNL_CHAIN_NAME) else { return }
+                chains.append(NftChainState(name: name, type: chain.string(NFTNL_CHAIN_TYPE),
+                                            hook: chain.u32(NFTNL_CHAIN_HOOKNUM), priority: chain.s32(NFTNL_CHAIN_PRIO),
+                                            policy: chain.u32(NFTNL_CHAIN_POLICY), rules: []))
+            }
+            try dumpRules { chainName, rule throws(FirewallError) in
+                var names: [String] = []
+                try rule.forEachExpression { name, _ in names.append(name) }
+                if let index = chains.firstIndex(where: { $0.name == chainName }) {
+                    chains[index].rules.append(names)
+                } else {
+                    // A rule in a chain the chain dump did not show: report it as its own chain.
+                    chains.append(NftChainState(name: chainName, type: nil, hook: nil, priority: nil, policy: nil, rules: [names]))
+                }
+            }
+            return chains
+        }
+    }
+
+    /// Calls `body` with the chain name and parsed rule of every rule of the table.
+    private func dumpRules(_ body: (String, NftRule) throws(FirewallError) -> Void) throws(FirewallError) {
+        let filter = try NftRule()
+        nftnl_rule_set_str(filter.pointer, nftAttr(NFTNL_RULE_TABLE), table)
+        try socket.dump(type: msg(NFT_MSG_GETRULE), payload: { nftnl_rule_nlmsg_build_payload($0, filter.pointer) }) {
+            nlh throws(FirewallError) in
+            let rule = try NftRule()
+            guard nftnl_rule_nlmsg_parse(nlh, rule.pointer) >= 0 else {
+                throw FirewallError(kind: .system, message: "could not parse a rule the kernel dumped")
+            }
+            guard rule.string(NFTNL_RULE_TABLE) == table, let chain = rule.string(NFTNL_RULE_CHAIN) else { return }
+            try body(chain, rule)
+        }
+    }
+
+    private func retryingInterruptedDumps<T>(_ read: () throws(FirewallError) -> T) throws(FirewallError) -> T {
+        var attempt = 1
+        while true {
+            do {
+                return try read()
+            } catch where error.kind == .interrupted && attempt < Firewall.dumpAttempts {
+                attempt += 1
+            }
+        }
+    }
+}
+
+/// A chain as committed or as read back: enough to tell whether the kernel holds what was sent.
+struct NftChainState: Equatable {
+    var name: String
+    var type: String?
+    var hook: UInt32?
+    var priority: Int32?
+    var policy: UInt32?
+    /// Expression names of each rule, in order.
+    var rules: [[String]]
+    /// The full expressions (expected state only), to build the rules from.
+    var expressions: [[NftExpr]] = []
+
+    init(name: String, type: String?, hook: UInt32?, priority: Int32?, policy: UInt32?, rules: [[String]]) {
+        self.name = name
+        self.type = type
+        self.hook = hook
+        self.priority = priority
+        self.policy = policy
+        self.rules = rules
+    }
+
+    init(_ chain: Chain, rules expressions: [[NftExpr]]) {
+        self.init(name: chain.name, type: chain.kind.rawValue, hook: chain.hook.hookNumber, priority: chain.priority,
+                  policy: chain.policy.verdictCode, rules: expressions.map { $0.map(\.name) })
+        self.expressions = expressions
+    }
+
+    /// Readable differences between what was committed and what the kernel reports.
+    static func differences(expected: [NftChainState], actual: [NftChainState]) -> [String] {
+        var differences: [String] = []
+        let actualByName = Dictionary(actual.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let expectedNames = Set(expected.map(\.name))
+        for chain in expected {
+            guard let found = actualByName[chain.name] else {
+                differences.append("chain \(chain.name) is missing")
+                continue
+            }
+            func check<T: Equatable>(_ what: String, _ want: T?, _ have: T?) {
+                if want != have {
+                    differences.append("chain \(chain.name): \(what) is \(have.map { "\($0)" } ?? "unset"), expected \(want.map { "\($0)" } ?? "unset")")
+                }
+            }
+            check("type", chain.type, found.type)
+            check("hook", chain.hook, found.hook)
+            check("priority", chain.priority, found.priority)
+            check("policy", chain.policy, found.policy)
+            if chain.rules.count != found.rules.count {
+                differences.append("chain \(chain.name): \(found.rules.count) rules, expected \(chain.rules.count)")
+            } else {
+                for (index, (want, have)) in zip(chain.rules, found.rules).enumerated() where want != have {
+                    differences.append("chain \(chain.name) rule \(index + 1): expressions \(have), expected \(want)")
+                }
+            }
+        }
+        for chain in actual where !expectedNames.contains(chain.name) {
+            differences.append("unexpected chain \(chain.name)")
+        }
+        return differences
+    }
+
+    static func == (lhs: NftChainState, rhs: NftChainState) -> Bool {
+        lhs.name == rhs.name && lhs.type == rhs.type && lhs.hook == rhs.hook && lhs.priority == rhs.priority
+            && lhs.policy == rhs.policy && lhs.rules == rhs.rules
+    }
+}
+
+/// A name short enough for a log line (a rejected name may be hundreds of characters long).
+private func abbreviated(_ name: String) -> String {
+    name.count <= 64 ? name : "\(name.prefix(60))… (\(name.utf8.count) bytes)"
+}
+
+/// NFT_MSG_* values import as a struct (a named C enum); the batch API wants the raw value.
+@inline(__always) private func msg(_ type: nf_tables_msg_types) -> UInt32 { type.rawValue }

@@ -1,0 +1,27 @@
+#pragma once
+// glibc's network headers first: the linux/ ones clash with them otherwise.
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <net/if.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/if_link.h>
+#include <linux/if_addr.h>
+#include <libmnl/libmnl.h>
+// Glibc's Swift module does not export eventfd; readers use it to be woken on stop.
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+
+// Function-like macros do not import into Swift.
+static inline size_t vpnsup_mnl_socket_buffer_size(void) { return MNL_SOCKET_BUFFER_SIZE; }
+static inline void *vpnsup_nlmsg_data(struct nlmsghdr *nlh) { return NLMSG_DATA(nlh); }
+static inline struct ifaddrmsg *vpnsup_ifaddrmsg(const struct nlmsghdr *nlh) { return (struct ifaddrmsg *)mnl_nlmsg_get_payload(nlh); }
+static inline struct ifinfomsg *vpnsup_ifinfomsg(const struct nlmsghdr *nlh) { return (struct ifinfomsg *)mnl_nlmsg_get_payload(nlh); }
+static inline struct rtmsg *vpnsup_rtmsg(const struct nlmsghdr *nlh) { return (struct rtmsg *)mnl_nlmsg_get_payload(nlh); }
+
+// For the watchers (ReaderThread, WakeupEvent, NetlinkDecoder): constants and calls Swift cannot see.
+static inline int vpnsup_eventfd_flags(void) { return EFD_CLOEXEC | EFD_NONBLOCK; }
+// IFF_LOWER_UP lives in <linux/if.h>, which clashes with glibc's <net/if.h>; its value is ABI.
+static inline unsigned int vpnsup_iff_lower_up(void) { return 1u << 16; }
+// pthread_setname_np needs _GNU_SOURCE and prctl is variadic: neither reaches Swift as is.
+static inline void vpnsup_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }

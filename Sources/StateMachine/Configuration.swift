@@ -1,0 +1,213 @@
+/// A configuration value that cannot be used. Printed as one line naming the variable and the value,
+/// e.g. `IP_ADDR=garbage is not an IPv4 address with prefix length`.
+public struct ConfigurationError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var variable: String
+    public var value: String
+    public var problem: String
+
+    public init(_ variable: String, _ value: String, _ problem: String) {
+        self.variable = variable
+        self.value = value
+        self.problem = problem
+    }
+
+    public var description: String { "\(variable)=\(value) \(problem)" }
+}
+
+/// `[PUBLIC_PORT:]IP:PORT[/tcp|/udp]`: connections arriving on the tunnel at `publicPort` go to `target:targetPort`.
+public struct PortForward: Hashable, Sendable, CustomStringConvertible {
+    public var publicPort: UInt16
+    public var target: IPv4Address
+    public var targetPort: UInt16
+    public var transport: TransportProtocol
+
+    public init(publicPort: UInt16, target: IPv4Address, targetPort: UInt16, transport: TransportProtocol) {
+        self.publicPort = publicPort
+        self.target = target
+        self.targetPort = targetPort
+        self.transport = transport
+    }
+
+    public var description: String { "\(publicPort)/\(transport) -> \(target):\(targetPort)" }
+}
+
+/// Everything `vpnsup run` needs, validated. Built from variables named as in the environment.
+public struct Configuration: Hashable, Sendable {
+    public static let defaultConfigDirectory = "/config"
+    public static let defaultCredentialsFile = "/run/secrets/openvpn_credentials"
+    public static let defaultRuntimeDirectory = "/run/vpnsup"
+    public static let defaultLANInterface = "eth1"
+    public static let defaultWANInterface = "eth0"
+    /// The tunnel's interface name, fixed so the ruleset can name it before it exists.
+    public static let tunnelInterface = "tun0"
+    /// fwmark for OpenVPN's transport socket ("vpn" and a 1).
+    public static let transportMark: UInt32 = 0x7670_6e01
+
+    public var openvpnConfigPath: String
+    public var gateway: IPv4Interface
+    public var dns: IPv4Address?
+    public var portForwards: [PortForward]
+    public var lanInterface: String
+    public var wanInterface: String
+    public var credentialsFile: String
+    public var runtimeDirectory: String
+
+    /// Validates `values`, keyed by variable name (CONFIG, CONFIG_DIR, IP_ADDR, DNS, PORT_FWD, LAN_IF,
+    /// WAN_IF, CREDENTIALS_FILE, RUNTIME_DIR). Empty values count as unset.
+    public init(_ values: [String: String]) throws(ConfigurationError) {
+        func value(_ name: String) -> String? {
+            guard let v = values[name], !v.isEmpty else { return nil }
+            return v
+        }
+        guard let config = value("CONFIG") else {
+            throw ConfigurationError("CONFIG", "", "is required: the OpenVPN configuration file, absolute or relative to CONFIG_DIR")
+        }
+        let directory = value("CONFIG_DIR") ?? Configuration.defaultConfigDirectory
+        guard directory.hasPrefix("/") else {
+            throw ConfigurationError("CONFIG_DIR", directory, "is not an absolute path")
+        }
+        openvpnConfigPath = config.hasPrefix("/") ? config : (directory.hasSuffix("/") ? directory : directory + "/") + config
+
+        guard let gatewayText = value("IP_ADDR") else {
+            throw ConfigurationError("IP_ADDR", "", "is required: the LAN gateway address with prefix length, e.g. 172.22.0.1/24")
+        }
+        guard let gateway = IPv4Interface(gatewayText) else {
+            throw ConfigurationError("IP_ADDR", gatewayText, "is not an IPv4 address with prefix length")
+        }
+        guard (1...30).contains(gateway.prefixLength) else {
+            throw ConfigurationError("IP_ADDR", gatewayText, "has a prefix length outside 1...30, which leaves no room for a LAN")
+        }
+        let network = gateway.network
+        guard gateway.address != network.address,
+              gateway.address.value != network.address.value | ~network.mask else {
+            throw ConfigurationError("IP_ADDR", gatewayText, "is the network or broadcast address of its subnet")
+        }
+        self.gateway = gateway
+
+        if let dnsText = value("DNS") {
+            guard let dns = IPv4Address(dnsText) else {
+                throw ConfigurationError("DNS", dnsText, "is not an IPv4 address")
+            }
+            self.dns = dns
+        } else {
+            dns = nil
+        }
+
+        lanInterface = try Configuration.interfaceName("LAN_IF", value("LAN_IF") ?? Configuration.defaultLANInterface)
+        wanInterface = try Configuration.interfaceName("WAN_IF", value("WAN_IF") ?? Configuration.defaultWANInterface)
+        guard lanInterface != wanInterface else {
+            throw ConfigurationError("WAN_IF", wanInterface, "is the same interface as LAN_IF")
+        }
+        for (name, interface) in [("LAN_IF", lanInterface), ("WAN_IF", wanInterface)] where interface == Configuration.tunnelInterface {
+            throw ConfigurationError(name, interface, "is the tunnel's own interface name")
+        }
+
+        portForwards = try value("PORT_FWD").map { text throws(ConfigurationError) in
+            try Configuration.portForwards(text, lan: network)
+        } ?? []
+
+        credentialsFile = try Configuration.absolutePath("CREDENTIALS_FILE", value("CREDENTIALS_FILE") ?? Configuration.defaultCredentialsFile)
+        runtimeDirectory = try Configuration.absolutePath("RUNTIME_DIR", value("RUNTIME_DIR") ?? Configuration.defaultRuntimeDirectory)
+    }
+
+    public func layout(endpoints: [Endpoint]) -> NetworkLayout {
+        NetworkLayout(lanInterface: lanInterface, wanInterface: wanInterface,
+                      tunnelInterface: Configuration.tunnelInterface,
+                      endpoints: endpoints, transportMark: Configuration.transportMark)
+    }
+
+    /// Linux interface names: 1 to 15 bytes, no '/', ':', whitespace or NUL, not "." or "..".
+    public static func interfaceName(_ variable: String, _ name: String) throws(ConfigurationError) -> String {
+        guard !name.isEmpty, name.utf8.count <= 15 else {
+            throw ConfigurationError(variable, name, "is not an interface name: 1 to 15 bytes")
+        }
+        guard name != ".", name != "..",
+              !name.unicodeScalars.contains(where: { $0 == "/" || $0 == ":" || $0.value <= 0x20 || $0.value == 0x7f }) else {
+            throw ConfigurationError(variable, name, "is not an interface name: no '/', ':', spaces or control characters")
+        }
+        return name
+    }
+
+    static func absolutePath(_ variable: String, _ path: String) throws(ConfigurationError) -> String {
+        guard path.hasPrefix("/") else { throw ConfigurationError(variable, path, "is not an absolute path") }
+        guard !path.contains("\0") else { throw ConfigurationError(variable, path, "contains a NUL byte") }
+        return path
+    }
+
+    /// PORT_FWD: the original `IP:PORT` (TCP and UDP, same port), or a list separated by commas or
+    /// spaces of `[PUBLIC_PORT:]IP:PORT[/tcp|/udp]`. Targets must be on the LAN; a public port may
+    /// be forwarded once per protocol.
+    public static func portForwards(_ text: String, lan: IPv4Network) throws(ConfigurationError) -> [PortForward] {
+        var result: [PortForward] = []
+        var seen: [String: PortForward] = [:]
+        let items = text.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" || $0 == "\n" })
+        guard !items.isEmpty else { throw ConfigurationError("PORT_FWD", text, "lists no port forward") }
+        for item in items {
+            let entry = String(item)
+            func fail(_ problem: String) -> ConfigurationError {
+                ConfigurationError("PORT_FWD", text, "has '\(entry)', which \(problem)")
+            }
+            var body = Substring(entry)
+            var transports: [TransportProtocol] = [.tcp, .udp]
+            if let slash = body.firstIndex(of: "/") {
+                guard let transport = TransportProtocol(rawValue: String(body[body.index(after: slash)...]).lowercased()) else {
+                    throw fail("names a protocol other than tcp or udp")
+                }
+                transports = [transport]
+                body = body[..<slash]
+            }
+            let parts = body.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 2 || parts.count == 3 else {
+                throw fail("is not [PUBLIC_PORT:]IP:PORT[/tcp|/udp]")
+            }
+            let addressText = parts[parts.count - 2]
+            guard let target = IPv4Address(addressText) else { throw fail("has no IPv4 address") }
+            guard lan.contains(target) else { throw fail("targets \(target), outside the LAN \(lan)") }
+            guard let targetPort = port(parts[parts.count - 1]) else { throw fail("has a port outside 1...65535") }
+            var publicPort = targetPort
+            if parts.count == 3 {
+                guard let p = port(parts[0]) else { throw fail("has a public port outside 1...65535") }
+                publicPort = p
+            }
+            for transport in transports {
+                let forward = PortForward(publicPort: publicPort, target: target, targetPort: targetPort, transport: transport)
+                let key = "\(publicPort)/\(transport)"
+                if let earlier = seen[key] {
+                    throw fail(earlier == forward
+                        ? "repeats the forward of \(key)"
+                        : "forwards \(key) again, already forwarded to \(earlier.target):\(earlier.targetPort)")
+                }
+                seen[key] = forward
+                result.append(forward)
+            }
+        }
+        return result
+    }
+
+    private static func port(_ text: Substring) -> UInt16? {
+        guard (1...5).contains(text.count), text.allSatisfy({ $0.isASCII && $0.isNumber }),
+              let value = UInt16(text), value > 0 else { return nil }
+        return value
+    }
+}
+
+/// The username and password OpenVPN asks for over the management interface.
+public struct Credentials: Hashable, Sendable {
+    public var username: String
+    public var password: String
+
+    /// Parses "username\npassword\n" (a trailing CR per line is tolerated). `path` only names the
+    /// file in errors; the secret itself never appears in a message.
+    public init(fileContents text: String, path: String) throws(ConfigurationError) {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+            .map { $0.hasSuffix("\r") ? String($0.dropLast()) : String($0) }
+        guard lines.count >= 2, !lines[0].isEmpty, !lines[1].isEmpty else {
+            throw ConfigurationError("CREDENTIALS_FILE", path, "must hold a username line and a password line")
+        }
+        guard !lines[0].contains("\0"), !lines[0].contains("\r"), !lines[1].contains("\0"), !lines[1].contains("\r") else {
+            throw ConfigurationError("CREDENTIALS_FILE", path, "holds a control character that could inject a management command")
+        }
+        username = lines[0]
+        password = lines[1]
+    }
+}

@@ -1,0 +1,127 @@
+import Actions
+import ArgumentParser
+import FoundationEssentials
+import Logging
+import StateMachine
+import Watchers
+
+struct Vpnsup: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vpnsup",
+        abstract: "Routes an isolated network through OpenVPN, with a kill switch that fails closed.",
+        subcommands: [Run.self, Status.self]
+    )
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Supervise OpenVPN and route the LAN through it (container PID 1 or a service).",
+        discussion: """
+        Each option may also come from the environment variable named in its help; the flag wins.
+        Arguments after `--` are passed to OpenVPN. Bad configuration exits with 78 (EX_CONFIG)
+        after the lockdown ruleset has been committed.
+        """
+    )
+
+    @Option(help: "OpenVPN configuration, absolute or relative to --config-dir. Env: CONFIG.")
+    var config: String?
+    @Option(help: "Directory for a relative --config. Env: CONFIG_DIR (default /config).")
+    var configDir: String?
+    @Option(help: "LAN gateway address with prefix length, e.g. 172.22.0.1/24. Env: IP_ADDR.")
+    var ipAddr: String?
+    @Option(help: "DNS server the LAN's queries are sent to. Env: DNS.")
+    var dns: String?
+    @Option(help: "Port forwards from the tunnel, [PUBLIC:]IP:PORT[/tcp|/udp], comma separated. Env: PORT_FWD.")
+    var portFwd: String?
+    @Option(help: "LAN interface. Env: LAN_IF (default eth1).")
+    var lanIf: String?
+    @Option(help: "WAN interface. Env: WAN_IF (default eth0).")
+    var wanIf: String?
+    @Option(help: "File with \"username\\npassword\\n\". Env: CREDENTIALS_FILE (default /run/secrets/openvpn_credentials).")
+    var credentialsFile: String?
+    @Option(help: "Directory for vpnsup's sockets. Env: RUNTIME_DIR (default /run/vpnsup).")
+    var runtimeDir: String?
+    @Argument(parsing: .postTerminator, help: "Extra OpenVPN arguments, after `--`.")
+    var openvpnArguments: [String] = []
+
+    func run() async throws {
+        FileCreation.restrict()
+        let environment = ProcessInfo.processInfo.environment
+        var values: [String: String] = [:]
+        for name in ["CONFIG", "CONFIG_DIR", "IP_ADDR", "DNS", "PORT_FWD", "LAN_IF", "WAN_IF", "CREDENTIALS_FILE", "RUNTIME_DIR"] {
+            values[name] = environment[name]
+        }
+        let flags: [(String, String?)] = [
+            ("CONFIG", config), ("CONFIG_DIR", configDir), ("IP_ADDR", ipAddr), ("DNS", dns),
+            ("PORT_FWD", portFwd), ("LAN_IF", lanIf), ("WAN_IF", wanIf),
+            ("CREDENTIALS_FILE", credentialsFile), ("RUNTIME_DIR", runtimeDir),
+        ]
+        for case let (name, value?) in flags { values[name] = value }
+
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = environment["VPNSUP_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+            return handler
+        }
+        let logger = Logger(label: "vpnsup")
+        let signals = try SignalWatcher.start()
+        let driver = Driver(settings: RunSettings(values: values, openvpnArguments: openvpnArguments), logger: logger)
+        let code = await driver.run(signals: signals)
+        Termination.exit(code)
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the supervisor's state: for humans, or as JSON for scripts."
+    )
+
+    @Flag(help: "Print the status as JSON (a stable schema; see docs/operations.md).")
+    var json = false
+    @Option(help: "Directory of vpnsup's sockets. Env: RUNTIME_DIR (default /run/vpnsup).")
+    var runtimeDir: String?
+
+    func run() async throws {
+        let directory = runtimeDir ?? ProcessInfo.processInfo.environment["RUNTIME_DIR"] ?? Configuration.defaultRuntimeDirectory
+        let bytes: [UInt8]
+        do {
+            bytes = try StatusChannel.fetch(from: directory + "/status.sock")
+        } catch {
+            StandardError.writeLine("vpnsup status: no supervisor answers at \(directory)/status.sock (\(error))")
+            throw ExitCode(69) // EX_UNAVAILABLE
+        }
+        if json {
+            print(String(decoding: bytes, as: UTF8.self), terminator: "")
+            return
+        }
+        let snapshot = try JSONDecoder().decode(StatusSnapshot.self, from: Data(bytes))
+        print(StatusReport.human(snapshot), terminator: "")
+    }
+}
+
+enum StatusReport {
+    static func human(_ s: StatusSnapshot) -> String {
+        var lines: [(String, String)] = [("state", "\(s.state) since \(s.since)")]
+        if let reason = s.reason { lines.append(("reason", reason)) }
+        lines.append(("kill switch", s.policy.map { "\($0) ruleset committed" } ?? "not yet committed"))
+        if let lan = s.lanInterface, let gateway = s.gateway { lines.append(("LAN", "\(lan) \(gateway)")) }
+        lines.append(("endpoints", s.endpoints.isEmpty ? "-" : s.endpoints.joined(separator: ", ")))
+        lines.append(("openvpn", [s.openvpnPID.map { "pid \($0)" } ?? "not running", s.openvpnState].compactMap { $0 }.joined(separator: ", ")))
+        if let address = s.tunnelAddress { lines.append(("tunnel", "\(Configuration.tunnelInterface) \(address)" + (s.remote.map { " via \($0)" } ?? ""))) }
+        lines.append(("supervisor", "pid \(s.pid), started \(s.startedAt)"))
+        var text = lines.map { "\($0.0.padding(12))\($0.1)" }.joined(separator: "\n") + "\n"
+        if !s.transitions.isEmpty {
+            text += "transitions:\n"
+            for t in s.transitions.suffix(8) {
+                text += "  \(t.at)  \(t.from) -> \(t.to)  on \(t.event)" + (t.reason.map { " (\($0))" } ?? "") + "\n"
+            }
+        }
+        return text
+    }
+}
+
+private extension String {
+    func padding(_ width: Int) -> String {
+        count >= width ? self + " " : self + String(repeating: " ", count: width - count)
+    }
+}

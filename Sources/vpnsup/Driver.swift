@@ -1,0 +1,397 @@
+import Actions
+import FoundationEssentials
+import Logging
+import StateMachine
+import Watchers
+
+/// Everything `vpnsup run` was given, before validation.
+struct RunSettings: Sendable {
+    /// Configuration values keyed by their environment names (flags already merged in).
+    var values: [String: String]
+    /// Passed to OpenVPN after vpnsup's own options.
+    var openvpnArguments: [String]
+    var openvpnExecutable = "openvpn"
+    var timings = Timings()
+}
+
+/// Owns the state machine: merges every watcher's events, runs the actions the machine returns,
+/// and feeds their results back as events. Actions run one at a time, in order.
+actor Driver {
+    private var machine: Machine
+    private let settings: RunSettings
+    private let logger: Logger
+    private let status: StatusBoard
+    private let notifier = ServiceNotifier()
+
+    private var firewall: Firewall?
+    private var firewallUnavailable: String?
+    private var configuration: Configuration?
+    private var endpoints: [Endpoint] = []
+    private var credentials: Credentials?
+    private let addresses = AddressConfigurator()
+
+    private var management: ManagementChannel?
+    private var statusChannel: StatusChannel?
+    private var netlink: NetlinkWatcher?
+    private var openvpnPID: Int32?
+    private var timers: [TimerID: Task<Void, Never>] = [:]
+    private var watcherTasks: [Task<Void, Never>] = []
+
+    private var queue: [Event] = []
+    private var draining = false
+    private var exited: CheckedContinuation<Int32, Never>?
+
+    init(settings: RunSettings, logger: Logger) {
+        self.settings = settings
+        self.logger = logger
+        machine = Machine(timings: settings.timings)
+        status = StatusBoard(startedAt: Date())
+    }
+
+    /// Runs until the machine asks to exit; returns the exit code. The first thing it does is
+    /// commit the lockdown, before the configuration is read.
+    func run(signals: SignalWatcher) async -> Int32 {
+        watcherTasks.append(Task { [weak self] in
+            for await signal in signals.events { await self?.received(signal) }
+        })
+        return await withCheckedContinuation { continuation in
+            exited = continuation
+            feed(.start)
+        }
+    }
+
+    // MARK: Events
+
+    func feed(_ event: Event) {
+        queue.append(event)
+        guard !draining else { return }
+        draining = true
+        defer { draining = false }
+        while !queue.isEmpty {
+            let next = queue.removeFirst()
+            let before = machine.state
+            let actions = machine.handle(next)
+            if machine.state != before {
+                transitioned(from: before, to: machine.state, cause: next)
+            }
+            for action in actions {
+                if let result = perform(action) { queue.append(result) }
+                if exited == nil { return }
+            }
+        }
+    }
+
+    private func transitioned(from: State, to: State, cause: Event) {
+        let reason = machine.reason.map { " (\($0))" } ?? ""
+        logger.notice("\(from) -> \(to) on \(cause.label)\(reason)",
+                      metadata: ["from": "\(from)", "to": "\(to)", "event": "\(cause.label)"])
+        status.transition(from: from, to: to, cause: cause.label, reason: machine.reason)
+        notifier.status("\(to)\(reason)")
+        if to == .tunnelUp { notifier.ready() }
+    }
+
+    private func received(_ signal: SignalEvent) {
+        switch signal {
+        case .terminate(let number):
+            logger.notice("signal \(number): shutting down")
+            feed(.shutdownRequested)
+        case .reload:
+            logger.warning("SIGHUP: reloading the configuration is not supported yet; ignored")
+        case .childExited(let pid, let exitStatus):
+            if pid == openvpnPID {
+                openvpnPID = nil
+                status.update { $0.openvpnPID = nil }
+                logger.notice("OpenVPN (pid \(pid)) \(exitStatus)")
+                feed(.openvpnExited(exitStatus))
+            } else {
+                logger.debug("reaped pid \(pid): \(exitStatus)")
+            }
+        }
+    }
+
+    private func received(_ event: NetlinkEvent) {
+        guard let configuration else { return }
+        switch event {
+        case .address(let interface, _, let address, let added) where interface == configuration.lanInterface
+            && address.address == configuration.gateway.address:
+            feed(added ? .lanAddressPresent : .lanAddressMissing)
+        case .link(let name, _, let up) where name == Configuration.tunnelInterface:
+            feed(up ? .tunnelLinkUp : .tunnelLinkDown)
+        case .linkRemoved(let name, _) where name == Configuration.tunnelInterface:
+            feed(.tunnelLinkDown)
+        default:
+            break
+        }
+    }
+
+    private func received(_ event: ManagementChannelEvent) {
+        switch event {
+        case .connected:
+            feed(.managementConnected)
+        case .disconnected:
+            logger.info("OpenVPN's management connection closed")
+        case .message(let message):
+            received(message)
+        }
+    }
+
+    private func received(_ message: ManagementMessage) {
+        switch message {
+        case .hold:
+            feed(.openvpnHold)
+        case .passwordNeeded(let type) where type == "Auth":
+            feed(.credentialsRequested)
+        case .passwordNeeded(let type):
+            logger.error("OpenVPN asks for a '\(type)' password, which vpnsup does not hold")
+        case .passwordVerificationFailed:
+            feed(.credentialsRejected)
+        case .state(let record):
+            status.update {
+                $0.openvpnState = record.state.name
+                if record.state == .connected {
+                    $0.tunnelAddress = record.tunnelIPv4.isEmpty ? nil : record.tunnelIPv4
+                    $0.remote = record.remoteAddress.isEmpty ? nil : "\(record.remoteAddress):\(record.remotePort)"
+                }
+            }
+            logger.info("OpenVPN state \(record.state.name) \(record.detail)")
+            feed(.openvpnState(record.state))
+        case .fatal(let text):
+            logger.error("OpenVPN fatal: \(text)")
+            feed(.openvpnFatal(text))
+        case .error(let text):
+            logger.warning("OpenVPN management error: \(text)")
+        case .malformed(let text):
+            logger.warning("unparseable management line: \(text.prefix(200))")
+        default:
+            logger.trace("management: \(message)")
+        }
+    }
+
+    // MARK: Actions
+
+    /// Runs one action; returns the event that reports its outcome, if any.
+    private func perform(_ action: Action) -> Event? {
+        switch action {
+        case .applyFirewall(let policy):
+            return applyFirewall(policy)
+        case .loadConfiguration:
+            return loadConfiguration()
+        case .ensureLANAddress:
+            guard let configuration else { return .addressFailed("no configuration") }
+            do {
+                try addresses.setLinkUp(configuration.lanInterface)
+                try addresses.ensureAddress(configuration.gateway, on: configuration.lanInterface)
+                return nil // netlink confirms
+            } catch {
+                return .addressFailed("\(error)")
+            }
+        case .spawnOpenVPN:
+            return spawnOpenVPN()
+        case .requestStateNotifications:
+            return sendManagement("state on all")
+        case .releaseHold:
+            return sendManagement("hold release")
+        case .sendCredentials:
+            guard let credentials,
+                  let user = managementQuoted(credentials.username),
+                  let password = managementQuoted(credentials.password) else {
+                return .openvpnFatal("credentials cannot be sent")
+            }
+            return sendManagement("username \"Auth\" \(user)") ?? sendManagement("password \"Auth\" \(password)")
+        case .stopOpenVPN:
+            if let openvpnPID { Spawner.terminate(pid: openvpnPID) }
+            return nil
+        case .killOpenVPN:
+            if let openvpnPID { Spawner.kill(pid: openvpnPID) }
+            return nil
+        case .scheduleTimer(let id, let delay):
+            timers[id]?.cancel()
+            timers[id] = Task { [weak self] in
+                try? await Task.sleep(for: delay)
+                guard !Task.isCancelled else { return }
+                await self?.timerFired(id)
+            }
+            return nil
+        case .cancelTimer(let id):
+            timers.removeValue(forKey: id)?.cancel()
+            return nil
+        case .exit(let code, let message):
+                        if let message, code != ExitCode.success { StandardError.writeLine(message) }
+            notifier.stopping()
+            statusChannel?.close()
+            management?.close()
+            netlink?.stop()
+            exited?.resume(returning: code)
+            exited = nil
+            return nil
+        }
+    }
+
+    private func timerFired(_ id: TimerID) {
+        timers[id] = nil
+        feed(.timerFired(id))
+    }
+
+    private func applyFirewall(_ policy: FirewallPolicy) -> Event {
+        do {
+            if firewall == nil { firewall = try Firewall() }
+            let ruleset = policy == .lockdown
+                ? Ruleset.lockdown
+                : Ruleset.build(policy, for: configuration!.layout(endpoints: endpoints))
+            try firewall!.commit(ruleset)
+            status.update { $0.policy = policy.rawValue }
+            logger.info("committed the \(policy) ruleset")
+            return .firewallCommitted(policy)
+        } catch {
+            logger.error("the \(policy) ruleset was not committed: \(error)")
+            return .firewallFailed(policy, "\(error)")
+        }
+    }
+
+    private func loadConfiguration() -> Event {
+        let configuration: Configuration
+        do {
+            configuration = try Configuration(settings.values)
+        } catch {
+            return .configurationRejected(error.description)
+        }
+        for (variable, name) in [("LAN_IF", configuration.lanInterface), ("WAN_IF", configuration.wanInterface)]
+        where !AddressConfigurator.interfaceExists(name) {
+            return .configurationRejected("\(variable)=\(name) names no interface in this network namespace")
+        }
+        let configPath = configuration.openvpnConfigPath
+        let configText: String
+        switch TextFile.read(configPath) {
+        case .success(let text): configText = text
+        case .failure(let error): return .configurationRejected("CONFIG=\(configPath) cannot be read: \(error)")
+        }
+        let remotes = OpenVPNConfigFile.remotes(in: configText)
+        guard !remotes.isEmpty else {
+            return .configurationRejected("CONFIG=\(configPath) has no remote line")
+        }
+        let endpoints = remotes.compactMap(\.endpoint)
+        guard !endpoints.isEmpty else {
+            return .configurationRejected("CONFIG=\(configPath) has no remote given as an IPv4 address "
+                + "(host names are not resolved yet): \(remotes.map(\.host).joined(separator: ", "))")
+        }
+        let unpinned = remotes.filter { $0.endpoint == nil }
+        if !unpinned.isEmpty {
+            logger.warning("remotes given by host name are not pinned and will be unreachable: \(unpinned.map(\.description).joined(separator: ", "))")
+        }
+        let credentialsText: String
+        switch TextFile.read(configuration.credentialsFile) {
+        case .success(let text): credentialsText = text
+        case .failure(let error):
+            return .configurationRejected("CREDENTIALS_FILE=\(configuration.credentialsFile) cannot be read: \(error)")
+        }
+        do {
+            credentials = try Credentials(fileContents: credentialsText, path: configuration.credentialsFile)
+        } catch {
+            return .configurationRejected(error.description)
+        }
+        do {
+            try RuntimeDirectory.prepare(configuration.runtimeDirectory)
+        } catch {
+            return .configurationRejected("RUNTIME_DIR=\(configuration.runtimeDirectory) cannot be prepared: \(error)")
+        }
+        self.configuration = configuration
+        self.endpoints = endpoints
+        status.update {
+            $0.endpoints = endpoints.map(\.description)
+            $0.lanInterface = configuration.lanInterface
+            $0.gateway = configuration.gateway.description
+        }
+        do {
+            try startWatchers(configuration)
+        } catch {
+            return .configurationRejected("RUNTIME_DIR=\(configuration.runtimeDirectory): \(error)")
+        }
+        return .configurationLoaded
+    }
+
+    private func startWatchers(_ configuration: Configuration) throws {
+        let statusChannel = try StatusChannel.listen(at: configuration.runtimeDirectory + "/status.sock") { [status] in
+            status.json()
+        }
+        self.statusChannel = statusChannel
+        let management = try ManagementChannel.listen(at: managementSocketPath(configuration))
+        self.management = management
+        watcherTasks.append(Task { [weak self] in
+            for await event in management.events { await self?.received(event) }
+        })
+        let netlink = try NetlinkWatcher.start()
+        self.netlink = netlink
+        watcherTasks.append(Task { [weak self] in
+            for await event in netlink.events { await self?.received(event) }
+        })
+    }
+
+    private func managementSocketPath(_ configuration: Configuration) -> String {
+        configuration.runtimeDirectory + "/management.sock"
+    }
+
+    private func spawnOpenVPN() -> Event {
+        guard let configuration else { return .openvpnSpawnFailed("no configuration") }
+        var arguments = [
+            "--config", configuration.openvpnConfigPath,
+            "--dev", Configuration.tunnelInterface, "--dev-type", "tun",
+            // vpnsup listens and OpenVPN connects: no start-up race, and OpenVPN exits when its supervisor goes.
+            "--management", managementSocketPath(configuration), "unix", "--management-client",
+            "--management-hold", "--management-query-passwords", "--auth-user-pass", "--auth-nocache",
+            // Only packets with this mark may leave by the WAN.
+            "--mark", String(Configuration.transportMark),
+            // Kernel data-channel offload bypasses the socket the mark is set on; keep it in user space.
+            "--disable-dco",
+        ]
+        arguments += settings.openvpnArguments
+        do {
+            let pid = try Spawner.spawn(executable: settings.openvpnExecutable, arguments: arguments,
+                                        environment: ["PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+            openvpnPID = pid
+            status.update { $0.openvpnPID = pid }
+            logger.info("started OpenVPN (pid \(pid))")
+            return .openvpnStarted
+        } catch {
+            return .openvpnSpawnFailed("\(error)")
+        }
+    }
+
+    private func sendManagement(_ command: String) -> Event? {
+        do {
+            try management?.send(command)
+            return nil
+        } catch {
+            logger.warning("management command failed: \(error)")
+            return nil
+        }
+    }
+}
+
+extension Event {
+    /// A short name for logs and status.
+    var label: String {
+        switch self {
+        case .start: "start"
+        case .configurationLoaded: "configurationLoaded"
+        case .configurationRejected: "configurationRejected"
+        case .firewallCommitted(let p): "firewallCommitted(\(p))"
+        case .firewallFailed(let p, _): "firewallFailed(\(p))"
+        case .lanAddressPresent: "lanAddressPresent"
+        case .lanAddressMissing: "lanAddressMissing"
+        case .addressFailed: "addressFailed"
+        case .tunnelLinkUp: "tunnelLinkUp"
+        case .tunnelLinkDown: "tunnelLinkDown"
+        case .openvpnStarted: "openvpnStarted"
+        case .openvpnSpawnFailed: "openvpnSpawnFailed"
+        case .openvpnExited(let s): "openvpnExited(\(s))"
+        case .managementConnected: "managementConnected"
+        case .openvpnHold: "openvpnHold"
+        case .credentialsRequested: "credentialsRequested"
+        case .credentialsRejected: "credentialsRejected"
+        case .openvpnState(let s): "openvpnState(\(s.name))"
+        case .openvpnFatal: "openvpnFatal"
+        case .timerFired(let t): "timerFired(\(t.rawValue))"
+        case .shutdownRequested: "shutdownRequested"
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import FoundationEssentials
+import StateMachine
+import Actions
+import Synchronization
+
+/// What `vpnsup status` reports. The JSON form is a stable interface: fields are only ever added.
+struct StatusSnapshot: Codable, Sendable, Equatable {
+    struct Transition: Codable, Sendable, Equatable {
+        var at: String
+        var from: String
+        var to: String
+        var event: String
+        var reason: String?
+    }
+
+    var state = "Init"
+    var since: String
+    var reason: String?
+    var policy: String?
+    var pid: Int32
+    var startedAt: String
+    var lanInterface: String?
+    var gateway: String?
+    var endpoints: [String] = []
+    var openvpnPID: Int32?
+    var openvpnState: String?
+    var tunnelAddress: String?
+    var remote: String?
+    var transitions: [Transition] = []
+}
+
+/// The latest status, written by the driver and read by the status socket's thread.
+final class StatusBoard: Sendable {
+    static let keptTransitions = 20
+    private let snapshot: Mutex<StatusSnapshot>
+
+    init(startedAt: Date) {
+        let now = StatusBoard.timestamp(startedAt)
+        snapshot = Mutex(StatusSnapshot(since: now, pid: ProcessIdentity.current, startedAt: now))
+    }
+
+    func update(_ change: (inout StatusSnapshot) -> Void) {
+        snapshot.withLock { change(&$0) }
+    }
+
+    func transition(from: State, to: State, cause: String, reason: String?) {
+        let now = StatusBoard.timestamp(Date())
+        update {
+            $0.state = to.rawValue
+            $0.since = now
+            $0.reason = reason
+            $0.transitions.append(.init(at: now, from: from.rawValue, to: to.rawValue, event: cause, reason: reason))
+            if $0.transitions.count > StatusBoard.keptTransitions { $0.transitions.removeFirst() }
+        }
+    }
+
+    func json() -> [UInt8] {
+        let current = snapshot.withLock { $0 }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return Array((try? encoder.encode(current)) ?? Data("{}".utf8)) + [UInt8(ascii: "\n")]
+    }
+
+    static func timestamp(_ date: Date) -> String {
+        date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
+    }
+}
+
+

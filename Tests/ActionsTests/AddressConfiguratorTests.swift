@@ -1,0 +1,189 @@
+import Foundation
+import StateMachine
+import Testing
+@testable import Actions
+
+@Suite struct AddressConfiguratorTests {
+    // MARK: - Unprivileged: these change nothing
+
+    @Test func interfaceExistsByName() {
+        #expect(AddressConfigurator.interfaceExists("lo"))
+        #expect(!AddressConfigurator.interfaceExists("vpnsup-nope0"))
+        #expect(!AddressConfigurator.interfaceExists("a-name-longer-than-ifnamsiz"))
+        #expect(!AddressConfigurator.interfaceExists(""))
+    }
+
+    @Test func missingInterfaceIsENODEV() {
+        let configurator = AddressConfigurator()
+        let error = #expect(throws: NetlinkError.self) {
+            try configurator.ensureAddress(IPv4Interface("10.99.0.1/24")!, on: "vpnsup-nope0")
+        }
+        #expect(error?.errno == ENODEV)
+        #expect(error?.description == "add 10.99.0.1/24 to vpnsup-nope0: No such device")
+        let upError = #expect(throws: NetlinkError.self) { try configurator.setLinkUp("vpnsup-nope0") }
+        #expect(upError?.errno == ENODEV)
+    }
+
+    @Test func errorDescriptionCarriesTheKernelText() {
+        let error = NetlinkError(operation: "add 10.0.0.1/24 to eth1", errno: EINVAL, message: "Invalid prefix length")
+        #expect(error.description == "add 10.0.0.1/24 to eth1: Invalid argument (Invalid prefix length)")
+    }
+
+    // MARK: - Parsing the kernel's answer (hand-built bytes)
+
+    @Test func parsesAPlainAck() {
+        let ack = Wire.error(errno: 0, sequence: 5, portID: 42)
+        #expect(NetlinkAck.parse(ack, sequence: 5, portID: 42) == NetlinkAck(errno: 0, message: nil))
+        #expect(NetlinkAck.parse(ack, sequence: 6, portID: 42) == nil)  // another request's answer
+        #expect(NetlinkAck.parse(ack, sequence: 5, portID: 43) == nil)
+    }
+
+    @Test func parsesErrnoAndExtendedAckText() {
+        let capped = Wire.error(errno: -EEXIST, sequence: 1, portID: 7, flags: 0x100 | 0x200,
+                                attributes: Wire.attribute(1, Array("Address already assigned".utf8) + [0]))
+        #expect(NetlinkAck.parse(capped, sequence: 1, portID: 7)
+                == NetlinkAck(errno: EEXIST, message: "Address already assigned"))
+        // Without NETLINK_CAP_ACK the request's payload is echoed before the attributes.
+        let echoed = Wire.error(errno: -EINVAL, sequence: 2, portID: 7, flags: 0x200, echoedPayload: [UInt8](repeating: 9, count: 10),
+                                attributes: Wire.attribute(4, [0, 0, 0, 0]) + Wire.attribute(1, Array("bad".utf8) + [0]))
+        #expect(NetlinkAck.parse(echoed, sequence: 2, portID: 7) == NetlinkAck(errno: EINVAL, message: "bad"))
+        // An answer after an unrelated message in the same buffer.
+        let other = Wire.error(errno: 0, sequence: 99, portID: 7)
+        #expect(NetlinkAck.parse(other + capped, sequence: 1, portID: 7)?.errno == EEXIST)
+    }
+
+    @Test func malformedAnswersAreIgnoredNotTrusted() {
+        var ack = Wire.error(errno: -EPERM, sequence: 3, portID: 1, flags: 0x200,
+                             attributes: Wire.attribute(1, Array("text".utf8)))
+        for length in 0 ..< ack.count {
+            _ = NetlinkAck.parse(Array(ack[..<length]), sequence: 3, portID: 1)  // must not trap
+        }
+        ack.replaceSubrange(0 ..< 4, with: Wire.bytes(UInt32(0xffff_ffff)))
+        #expect(NetlinkAck.parse(ack, sequence: 3, portID: 1) == nil)
+        ack.replaceSubrange(0 ..< 4, with: Wire.bytes(UInt32(0)))
+        #expect(NetlinkAck.parse(ack, sequence: 3, portID: 1) == nil)
+        // An errno of Int32.min must not overflow on negation.
+        #expect(NetlinkAck.parse(Wire.error(errno: Int32.min, sequence: 3, portID: 1), sequence: 3, portID: 1)?.errno == Int32.min)
+        // An echoed length that points past the message.
+        let lying = Wire.error(errno: -EPERM, sequence: 4, portID: 1, flags: 0x200, echoedLength: 5000,
+                               attributes: Wire.attribute(1, Array("x".utf8)))
+        #expect(NetlinkAck.parse(lying, sequence: 4, portID: 1) == NetlinkAck(errno: EPERM, message: nil))
+    }
+
+    // MARK: - Root, inside a private network namespace
+
+    @Test(.enabled(if: isolatedRootNetns, "needs root in a private network namespace (unshare --net)"))
+    func ensuresAddressAndLinkUpIdempotently() throws {
+        let (name, peer) = ("vnla0", "vnla1")
+        _ = try? run("ip", "link", "del", name)
+        try run("ip", "link", "add", name, "type", "veth", "peer", "name", peer)
+        defer { _ = try? run("ip", "link", "del", name) }
+        #expect(AddressConfigurator.interfaceExists(name))
+
+        let configurator = AddressConfigurator()
+        try configurator.ensureAddress(IPv4Interface("10.78.0.1/24")!, on: name)
+        try configurator.ensureAddress(IPv4Interface("10.78.0.1/24")!, on: name)  // EEXIST: success
+        let addresses = try run("ip", "-4", "-o", "addr", "show", "dev", name)
+        #expect(addresses.components(separatedBy: "inet 10.78.0.1/24 brd 10.78.0.255 ").count == 2, "\(addresses)")
+
+        // A /32 gets no broadcast address.
+        try configurator.ensureAddress(IPv4Interface("10.79.0.9/32")!, on: name)
+        let host = try run("ip", "-4", "-o", "addr", "show", "dev", name)
+        #expect(host.contains("inet 10.79.0.9/32 scope global"), "\(host)")
+
+        try configurator.setLinkUp(peer)
+        try configurator.setLinkUp(name)
+        try configurator.setLinkUp(name)
+        let link = try run("ip", "-o", "link", "show", name)
+        #expect(link.contains(",UP,LOWER_UP>"), "\(link)")
+
+        try run("ip", "link", "del", name)
+        #expect(!AddressConfigurator.interfaceExists(name))
+        #expect(!AddressConfigurator.interfaceExists(peer))
+    }
+}
+
+// MARK: - Helpers
+
+/// Hand-built NLMSG_ERROR messages (kernel ABI numbers written out).
+private enum Wire {
+    static func bytes<T: FixedWidthInteger>(_ value: T) -> [UInt8] { withUnsafeBytes(of: value) { Array($0) } }
+    static func padded(_ bytes: [UInt8]) -> [UInt8] { bytes + [UInt8](repeating: 0, count: (4 - bytes.count % 4) % 4) }
+
+    static func attribute(_ type: UInt16, _ payload: [UInt8]) -> [UInt8] {
+        padded(bytes(UInt16(4 + payload.count)) + bytes(type) + payload)
+    }
+
+    /// struct nlmsgerr (errno, the request's header) then, uncapped, the request's payload, then TLVs.
+    static func error(errno: Int32, sequence: UInt32, portID: UInt32, flags: UInt16 = 0x100,
+                      echoedPayload: [UInt8] = [], echoedLength: UInt32? = nil, attributes: [UInt8] = []) -> [UInt8] {
+        let request = bytes(echoedLength ?? UInt32(16 + echoedPayload.count)) + bytes(UInt16(20)) + bytes(UInt16(0x5))
+            + bytes(sequence) + bytes(portID)
+        let body = bytes(errno) + request + padded(echoedPayload) + attributes
+        return padded(bytes(UInt32(16 + body.count)) + bytes(UInt16(2)) + bytes(flags) + bytes(sequence) + bytes(portID) + body)
+    }
+}
+
+/// Root, and in a network namespace other than the host's: only then may tests change links.
+private let isolatedRootNetns: Bool = {
+    guard getuid() == 0, let mine = netns("self") else { return false }
+    // Kernels since 6.x give the initial namespace a fixed inode (PROC_NET_INIT_INO).
+    if mine == "net:[4026531833]" { return false }
+    if let initial = netns("1") { return mine != initial }
+    // PID 1's link can be unreadable (a sandbox's init): compare with the outermost ancestor we
+    // can read instead, which `unshare --net` left in the original namespace.
+    var outermost: String?
+    var pid = getppid()
+    while pid > 1, let theirs = netns("\(pid)") {
+        outermost = theirs
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("PPid:") }),
+              let parent = pid_t(line.dropFirst(5).trimmingCharacters(in: .whitespaces)) else { break }
+        pid = parent
+    }
+    return outermost.map { $0 != mine } ?? false
+}()
+
+private func netns(_ pid: String) -> String? {
+    try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/net")
+}
+
+private struct CommandFailed: Error, CustomStringConvertible { let description: String }
+
+/// Runs `command` (looked up on the sbin/bin paths) and returns its output; throws if it fails.
+/// posix_spawn, not Foundation's Process: in a fresh namespace `lo` is down, Foundation cannot
+/// make its loopback wake-up socket, and Process.waitUntilExit never returns.
+@discardableResult
+private func run(_ command: String, _ arguments: String...) throws -> String {
+    let path = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map { "\($0)/\(command)" }
+        .first { access($0, X_OK) == 0 } ?? command
+    var pipeEnds: [Int32] = [0, 0]
+    guard pipe(&pipeEnds) == 0 else { throw CommandFailed(description: "pipe: errno \(errno)") }
+    _ = fcntl(pipeEnds[0], F_SETFD, FD_CLOEXEC)
+    _ = fcntl(pipeEnds[1], F_SETFD, FD_CLOEXEC)
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 2)
+    let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid = pid_t()
+    let spawned = posix_spawn(&pid, path, &actions, nil, argv, environ)
+    close(pipeEnds[1])
+    defer { close(pipeEnds[0]) }
+    guard spawned == 0 else { throw CommandFailed(description: "\(command): spawn errno \(spawned)") }
+    var output: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(pipeEnds[0], $0.baseAddress, $0.count) }
+        if count > 0 { output += chunk[..<count] } else if count == 0 || errno != EINTR { break }
+    }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+    let text = String(decoding: output, as: UTF8.self)
+    guard status == 0 else {  // 0: exited normally with status 0
+        throw CommandFailed(description: "\(command) \(arguments.joined(separator: " ")) (wait status \(status)): \(text)")
+    }
+    return text
+}

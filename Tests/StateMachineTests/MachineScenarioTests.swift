@@ -1,0 +1,355 @@
+import StateMachine
+import Testing
+
+@Suite("Machine scenarios")
+struct MachineScenarioTests {
+    // MARK: Start and configuration
+
+    @Test func firstActionOfANewMachineIsTheLockdown() {
+        var machine = Machine()
+        let actions = machine.handle(.start)
+        #expect(actions.first == .applyFirewall(.lockdown))
+        #expect(actions == [.applyFirewall(.lockdown), .loadConfiguration])
+        #expect(machine.state == .initial)
+        #expect(machine.requestedPolicy == .lockdown)
+    }
+
+    @Test func startTwiceDoesNothingTheSecondTime() {
+        var machine = Machine()
+        _ = machine.handle(.start)
+        let before = machine
+        #expect(machine.handle(.start) == [])
+        #expect(machine == before)
+    }
+
+    @Test func rejectedConfigurationExitsWith78AndTheMessage() {
+        var machine = Machine()
+        _ = machine.handle(.start)
+        _ = machine.handle(.firewallCommitted(.lockdown))
+        let message = "IP_ADDR=garbage is not an IPv4 address with prefix length"
+        #expect(machine.handle(.configurationRejected(message)) == [.exit(code: 78, message: message)])
+        #expect(ExitCode.configuration == 78)
+    }
+
+    @Test func lockdownFailureBeforeConfigurationExits71AfterConfigurationLoaded() {
+        var machine = Machine()
+        _ = machine.handle(.start)
+        // The failure is remembered, not acted on: the configuration decides between 78 and 71.
+        #expect(machine.handle(.firewallFailed(.lockdown, "netlink: EPERM")) == [])
+        #expect(machine.handle(.configurationLoaded)
+                == [.exit(code: 71, message: "cannot commit the lockdown ruleset: netlink: EPERM")])
+        #expect(ExitCode.unavailable == 71)
+    }
+
+    @Test func lockdownFailureBeforeARejectedConfigurationStillExits78() {
+        var machine = Machine()
+        _ = machine.handle(.start)
+        _ = machine.handle(.firewallFailed(.lockdown, "EPERM"))
+        #expect(machine.handle(.configurationRejected("CONFIG= is required")) == [.exit(code: 78, message: "CONFIG= is required")])
+    }
+
+    @Test func lockdownFailureAfterConfigurationExits71Immediately() {
+        var machine = Machine()
+        _ = feed(&machine, [.start, .configurationLoaded])
+        #expect(machine.handle(.firewallFailed(.lockdown, "EPERM"))
+                == [.exit(code: 71, message: "cannot commit the lockdown ruleset: EPERM")])
+    }
+
+    @Test func aSupersededCommitIsIgnored() {
+        var machine = machine(in: .addressAssigned) // connecting requested
+        #expect(machine.handle(.firewallCommitted(.lockdown)) == [])
+        #expect(machine.handle(.firewallFailed(.lockdown, "late")) == [])
+        #expect(machine.state == .addressAssigned)
+    }
+
+    // MARK: Happy path
+
+    @Test func happyPathInitToTunnelUp() {
+        var machine = Machine()
+        let steps: [(Event, State, [Action])] = [
+            (.start, .initial, [.applyFirewall(.lockdown), .loadConfiguration]),
+            (.firewallCommitted(.lockdown), .initial, []),
+            (.configurationLoaded, .initial, [.ensureLANAddress]),
+            (.lanAddressPresent, .addressAssigned, [.applyFirewall(.connecting)]),
+            (.firewallCommitted(.connecting), .tunnelConnecting, [.spawnOpenVPN]),
+            (.openvpnStarted, .tunnelConnecting, []),
+            (.managementConnected, .tunnelConnecting, [.requestStateNotifications]),
+            (.openvpnHold, .tunnelConnecting, [.releaseHold]),
+            (.openvpnState(.wait), .tunnelConnecting, []),
+            (.openvpnState(.auth), .tunnelConnecting, []),
+            (.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
+            (.openvpnState(.getConfig), .tunnelConnecting, []),
+            (.openvpnState(.assignIP), .tunnelConnecting, []),
+            (.tunnelLinkUp, .tunnelConnecting, []),
+            (.openvpnState(.addRoutes), .tunnelConnecting, []),
+            (.openvpnState(.connected), .tunnelUp, [.applyFirewall(.up)]),
+            (.firewallCommitted(.up), .tunnelUp, []),
+        ]
+        var all: [Action] = []
+        for (event, state, actions) in steps {
+            let got = machine.handle(event)
+            all += got
+            #expect(got == actions, "after \(label(event))")
+            #expect(machine.state == state, "after \(label(event))")
+            #expect(machine.requestedPolicy == state.policy, "after \(label(event))")
+        }
+        // The order that matters, on the whole run.
+        let connecting = all.firstIndex(of: .applyFirewall(.connecting))!
+        let spawn = all.firstIndex(of: .spawnOpenVPN)!
+        let release = all.firstIndex(of: .releaseHold)!
+        #expect(all.first == .applyFirewall(.lockdown))
+        #expect(connecting < spawn)
+        #expect(spawn < release)
+        #expect(machine.reason == nil)
+    }
+
+    @Test func tunnelLinkAfterConnectedAlsoReachesTunnelUp() {
+        var machine = machine(in: .tunnelConnecting)
+        #expect(machine.handle(.openvpnState(.connected)) == [])
+        #expect(machine.handle(.tunnelLinkUp) == [.applyFirewall(.up)])
+        #expect(machine.state == .tunnelUp)
+    }
+
+    @Test func holdIsNotReleasedBeforeTheConnectingPolicyIsCommitted() {
+        // After OpenVPN died in TunnelUp, the connecting policy is requested again; the respawned
+        // OpenVPN's hold arrives before that commit and must wait for it.
+        var machine = machine(in: .tunnelUp)
+        #expect(machine.handle(.openvpnExited(.signaled(9)))
+                == [.applyFirewall(.connecting), .scheduleTimer(.respawn, after: .milliseconds(250))])
+        #expect(machine.handle(.timerFired(.respawn)) == [.spawnOpenVPN])
+        #expect(machine.handle(.openvpnStarted) == [])
+        #expect(machine.handle(.managementConnected) == [.requestStateNotifications])
+        #expect(machine.handle(.openvpnHold) == [])
+        #expect(machine.handle(.firewallCommitted(.up)) == []) // stale, superseded
+        #expect(machine.handle(.firewallCommitted(.connecting)) == [.releaseHold])
+        #expect(machine.handle(.openvpnHold) == [.releaseHold]) // a later hold: released at once
+    }
+
+    @Test func pendingHoldIsDroppedWhenTheConnectingPolicyFails() {
+        var machine = machine(in: .tunnelUp)
+        _ = feed(&machine, [.openvpnExited(.exited(1)), .timerFired(.respawn), .openvpnStarted, .openvpnHold])
+        let actions = machine.handle(.firewallFailed(.connecting, "EPERM"))
+        #expect(!actions.contains(.releaseHold))
+        #expect(machine.state == .killswitched)
+        #expect(machine.handle(.firewallCommitted(.lockdown)) == [])
+    }
+
+    @Test func holdInKillswitchedIsNeverReleased() {
+        var machine = machine(in: .tunnelConnecting)
+        _ = machine.handle(.firewallFailed(.connecting, "EPERM"))
+        #expect(machine.handle(.openvpnHold) == [])
+        #expect(machine.handle(.firewallCommitted(.lockdown)) == [])
+    }
+
+    // MARK: Respawn backoff
+
+    @Test func respawnBackoffDoublesIsCappedAndResetsAfterTunnelUp() {
+        var machine = machine(in: .tunnelConnecting)
+        let expected: [Duration] = [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(4),
+                                    .seconds(8), .seconds(16), .seconds(30), .seconds(30), .seconds(30)]
+        for delay in expected {
+            #expect(machine.handle(.openvpnExited(.exited(1))) == [.scheduleTimer(.respawn, after: delay)])
+            #expect(machine.state == .tunnelConnecting)
+            #expect(machine.handle(.timerFired(.respawn)) == [.spawnOpenVPN])
+            #expect(machine.handle(.openvpnStarted) == [])
+        }
+        // A spawn failure backs off the same way.
+        #expect(machine.handle(.openvpnExited(.exited(1))) == [.scheduleTimer(.respawn, after: .seconds(30))])
+        #expect(machine.handle(.timerFired(.respawn)) == [.spawnOpenVPN])
+        #expect(machine.handle(.openvpnSpawnFailed("ENOENT")) == [.scheduleTimer(.respawn, after: .seconds(30))])
+        #expect(machine.handle(.timerFired(.respawn)) == [.spawnOpenVPN])
+        _ = feed(&machine, [.openvpnStarted, .openvpnState(.connected), .tunnelLinkUp])
+        #expect(machine.state == .tunnelUp)
+        // Reset: the next exit waits the base delay again.
+        #expect(machine.handle(.openvpnExited(.exited(1)))
+                == [.applyFirewall(.connecting), .scheduleTimer(.respawn, after: .milliseconds(250))])
+    }
+
+    @Test func respawnUsesTheConfiguredTimings() {
+        var machine = Machine(timings: Timings(respawnBase: .seconds(1), respawnCap: .seconds(3)))
+        _ = feed(&machine, Scenario.tunnelConnecting.path)
+        var delays: [Duration] = []
+        for _ in 0..<4 {
+            for action in machine.handle(.openvpnExited(.exited(1))) {
+                if case .scheduleTimer(.respawn, let after) = action { delays.append(after) }
+            }
+            _ = feed(&machine, [.timerFired(.respawn), .openvpnStarted])
+        }
+        #expect(delays == [.seconds(1), .seconds(2), .seconds(3), .seconds(3)])
+    }
+
+    @Test func respawnTimerIsIgnoredWhileOpenVPNRuns() {
+        var machine = machine(in: .tunnelConnecting)
+        #expect(machine.handle(.timerFired(.respawn)) == [])
+    }
+
+    // MARK: Authentication failure
+
+    @Test func authFailureKillswitchesWithoutRespawn() {
+        var machine = machine(in: .tunnelConnecting)
+        #expect(machine.handle(.credentialsRejected)
+                == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .stopOpenVPN])
+        #expect(machine.state == .killswitched)
+        #expect(machine.reason == "authentication failed: the server rejected the credentials")
+        #expect(machine.handle(.openvpnExited(.exited(1))) == [])
+        #expect(machine.handle(.firewallCommitted(.lockdown)) == [])
+        for event: Event in [.timerFired(.respawn), .timerFired(.retry), .lanAddressPresent,
+                             .firewallCommitted(.connecting), .openvpnHold, .credentialsRequested] {
+            #expect(machine.handle(event) == [], "\(label(event))")
+        }
+        #expect(machine.state == .killswitched)
+        #expect(machine.requestedPolicy == .lockdown)
+    }
+
+    @Test func authFailureFromTunnelUp() {
+        var machine = machine(in: .tunnelUp)
+        #expect(machine.handle(.credentialsRejected)
+                == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .stopOpenVPN])
+        #expect(machine.handle(.openvpnExited(.exited(1))) == [])
+        #expect(machine.handle(.timerFired(.respawn)) == [])
+        #expect(machine.state == .killswitched)
+    }
+
+    // MARK: Transient failures
+
+    @Test func transientFailureRetriesOnTheTimer() {
+        var machine = machine(in: .tunnelUp)
+        #expect(machine.handle(.firewallFailed(.up, "EBUSY"))
+                == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .stopOpenVPN,
+                    .scheduleTimer(.retry, after: .seconds(5))])
+        #expect(machine.reason == "the up ruleset was not committed: EBUSY")
+        _ = feed(&machine, [.firewallCommitted(.lockdown), .openvpnExited(.signaled(15))])
+        #expect(machine.handle(.timerFired(.retry)) == [.applyFirewall(.connecting)])
+        #expect(machine.state == .addressAssigned)
+        #expect(machine.handle(.firewallCommitted(.connecting)) == [.spawnOpenVPN])
+        #expect(machine.state == .tunnelConnecting)
+    }
+
+    @Test func retryWithoutTheAddressAsksForItAgain() {
+        var machine = machine(in: .initial)
+        #expect(machine.handle(.addressFailed("EPERM")) == [.cancelTimer(.respawn), .scheduleTimer(.retry, after: .seconds(5))])
+        #expect(machine.handle(.timerFired(.retry)) == [.ensureLANAddress, .scheduleTimer(.retry, after: .seconds(5))])
+        #expect(machine.state == .killswitched)
+        #expect(machine.handle(.lanAddressPresent) == [.applyFirewall(.connecting)])
+        #expect(machine.state == .addressAssigned)
+    }
+
+    @Test func retryWhileTheOldOpenVPNIsStillStoppingRespawnsAfterItExits() {
+        var machine = machine(in: .tunnelConnecting)
+        _ = machine.handle(.addressFailed("EPERM")) // stopOpenVPN sent, OpenVPN still running
+        _ = feed(&machine, [.firewallCommitted(.lockdown)])
+        #expect(machine.handle(.timerFired(.retry)) == [.applyFirewall(.connecting)])
+        #expect(machine.handle(.firewallCommitted(.connecting)) == []) // no second OpenVPN
+        #expect(machine.state == .tunnelConnecting)
+        #expect(machine.handle(.openvpnExited(.signaled(15))) == [.scheduleTimer(.respawn, after: .milliseconds(250))])
+        #expect(machine.handle(.timerFired(.respawn)) == [.spawnOpenVPN])
+    }
+
+    // MARK: Degraded
+
+    @Test func degradedRecoversOnConnectedOrOnTheLink() {
+        var machine = machine(in: .tunnelUp)
+        #expect(machine.handle(.tunnelLinkDown) == [])
+        #expect(machine.state == .degraded)
+        #expect(machine.reason == "the tunnel interface went down")
+        #expect(machine.handle(.tunnelLinkUp) == [])
+        #expect(machine.state == .tunnelUp)
+        #expect(machine.reason == nil)
+        #expect(machine.handle(.openvpnState(.reconnecting)) == [])
+        #expect(machine.reason == "OpenVPN reports RECONNECTING")
+        #expect(machine.handle(.openvpnState(.connected)) == [])
+        #expect(machine.state == .tunnelUp)
+    }
+
+    // MARK: Shutdown
+
+    @Test(arguments: Scenario.all)
+    func shutdownInEveryState(_ scenario: Scenario) {
+        var machine = scenario.machine()
+        let wasStopping = machine.shuttingDown
+        let requestedBefore = machine.requestedPolicy
+        let actions = machine.handle(.shutdownRequested)
+        #expect(machine.requestedPolicy == .lockdown)
+        #expect(machine.state == .killswitched)
+        #expect(machine.shuttingDown)
+        if wasStopping {
+            #expect(actions == [])
+            return
+        }
+        #expect(actions.contains(.applyFirewall(.lockdown)) == (requestedBefore != .lockdown))
+        if actions.contains(.applyFirewall(.lockdown)) {
+            #expect(actions.first == .applyFirewall(.lockdown))
+        }
+        let openvpnRunning = [State.tunnelConnecting, .tunnelUp, .degraded].contains(scenario.state)
+        if openvpnRunning {
+            #expect(actions.suffix(2) == [.stopOpenVPN, .scheduleTimer(.stopDeadline, after: .milliseconds(1500))])
+            #expect(!actions.contains { if case .exit = $0 { true } else { false } })
+            // Nothing else is acted on while stopping...
+            for event in representativeEvents where ![Event.openvpnExited(.exited(1)), .openvpnSpawnFailed("ENOENT"),
+                                                       .timerFired(.stopDeadline)].contains(event) {
+                var copy = machine
+                #expect(copy.handle(event) == [], "while stopping: \(label(event))")
+            }
+            // ...SIGKILL after the deadline, exit 0 once OpenVPN is gone, and only once.
+            #expect(machine.handle(.timerFired(.stopDeadline)) == [.killOpenVPN])
+            #expect(machine.handle(.openvpnExited(.signaled(9))) == [.cancelTimer(.stopDeadline), .exit(code: 0, message: nil)])
+            #expect(machine.handle(.openvpnExited(.signaled(9))) == [])
+            #expect(machine.handle(.timerFired(.stopDeadline)) == [])
+        } else {
+            #expect(actions.last == .exit(code: 0, message: nil))
+            #expect(!actions.contains(.stopOpenVPN))
+        }
+        #expect(actions.contains(.cancelTimer(.respawn)))
+        #expect(actions.contains(.cancelTimer(.retry)))
+        #expect(machine.handle(.shutdownRequested) == [])
+    }
+
+    @Test func shutdownExitsAsSoonAsOpenVPNExitsBeforeTheDeadline() {
+        var machine = machine(in: .tunnelUp)
+        _ = machine.handle(.shutdownRequested)
+        #expect(machine.handle(.openvpnExited(.exited(0))) == [.cancelTimer(.stopDeadline), .exit(code: 0, message: nil)])
+        #expect(machine.handle(.timerFired(.stopDeadline)) == [])
+    }
+
+    @Test func shutdownWhileOpenVPNIsBeingSpawned() {
+        var machine = machine(in: .addressAssigned)
+        #expect(machine.handle(.firewallCommitted(.connecting)) == [.spawnOpenVPN])
+        #expect(machine.handle(.shutdownRequested)
+                == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .cancelTimer(.retry), .stopOpenVPN,
+                    .scheduleTimer(.stopDeadline, after: .milliseconds(1500))])
+        // The spawn completes after the SIGTERM was due: stop it again.
+        #expect(machine.handle(.openvpnStarted) == [.stopOpenVPN])
+        #expect(machine.handle(.openvpnExited(.signaled(15))) == [.cancelTimer(.stopDeadline), .exit(code: 0, message: nil)])
+    }
+
+    @Test func shutdownWhileSpawnFails() {
+        var machine = machine(in: .addressAssigned)
+        _ = feed(&machine, [.firewallCommitted(.connecting), .shutdownRequested])
+        #expect(machine.handle(.openvpnSpawnFailed("ENOENT")) == [.cancelTimer(.stopDeadline), .exit(code: 0, message: nil)])
+    }
+
+    @Test func shutdownDuringRespawnBackoffExitsAtOnce() {
+        var machine = machine(in: .tunnelConnecting)
+        _ = machine.handle(.openvpnExited(.exited(1)))
+        #expect(machine.handle(.shutdownRequested)
+                == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .cancelTimer(.retry), .exit(code: 0, message: nil)])
+        #expect(machine.handle(.timerFired(.respawn)) == [])
+    }
+
+    // MARK: Status words
+
+    @Test func stateNamesAreTheInterface() {
+        #expect(State.allCases.map(\.description)
+                == ["Init", "AddressAssigned", "TunnelConnecting", "TunnelUp", "Degraded", "Killswitched"])
+        #expect(State.allCases.map(\.policy) == [.lockdown, .connecting, .connecting, .up, .up, .lockdown])
+    }
+
+    @Test func openVPNStateNamesRoundTrip() {
+        for name in ["CONNECTING", "WAIT", "AUTH", "GET_CONFIG", "ASSIGN_IP", "ADD_ROUTES", "CONNECTED",
+                     "RECONNECTING", "EXITING", "RESOLVE", "TCP_CONNECT", "AUTH_PENDING", "SOMETHING_NEW"] {
+            #expect(OpenVPNState(name: name).name == name)
+        }
+        #expect(OpenVPNState(name: "CONNECTED") == .connected)
+        #expect(OpenVPNState(name: "connected") == .other("connected"))
+    }
+}

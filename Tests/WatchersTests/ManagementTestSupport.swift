@@ -1,0 +1,219 @@
+import Glibc
+import Synchronization
+
+/// Collects everything an AsyncStream delivers, so tests can wait for what they expect.
+final class EventLog<Element: Sendable>: Sendable {
+    private struct Contents {
+        var items: [Element] = []
+        var finished = false
+    }
+
+    private let contents = Mutex(Contents())
+
+    init(_ stream: AsyncStream<Element>) {
+        Task { [self] in
+            for await item in stream { contents.withLock { $0.items.append(item) } }
+            contents.withLock { $0.finished = true }
+        }
+    }
+
+    var items: [Element] { contents.withLock { $0.items } }
+    var finished: Bool { contents.withLock { $0.finished } }
+
+    /// Waits (checking every 10 ms) until `predicate` holds; false after `timeout`.
+    func wait(timeout: Duration = .seconds(10), until predicate: ([Element], Bool) -> Bool) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if contents.withLock({ predicate($0.items, $0.finished) }) { return true }
+            if ContinuousClock.now >= deadline { return false }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    func wait(timeout: Duration = .seconds(10), until predicate: ([Element]) -> Bool) async -> Bool {
+        await wait(timeout: timeout) { items, _ in predicate(items) }
+    }
+}
+
+enum TestSystem {
+    /// A new private directory under /tmp.
+    static func temporaryDirectory() -> String {
+        var template = Array("/tmp/vpnsup-test-XXXXXX".utf8CString)
+        let result = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        precondition(result != nil, "mkdtemp failed")
+        return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    static func removeTree(_ path: String) {
+        // Test directories are flat.
+        if let directory = opendir(path) {
+            while let entry = readdir(directory) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if name != "." && name != ".." { unlink("\(path)/\(name)") }
+            }
+            closedir(directory)
+        }
+        rmdir(path)
+    }
+
+    static func fileMode(_ path: String) -> UInt32? {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return nil }
+        return UInt32(info.st_mode)
+    }
+
+    static func readFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count <= 0 { break }
+            bytes += chunk[0..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func writeFile(_ path: String, _ text: String) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        precondition(fd >= 0)
+        var bytes = Array(text.utf8)
+        _ = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+    }
+
+    /// A socket file whose socket is gone, as a crashed run leaves it.
+    static func makeStaleSocket(_ path: String) {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8) + [0]) }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        precondition(result == 0)
+        close(fd)
+    }
+
+    static func isExecutable(_ path: String) -> Bool { access(path, X_OK) == 0 }
+
+    /// Starts a child (no shell) with an empty signal mask, stdout and stderr to `output` if given.
+    static func spawn(_ path: String, _ arguments: [String], output: String? = nil,
+                      extraEnvironment: [String] = []) -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        if let output {
+            posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        var inherited: [UnsafeMutablePointer<CChar>?] = []
+        var cursor = environ
+        while let entry = cursor.pointee {
+            inherited.append(entry)
+            cursor += 1
+        }
+        let added = extraEnvironment.map { strdup($0) }
+        defer { added.forEach { free($0) } }
+        let code = posix_spawn(&pid, path, &actions, &attributes, argv, inherited + added + [nil])
+        precondition(code == 0, "posix_spawn \(path): \(code)")
+        return pid
+    }
+
+    /// Whether `pid` has ended (a zombie, or already reaped). Does not reap: in this test process
+    /// the signal watcher may be the reaper.
+    static func hasExited(_ pid: pid_t) -> Bool {
+        guard let stat = readFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return true }
+        return stat[stat.index(after: close)...].dropFirst().first == "Z"
+    }
+
+    static func waitUntilExited(_ pid: pid_t, timeout: Duration = .seconds(10)) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while !hasExited(pid) {
+            if ContinuousClock.now >= deadline { return false }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return true
+    }
+
+    /// Reaps `pid` if nobody else has (ECHILD means the signal watcher did).
+    static func reap(_ pid: pid_t) {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    }
+
+    /// Runs a short command to completion and returns its output.
+    static func run(_ path: String, _ arguments: [String], in directory: String) async -> String? {
+        let output = "\(directory)/run-\(UInt32.random(in: 0 ... .max)).out"
+        let pid = spawn(path, arguments, output: output)
+        guard await waitUntilExited(pid) else { return nil }
+        reap(pid)
+        return readFile(output)
+    }
+}
+
+/// The client end of a unix stream socket, as OpenVPN would hold it.
+final class TestClient {
+    let fd: Int32
+
+    init?(path: String) {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: Array(path.utf8) + [0])
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard result == 0 else {
+            Glibc.close(fd)
+            return nil
+        }
+        // Reads below never wait long: what they expect has been sent already, or soon is.
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    func write(_ text: String) {
+        var bytes = Array(text.utf8)
+        _ = bytes.withUnsafeMutableBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// One line without its line feed; nil on end of file, error or timeout.
+    func readLine() -> String? {
+        var bytes: [UInt8] = []
+        var byte: UInt8 = 0
+        while true {
+            let count = recv(fd, &byte, 1, 0)
+            if count < 0 && errno == EINTR { continue }
+            guard count == 1 else { return nil }
+            if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
+            bytes.append(byte)
+        }
+    }
+
+    /// True when the peer closed the connection.
+    func readsEndOfFile() -> Bool {
+        var byte: UInt8 = 0
+        return recv(fd, &byte, 1, 0) == 0
+    }
+
+    func close() { shutdown(fd, Int32(SHUT_RDWR)) }
+
+    deinit { Glibc.close(fd) }
+}

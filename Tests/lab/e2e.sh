@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Tests/lab/e2e.sh — end-to-end test of vpnsup in the namespace lab (lab/lab.sh): a LAN client
+# behind vpnsup reaches the internet only through the tunnel, across a server outage, after
+# vpnsup and OpenVPN are SIGKILLed, and never leaks a packet onto the WAN.
+#
+#   VPNSUP=path/to/vpnsup bash Tests/lab/e2e.sh     (default .build/debug/vpnsup; needs root)
+#   LAB_KEEP=1 keeps the run directory (logs, captures) even when everything passed.
+# Prints ok/not ok lines, "# " notes with timings, and "lab: P passed, F failed"; exits
+# non-zero on any failure. Everything is torn down by the EXIT trap.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=lab/lab.sh
+. "$REPO/lab/lab.sh"
+# shellcheck source=Tests/lab/tap.sh
+. "$REPO/Tests/lab/tap.sh"
+
+VPNSUP=${VPNSUP:-.build/debug/vpnsup}
+[[ $VPNSUP == /* ]] || VPNSUP=$REPO/$VPNSUP
+
+TUNNEL_UP_TIMEOUT=30 # server start -> TunnelUp
+OUTAGE_TIMEOUT=20    # server stop -> vpnsup leaves TunnelUp (OpenVPN's ping-restart is 5 s)
+RECOVER_TIMEOUT=40   # server back -> traffic flows again
+
+finish() {
+    local status=$?
+    trap - EXIT
+    set +e
+    if [ "$TAP_FAIL" -gt 0 ] || [ "$status" -ne 0 ]; then
+        if [ -f "${LAB_RUNDIR:-}/logs/vpnsup.log" ]; then
+            tap_note "the end of vpnsup's log:"
+            tap_note_file 30 "$LAB_RUNDIR/logs/vpnsup.log"
+        fi
+    fi
+    lab_down
+    if [ "$TAP_FAIL" -eq 0 ] && [ "$status" -eq 0 ] && [ "${LAB_KEEP:-0}" != 1 ]; then
+        rm -rf "${LAB_RUNDIR:?}"
+    elif [ -d "${LAB_RUNDIR:-}" ]; then
+        tap_note "lab files kept in $LAB_RUNDIR"
+    fi
+    tap_finish "$status"
+    exit $?
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+lab_init
+if [ "$(id -u)" -ne 0 ]; then
+    tap_not_ok "the lab needs root (network namespaces)"
+    exit 1
+fi
+if [ ! -x "$VPNSUP" ]; then
+    tap_not_ok "vpnsup binary at $VPNSUP (build it: make build, or set VPNSUP)"
+    exit 1
+fi
+
+RUNTIME=$LAB_RUNDIR/runtime
+
+# ---- vpnsup in the router namespace ----
+
+# The environment of `vpnsup run`, nothing inherited but PATH (so DNS, PORT_FWD... of the caller
+# cannot change what is tested).
+vpnsup_env() {
+    echo PATH="$PATH"
+    echo CONFIG="$LAB_RUNDIR/config/client.ovpn"
+    echo IP_ADDR="$LAB_LAN_GW_CIDR"
+    echo LAN_IF=eth1
+    echo WAN_IF=eth0
+    echo CREDENTIALS_FILE="$LAB_RUNDIR/credentials"
+    echo RUNTIME_DIR="$RUNTIME"
+}
+
+start_vpnsup() {
+    local vars
+    mapfile -t vars < <(vpnsup_env)
+    lab_daemon_start vpnsup router env -i "${vars[@]}" "$VPNSUP" run
+}
+
+status_json() {
+    timeout 5 ip netns exec "$(lab_ns router)" "$VPNSUP" status --json --runtime-dir "$RUNTIME" \
+        2>>"$LAB_RUNDIR/logs/status.err"
+}
+
+vpnsup_state() {
+    local json
+    json=$(status_json) || return 1
+    jq -er '.state' <<<"$json" 2>/dev/null
+}
+
+state_is() { [ "$(vpnsup_state)" = "$1" ]; }
+state_is_not() {
+    local s
+    s=$(vpnsup_state) || return 1
+    [ "$s" != "$1" ]
+}
+status_answers() { vpnsup_state >/dev/null; }
+
+gateway_on_lan() {
+    local addrs
+    addrs=$(lab_exec router ip -4 -o addr show dev eth1) || return 1
+    [[ $addrs == *" $LAB_LAN_GW_CIDR "* ]]
+}
+
+# ---- the client's view ----
+
+# What the echo saw as our source, or failure.
+client_fetch() { lab_exec client curl -sS --max-time "${1:-3}" "$LAB_ECHO_URL" 2>>"$LAB_RUNDIR/logs/client.err"; }
+via_tunnel() { [[ $1 == "$LAB_VPN_PREFIX"* ]]; }
+client_via_tunnel() {
+    local seen
+    seen=$(client_fetch 1) || return 1
+    via_tunnel "$seen"
+}
+client_blocked() { ! lab_exec client curl -s --max-time 2 -o /dev/null "$LAB_ECHO_URL"; }
+ping_blocked() { ! lab_exec client ping -q -c 3 -i 0.3 -W 1 "$LAB_ECHO_IP" >/dev/null 2>&1; }
+dns_blocked() { ! lab_exec client dig +short +time=1 +tries=1 "@$LAB_ECHO_IP" "$LAB_DNS_NAME" >/dev/null 2>&1; }
+
+seconds_since() { lab_ms_to_s $(($(lab_now_ms) - $1)); }
+
+# ---- the lab ----
+
+lab_up
+tap_note "lab up in $(lab_ms_to_s "$LAB_UP_MS") s (prefix $LAB_PREFIX, vpnsup $VPNSUP)"
+lab_capture_start # from before vpnsup starts: its start-up window is watched too
+start_vpnsup
+VPNSUP_PID=$(lab_daemon_pid vpnsup || echo none)
+
+# 1. No VPN server yet: nothing gets out, status answers and is not TunnelUp.
+if lab_wait_for 10 status_answers; then
+    json=$(status_json || true)
+    tap_note "state before the server runs: $(jq -c '{state, since}' <<<"$json" 2>/dev/null || echo "$json")"
+    has_fields() { jq -e 'has("state") and has("since")' <<<"$json" >/dev/null 2>&1; }
+    tap_check "status --json answers with state and since" has_fields
+    tap_check "status is not TunnelUp while no server runs" state_is_not TunnelUp
+else
+    tap_not_ok "status --json answers with state and since (none within 10 s)"
+    tap_not_ok "status is not TunnelUp while no server runs"
+fi
+tap_check "vpnsup puts $LAB_LAN_GW_CIDR on eth1" lab_wait_for 10 gateway_on_lan
+tap_check "no server: the client cannot reach the internet" client_blocked
+
+# 2. Server up: TunnelUp, the client gets out through the tunnel.
+t0=$(lab_now_ms)
+lab_vpn_server_start
+if lab_wait_for "$TUNNEL_UP_TIMEOUT" state_is TunnelUp; then
+    took=$(seconds_since "$t0")
+    tap_note "figure: server start -> TunnelUp: $took s"
+    tap_ok "TunnelUp after the server starts ($took s)"
+else
+    tap_not_ok "TunnelUp after the server starts (not within $TUNNEL_UP_TIMEOUT s; state $(vpnsup_state || echo '?'))"
+fi
+seen=$(client_fetch 5 || true)
+tap_check "the client reaches the echo, which sees the tunnel address ($seen), not $LAB_CLIENT_IP" \
+    via_tunnel "$seen"
+
+# 3. Server gone: vpnsup leaves TunnelUp and nothing gets out.
+was_up=no
+state_is TunnelUp && was_up=yes
+t0=$(lab_now_ms)
+lab_vpn_server_stop
+if [ "$was_up" = no ]; then
+    tap_not_ok "status leaves TunnelUp when the server goes away (it was not TunnelUp)"
+elif lab_wait_for "$OUTAGE_TIMEOUT" state_is_not TunnelUp; then
+    took=$(seconds_since "$t0")
+    tap_note "figure: server stop -> left TunnelUp: $took s (now $(vpnsup_state || echo '?'))"
+    tap_ok "status leaves TunnelUp when the server goes away ($took s)"
+else
+    tap_not_ok "status leaves TunnelUp when the server goes away (not within $OUTAGE_TIMEOUT s)"
+fi
+tap_check "server down: the client cannot reach the internet" client_blocked
+
+# 4. Server back: traffic flows again, same vpnsup process.
+t0=$(lab_now_ms)
+lab_vpn_server_start
+if lab_wait_for "$RECOVER_TIMEOUT" client_via_tunnel; then
+    took=$(seconds_since "$t0")
+    tap_note "figure: server back -> client traffic through the tunnel: $took s"
+    tap_ok "server back: traffic flows through the tunnel again ($took s)"
+else
+    tap_not_ok "server back: traffic flows through the tunnel again (not within $RECOVER_TIMEOUT s)"
+fi
+same_process_up() {
+    [ "$(lab_daemon_pid vpnsup || echo gone)" = "$VPNSUP_PID" ] && lab_wait_for 10 state_is TunnelUp
+}
+tap_check "server back: same vpnsup process (pid $VPNSUP_PID), status TunnelUp" same_process_up
+
+# 5. vpnsup and OpenVPN SIGKILLed: the committed ruleset still holds.
+# vpnsup by its recorded pid, OpenVPN (its child, or whatever it spawned) by name in the router.
+router_openvpns() {
+    local pid
+    for pid in $(ip netns pids "$(lab_ns router)"); do
+        [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != openvpn ] || echo "$pid"
+    done
+}
+victims=$(echo "$(lab_daemon_pid vpnsup || true) $(router_openvpns)" | xargs)
+tap_note "SIGKILL to vpnsup and openvpn: ${victims:-nothing alive}"
+for pid in $victims; do kill -KILL "$pid" 2>/dev/null || true; done
+none_left() { ! lab_daemon_pid vpnsup >/dev/null && [ -z "$(router_openvpns)" ]; }
+lab_wait_for 5 none_left || tap_note "vpnsup/openvpn still alive after SIGKILL"
+tap_check "after SIGKILL of vpnsup and OpenVPN: HTTP from the client does not get out" client_blocked
+tap_check "after SIGKILL of vpnsup and OpenVPN: ping from the client does not get out" ping_blocked
+tap_check "after SIGKILL of vpnsup and OpenVPN: DNS from the client does not get out" dns_blocked
+
+# Bad configuration, in a throwaway namespace: exit 78, one line naming IP_ADDR and the value,
+# and the lockdown table committed all the same.
+bad_ns=$(lab_ns bad)
+ip netns add "$bad_ns"
+ip -n "$bad_ns" link add eth0 type veth peer name eth1
+ip -n "$bad_ns" link set eth0 up
+ip -n "$bad_ns" link set eth1 up
+mapfile -t vars < <(vpnsup_env | sed "s|^IP_ADDR=.*|IP_ADDR=garbage|; s|^RUNTIME_DIR=.*|RUNTIME_DIR=$LAB_RUNDIR/runtime-bad|")
+rc=0
+timeout 20 ip netns exec "$bad_ns" env -i "${vars[@]}" "$VPNSUP" run \
+    >"$LAB_RUNDIR/logs/bad.out" 2>"$LAB_RUNDIR/logs/bad.err" </dev/null || rc=$?
+tap_check "IP_ADDR=garbage: vpnsup run exits 78 (got $rc)" test "$rc" -eq 78
+one_line_naming() {
+    [ "$(wc -l <"$LAB_RUNDIR/logs/bad.err")" -eq 1 ] &&
+        grep -q 'IP_ADDR' "$LAB_RUNDIR/logs/bad.err" && grep -q 'garbage' "$LAB_RUNDIR/logs/bad.err"
+}
+tap_check "IP_ADDR=garbage: one stderr line naming IP_ADDR and the value" one_line_naming
+tap_last_failed && tap_note_file 5 "$LAB_RUNDIR/logs/bad.err"
+lockdown_listed() {
+    ip netns exec "$bad_ns" nft list table inet vpnsup >"$LAB_RUNDIR/logs/bad.nft" 2>&1 &&
+        grep -q 'policy drop' "$LAB_RUNDIR/logs/bad.nft"
+}
+tap_check "IP_ADDR=garbage: the lockdown table inet vpnsup is committed" lockdown_listed
+tap_last_failed && tap_note_file 10 "$LAB_RUNDIR/logs/bad.nft"
+
+# 6. Over the whole run: nothing but the tunnel's transport on the WAN, only tunnel sources at
+# the echo.
+if leaks=$(lab_leaks); then
+    tap_check "zero leaked packets on the WAN ($leaks of $(lab_capture_count) captured are not tunnel transport)" \
+        test "$leaks" -eq 0
+    [ "$leaks" -eq 0 ] || tap_note_file 20 "$LAB_RUNDIR/capture/leaks.txt"
+else
+    tap_not_ok "zero leaked packets on the WAN (the capture could not be read)"
+fi
+sources=$(lab_echo_sources | tr '\n' ' ')
+only_tunnel_sources() {
+    local src
+    [ -n "$sources" ] || return 1
+    for src in $sources; do via_tunnel "$src" || return 1; done
+}
+tap_check "the echo saw tunnel sources only ($sources)" only_tunnel_sources

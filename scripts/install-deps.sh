@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages vpnsup builds, tests and demos with, when any is missing.
+# Quiet when everything is present, so `make` stays fast on a prepared machine.
+set -euo pipefail
+
+packages=(
+  # build: the C libraries vpnsup links
+  pkg-config libmnl-dev libnftnl-dev libsystemd-dev
+  # run: what vpnsup drives
+  openvpn iproute2
+  # tests and demo: namespaces lab, captures, servers, clients
+  nftables tcpdump openssl curl socat dnsmasq-base bind9-dnsutils iperf3 python3 util-linux procps iputils-ping
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
