@@ -199,12 +199,14 @@ public struct Credentials: Hashable, Sendable {
     /// Parses "username\npassword\n" (a trailing CR per line is tolerated). `path` only names the
     /// file in errors; the secret itself never appears in a message.
     public init(fileContents text: String, path: String) throws(ConfigurationError) {
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        // "\r\n" is one Character in Swift, so it must be named as a separator of its own.
+        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
             .map { $0.hasSuffix("\r") ? String($0.dropLast()) : String($0) }
         guard lines.count >= 2, !lines[0].isEmpty, !lines[1].isEmpty else {
             throw ConfigurationError("CREDENTIALS_FILE", path, "must hold a username line and a password line")
         }
-        guard !lines[0].contains("\0"), !lines[0].contains("\r"), !lines[1].contains("\0"), !lines[1].contains("\r") else {
+        let injects = { (line: String) in line.unicodeScalars.contains { $0 == "\0" || $0 == "\r" || $0 == "\n" } }
+        guard !injects(lines[0]), !injects(lines[1]) else {
             throw ConfigurationError("CREDENTIALS_FILE", path, "holds a control character that could inject a management command")
         }
         username = lines[0]

@@ -136,6 +136,8 @@ public struct Machine: Hashable, Sendable {
 
     public mutating func handle(_ event: Event) -> [Action] {
         if failure == .shutdown { return handleWhileStopping(event) }
+        // Nothing may touch the network before the lockdown has been requested.
+        if !started, event != .start, event != .shutdownRequested { return [] }
         switch event {
         case .start:
             guard !started else { return [] }
@@ -159,6 +161,10 @@ public struct Machine: Hashable, Sendable {
             guard policy == requested else { return [] } // superseded by a later request
             committed = policy
             var actions: [Action] = []
+            // netlink may confirm the address before the lockdown commit reports back.
+            if state == .initial, policy == .lockdown, configured, lockdownFailure == nil, addressPresent {
+                actions += enter(.addressAssigned)
+            }
             if state == .addressAssigned, policy == .connecting {
                 actions += enter(.tunnelConnecting)
                 actions += spawn()
@@ -353,6 +359,9 @@ public struct Machine: Hashable, Sendable {
     }
 
     private mutating func killswitch(_ kind: Failure, _ why: String) -> [Action] {
+        // Rejected credentials wait for new ones: a later transient failure must not arm a retry
+        // that would replay them (and risk an account lock-out).
+        let kind = failure == .authentication ? .authentication : kind
         var actions = enter(.killswitched)
         failure = kind
         reason = why

@@ -31,7 +31,7 @@ public enum OpenVPNConfigFile {
         var inlineTag: String?
         var block: (port: UInt16?, transport: TransportProtocol?, start: Int)?
 
-        for rawLine in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
+        for rawLine in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" || $0 == "\r\n" }) {
             let line = rawLine.drop(while: { $0 == " " || $0 == "\t" })
             if let tag = inlineTag {
                 if line.lowercased().hasPrefix("</\(tag)>") { inlineTag = nil }

@@ -20,7 +20,7 @@ public final class StatusChannel: Sendable {
                               snapshot: @escaping @Sendable () -> [UInt8]) throws -> StatusChannel {
         let fd = try UnixSocket.listening(at: path, mode: mode)
         let wakeup: WakeupEvent
-        do { wakeup = try WakeupEvent() } catch { close(fd); throw error }
+        do { wakeup = try WakeupEvent() } catch { Glibc.close(fd); throw error }
         let channel = StatusChannel(listener: fd, path: path, wakeup: wakeup)
         try ReaderThread.start(name: "vpnsup-status") { [channel] in channel.serve(snapshot) }
         return channel
@@ -47,8 +47,9 @@ public final class StatusChannel: Sendable {
                 return
             }
             if fds[1].revents != 0 { return }
-            let client = accept4(listener, nil, nil, Int32(SOCK_CLOEXEC))
+            let client = Glibc.accept(listener, nil, nil)
             guard client >= 0 else { continue }
+            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
             UnixSocket.writeAll(client, snapshot())
             Glibc.close(client)
         }
@@ -82,7 +83,7 @@ public struct UnixSocketError: Error, CustomStringConvertible, Sendable {
 enum UnixSocket {
     static func listening(at path: String, mode: mode_t) throws -> Int32 {
         var address = try socketAddress(path)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC), 0)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw UnixSocketError(operation: "socket", code: errno) }
         unlink(path)
         // vpnsup runs with umask 077 (`FileCreation.restrict()`), so the
@@ -107,7 +108,7 @@ enum UnixSocket {
 
     static func connected(to path: String) throws -> Int32 {
         var address = try socketAddress(path)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC), 0)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw UnixSocketError(operation: "socket", code: errno) }
         let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {

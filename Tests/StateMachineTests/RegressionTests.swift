@@ -1,17 +1,14 @@
 import StateMachine
 import Testing
 
-// Bugs found in the machine while writing these tests. Each test states the behaviour the
-// machine should have and fails until the fix described in its comment lands in Sources/.
+// Bugs found in the machine while writing the table tests; each test pins the fixed behaviour.
 
-@Suite("Machine bugs (fail until fixed)")
-struct KnownIssueTests {
-    /// BUG A: events before `.start` are acted on. `configurationLoaded` before `.start` emits
+@Suite("Machine regressions")
+struct RegressionTests {
+    /// Events before `.start` were acted on: `configurationLoaded` before `.start` emitted
     /// `ensureLANAddress` — the LAN is touched before the lockdown was even requested — and a
     /// longer pre-start sequence leaves the machine in AddressAssigned while `.start` then
     /// requests the lockdown (requestedPolicy != state.policy).
-    /// Fix (Machine.handle, first line after the shutdown check):
-    ///     if !started, event != .start, event != .shutdownRequested { return [] }
     @Test func eventsBeforeStartAreIgnored() {
         var machine = Machine()
         #expect(machine.handle(.configurationLoaded) == [])
@@ -25,14 +22,10 @@ struct KnownIssueTests {
         #expect(other.requestedPolicy == other.state.policy)
     }
 
-    /// BUG B: in Init, the address reported before the lockdown commit is never acted on: the
-    /// machine stays in Init forever with the address present and the lockdown committed.
+    /// In Init, the address reported before the lockdown commit was never acted on: the
+    /// machine stayed in Init forever with the address present and the lockdown committed.
     /// (`ensureLANAddress` is emitted on `configurationLoaded`, so nothing orders netlink's
     /// confirmation after the commit's result.)
-    /// Fix (Machine.handle, `.firewallCommitted`, after `committed = policy`):
-    ///     if state == .initial, policy == .lockdown, configured, lockdownFailure == nil, addressPresent {
-    ///         actions += enter(.addressAssigned)
-    ///     }
     @Test func addressSeenBeforeTheLockdownCommitStillAdvances() {
         var machine = Machine()
         _ = feed(&machine, [.start, .configurationLoaded])
@@ -41,13 +34,10 @@ struct KnownIssueTests {
         #expect(machine.state == .addressAssigned)
     }
 
-    /// BUG C: a lockdown failure while Killswitched after an authentication failure turns it
-    /// into a transient failure: the retry timer then leaves Killswitched and respawns OpenVPN
+    /// A lockdown failure while Killswitched after an authentication failure turned it
+    /// into a transient failure: the retry timer then left Killswitched and respawned OpenVPN
     /// with the credentials the server rejected (risking an account lock-out), although an
     /// authentication failure is meant to wait for new credentials.
-    /// Fix (Machine.killswitch, first line): never downgrade an authentication failure:
-    ///     let kind = failure == .authentication ? .authentication : kind
-    /// (the retry timer is then not scheduled; `enter(.killswitched)` already asks for nothing).
     @Test func authFailureStaysSticky() {
         var machine = Scenario.killswitched.machine()
         _ = machine.handle(.firewallFailed(.lockdown, "EBUSY"))
