@@ -44,7 +44,9 @@ struct Run: AsyncParsableCommand {
     @Argument(parsing: .postTerminator, help: "Extra OpenVPN arguments, after `--`.")
     var openvpnArguments: [String] = []
 
-    func run() async throws {
+    mutating func run() async throws { try await execute() }
+
+    func execute() async throws {
         FileCreation.restrict()
         let environment = ProcessInfo.processInfo.environment
         var values: [String: String] = [:]
@@ -81,7 +83,9 @@ struct Status: AsyncParsableCommand {
     @Option(help: "Directory of vpnsup's sockets. Env: RUNTIME_DIR (default /run/vpnsup).")
     var runtimeDir: String?
 
-    func run() async throws {
+    mutating func run() async throws { try await execute() }
+
+    func execute() async throws {
         let directory = runtimeDir ?? ProcessInfo.processInfo.environment["RUNTIME_DIR"] ?? Configuration.defaultRuntimeDirectory
         let bytes: [UInt8]
         do {
