@@ -26,6 +26,7 @@ actor Driver {
     private var firewall: Firewall?
     private var firewallUnavailable: String?
     private var configuration: Configuration?
+    private var deferredLog: Logger.Message?
     private var endpoints: [Endpoint] = []
     private var credentials: Credentials?
     private let addresses = AddressConfigurator()
@@ -238,14 +239,25 @@ actor Driver {
             let ruleset = policy == .lockdown
                 ? Ruleset.lockdown
                 : Ruleset.build(policy, for: configuration!.layout(endpoints: endpoints))
+            let clock = ContinuousClock()
+            let started = clock.now
             try firewall!.commit(ruleset)
+            let elapsed = clock.now - started
             status.update { $0.policy = policy.rawValue }
-            logger.info("committed the \(policy) ruleset")
+            let line: Logger.Message = "committed the \(policy) ruleset in \(Self.milliseconds(elapsed)) ms"
+            // Until the configuration is judged, a bad one must get stderr to itself: one line.
+            if configuration == nil { deferredLog = line } else { logger.info(line) }
             return .firewallCommitted(policy)
         } catch {
             logger.error("the \(policy) ruleset was not committed: \(error)")
             return .firewallFailed(policy, "\(error)")
         }
+    }
+
+    private static func milliseconds(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        let micro = seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+        return "\(micro / 1000).\(String(micro % 1000 + 1000).dropFirst())"
     }
 
     private func loadConfiguration() -> Event {
@@ -296,6 +308,10 @@ actor Driver {
         }
         self.configuration = configuration
         self.endpoints = endpoints
+        if let deferredLog {
+            logger.info(deferredLog)
+            self.deferredLog = nil
+        }
         status.update {
             $0.endpoints = endpoints.map(\.description)
             $0.lanInterface = configuration.lanInterface
