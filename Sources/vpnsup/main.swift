@@ -1,19 +1,28 @@
 import ArgumentParser
+import Glibc
 import Watchers
 
 // Before any thread exists, so that every thread inherits the mask and the signal watcher alone
 // receives SIGTERM, SIGINT, SIGHUP and SIGCHLD.
 SignalWatcher.blockHandledSignals()
 
-// Dispatched by hand: from top-level code, `AsyncParsableCommand.main()` and even `Run().run()`
-// resolve to the synchronous `ParsableCommand.run()`, which only prints help.
-do {
-    var command = try Vpnsup.parseAsRoot()
-    switch command {
-    case let run as Run: try await run.execute()
-    case let status as Status: try await status.execute()
-    default: try command.run()
+// No top-level `await`: that hands the main thread to libdispatch, which parks it in
+// sigsuspend() with an empty mask, where it takes (and dies of) the SIGTERM meant for the signal
+// watcher, and swallows SIGCHLD. The main thread instead sleeps with the signals blocked.
+//
+// Commands are dispatched by hand: `AsyncParsableCommand.main()` and even `Run().run()` resolve
+// to the synchronous `ParsableCommand.run()` from here, which only prints help.
+Task.detached {
+    do {
+        var command = try Vpnsup.parseAsRoot()
+        switch command {
+        case let run as Run: try await run.execute()
+        case let status as Status: try await status.execute()
+        default: try command.run()
+        }
+        Vpnsup.exit()
+    } catch {
+        Vpnsup.exit(withError: error)
     }
-} catch {
-    Vpnsup.exit(withError: error)
 }
+while true { pause() }

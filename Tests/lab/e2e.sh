@@ -201,6 +201,36 @@ tap_check "after SIGKILL of vpnsup and OpenVPN: HTTP from the client does not ge
 tap_check "after SIGKILL of vpnsup and OpenVPN: ping from the client does not get out" ping_blocked
 tap_check "after SIGKILL of vpnsup and OpenVPN: DNS from the client does not get out" dns_blocked
 
+# 6. A fresh vpnsup (after the SIGKILL, from the lockdown it left) comes back up; SIGTERM then
+# stops OpenVPN and exits 0, leaving the lockdown committed.
+mapfile -t vars < <(vpnsup_env)
+(exec ip netns exec "$(lab_ns router)" env -i "${vars[@]}" "$VPNSUP" run >>"$LAB_RUNDIR/logs/vpnsup-term.log" 2>&1 </dev/null) &
+term_pid=$!
+t0=$(lab_now_ms)
+if lab_wait_for "$TUNNEL_UP_TIMEOUT" client_via_tunnel; then
+    took=$(seconds_since "$t0")
+    tap_note "figure: vpnsup start over a killed one's ruleset -> client traffic through the tunnel: $took s"
+    tap_ok "a new vpnsup recovers from the killed one's ruleset ($took s)"
+else
+    tap_not_ok "a new vpnsup recovers from the killed one's ruleset (not within $TUNNEL_UP_TIMEOUT s)"
+fi
+t0=$(lab_now_ms)
+kill -TERM "$term_pid"
+rc=0
+wait "$term_pid" || rc=$?
+took=$(seconds_since "$t0")
+tap_note "figure: SIGTERM -> vpnsup exited: $took s"
+tap_check "SIGTERM: vpnsup exits 0 (got $rc, after $took s)" test "$rc" -eq 0
+tap_check "SIGTERM: no OpenVPN is left in the router" test -z "$(router_openvpns)"
+tap_check "after SIGTERM: HTTP from the client does not get out" client_blocked
+lockdown_after_term() {
+    lab_exec router nft list table inet vpnsup >"$LAB_RUNDIR/logs/term.nft" 2>&1 &&
+        grep -q 'hook forward priority filter; policy drop;' "$LAB_RUNDIR/logs/term.nft" &&
+        ! grep -q 'tun0' "$LAB_RUNDIR/logs/term.nft"
+}
+tap_check "after SIGTERM: the lockdown table is what stays committed" lockdown_after_term
+tap_last_failed && tap_note_file 20 "$LAB_RUNDIR/logs/term.nft"
+
 # Bad configuration, in a throwaway namespace: exit 78, one line naming IP_ADDR and the value,
 # and the lockdown table committed all the same.
 bad_ns=$(lab_ns bad)
@@ -226,7 +256,7 @@ lockdown_listed() {
 tap_check "IP_ADDR=garbage: the lockdown table inet vpnsup is committed" lockdown_listed
 tap_last_failed && tap_note_file 10 "$LAB_RUNDIR/logs/bad.nft"
 
-# 6. Over the whole run: nothing but the tunnel's transport on the WAN, only tunnel sources at
+# 7. Over the whole run: nothing but the tunnel's transport on the WAN, only tunnel sources at
 # the echo.
 if leaks=$(lab_leaks); then
     tap_check "zero leaked packets on the WAN ($leaks of $(lab_capture_count) captured are not tunnel transport)" \
