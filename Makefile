@@ -3,7 +3,7 @@ SWIFT ?= swift
 BUILD_FLAGS ?=
 VPNSUP := .build/debug/vpnsup
 
-.PHONY: all deps build test unit lab-test demo clean
+.PHONY: all deps build test lab-test demo clean
 
 all: build
 
@@ -15,10 +15,12 @@ build: deps
 
 # Unit tests and root tests. The root tests run in a private network namespace (unshare --net),
 # so nothing they do to links, addresses or nftables can reach this machine's own network;
-# then the namespace lab's end-to-end tests run against the built binary.
+# then the lab proves its own leak detector (selftest) and the end-to-end tests run against the
+# built binary.
 test: build
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
-	unshare --net -- $(SWIFT) test --skip-build $(BUILD_FLAGS)
+	unshare --net -- sh -c 'ip link set lo up && exec $(SWIFT) test --skip-build $(BUILD_FLAGS)'
+	bash Tests/lab/selftest.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
 
 # Only the namespace lab's end-to-end tests (needs `make build` first).

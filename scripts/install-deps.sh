@@ -9,7 +9,7 @@ packages=(
   # run: what vpnsup drives
   openvpn iproute2
   # tests and demo: namespaces lab, captures, servers, clients
-  nftables tcpdump openssl curl socat dnsmasq-base bind9-dnsutils iperf3 python3 util-linux procps iputils-ping
+  nftables tcpdump openssl curl socat dnsmasq-base bind9-dnsutils iperf3 python3 util-linux procps iputils-ping jq
 )
 
 missing=()
