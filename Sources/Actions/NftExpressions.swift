@@ -157,6 +157,8 @@ enum NftTranslator {
                 exprs += [.payload(.transport, offset: 2, length: 2), .cmp(.eq, [UInt8(port >> 8), UInt8(port & 0xff)])]
             case .mark(let mark):
                 exprs += [.meta(.mark), .cmp(.eq, hostOrder(mark))]
+            case .notDestinationAddress, .neighbourDiscovery, .destinationNATed, .tcpSYN:
+                throw NftTranslationError(description: "not translated yet: \(match.nftText)")
             }
         }
         if rule.counted { exprs.append(.counter) }
@@ -164,6 +166,8 @@ enum NftTranslator {
         case .accept: exprs.append(.verdict(.accept))
         case .drop: exprs.append(.verdict(.drop))
         case .masquerade: exprs.append(.masquerade)
+        case .destinationNAT, .destinationNATMap, .clampMSSToPathMTU:
+            throw NftTranslationError(description: "not translated yet: \(rule.nftText)")
         }
         return exprs
     }

@@ -113,7 +113,8 @@ public struct Configuration: Hashable, Sendable {
     public func layout(endpoints: [Endpoint]) -> NetworkLayout {
         NetworkLayout(lanInterface: lanInterface, wanInterface: wanInterface,
                       tunnelInterface: Configuration.tunnelInterface,
-                      endpoints: endpoints, transportMark: Configuration.transportMark)
+                      endpoints: endpoints, transportMark: Configuration.transportMark,
+                      dns: dns, portForwards: portForwards)
     }
 
     /// Linux interface names: 1 to 15 bytes, no '/', ':', whitespace or NUL, not "." or "..".

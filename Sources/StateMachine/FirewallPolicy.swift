@@ -22,14 +22,30 @@ public struct NetworkLayout: Hashable, Sendable {
     public var endpoints: [Endpoint]
     /// The fwmark OpenVPN puts on its transport socket (`--mark`); only marked packets may use the WAN.
     public var transportMark: UInt32
+    /// When set, every DNS query (port 53, UDP and TCP) from the LAN or the router to another
+    /// address is redirected here, through the tunnel.
+    public var dns: IPv4Address?
+    public var portForwards: [PortForward]
 
     public init(lanInterface: String, wanInterface: String, tunnelInterface: String,
-                endpoints: [Endpoint], transportMark: UInt32) {
+                endpoints: [Endpoint], transportMark: UInt32, dns: IPv4Address? = nil,
+                portForwards: [PortForward] = []) {
         self.lanInterface = lanInterface
         self.wanInterface = wanInterface
         self.tunnelInterface = tunnelInterface
         self.endpoints = endpoints
         self.transportMark = transportMark
+        self.dns = dns
+        self.portForwards = portForwards
+    }
+
+    /// One map per transport that has forwards, named `tcp_forwards` / `udp_forwards`.
+    public var forwardMaps: [ForwardMap] {
+        TransportProtocol.allCases.compactMap { transport in
+            let entries = portForwards.filter { $0.transport == transport }
+                .map { ForwardMap.Entry(publicPort: $0.publicPort, target: $0.target, targetPort: $0.targetPort) }
+            return entries.isEmpty ? nil : ForwardMap(name: "\(transport)_forwards", transport: transport, entries: entries)
+        }
     }
 }
 
@@ -50,11 +66,14 @@ extension Ruleset {
     ])
 
     /// The ruleset for `policy`. Chain policies are drop everywhere but NAT; a counted drop ends
-    /// each filter chain so `vpnsup status` can say what the kill switch blocked.
+    /// each filter chain so `vpnsup status` can say what the kill switch blocked. IPv6 gets nothing
+    /// but neighbour discovery on the LAN: every rule that lets a packet leave by the WAN or the
+    /// tunnel matches IPv4 only.
     public static func build(_ policy: FirewallPolicy, for layout: NetworkLayout) -> Ruleset {
         guard policy != .lockdown else { return .lockdown }
         let lan = layout.lanInterface, wan = layout.wanInterface, tun = layout.tunnelInterface
         let tunnelUp = policy == .up
+        let neighbourDiscovery = NeighbourDiscovery.allCases
 
         var input: [Rule] = [
             Rule([.inputInterface("lo")], .accept),
@@ -62,13 +81,21 @@ extension Ruleset {
             // Clients may ping their gateway; nothing else on the router is theirs to reach.
             Rule([.inputInterface(lan), .protocolICMP], .accept),
         ]
+        input += neighbourDiscovery.map { Rule([.inputInterface(lan), .neighbourDiscovery($0)], .accept) }
         input.append(Rule([], counted: true, .drop))
 
         var forward: [Rule] = []
+        let maps = tunnelUp ? layout.forwardMaps : []
         if tunnelUp {
-            forward.append(Rule([.inputInterface(lan), .outputInterface(tun)], .accept))
+            // Before any verdict: SYNs into the tunnel carry an MSS that fits its path MTU.
+            forward.append(Rule([.outputInterface(tun), .tcpSYN], .clampMSSToPathMTU))
+            forward.append(Rule([.family(.ipv4), .inputInterface(lan), .outputInterface(tun)], .accept))
             forward.append(Rule([.inputInterface(tun), .outputInterface(lan),
                                  .connectionState([.established, .related])], .accept))
+            if !maps.isEmpty {
+                // New flows from the tunnel side only when a port forward rewrote them.
+                forward.append(Rule([.inputInterface(tun), .outputInterface(lan), .destinationNATed], .accept))
+            }
         }
         forward.append(Rule([], counted: true, .drop))
 
@@ -82,20 +109,45 @@ extension Ruleset {
         }
         output.append(Rule([.outputInterface(lan), .connectionState([.established, .related])], .accept))
         output.append(Rule([.outputInterface(lan), .protocolICMP], .accept))
+        output += neighbourDiscovery.map { Rule([.outputInterface(lan), .neighbourDiscovery($0)], .accept) }
         if tunnelUp {
-            output.append(Rule([.outputInterface(tun)], .accept))
+            output.append(Rule([.family(.ipv4), .outputInterface(tun)], .accept))
         }
         output.append(Rule([], counted: true, .drop))
 
-        var chains = [
+        var chains: [Chain] = []
+        if tunnelUp {
+            var prerouting: [Rule] = []
+            if let dns = layout.dns {
+                for transport in TransportProtocol.allCases {
+                    prerouting.append(Rule([.inputInterface(lan), .notDestinationAddress(dns), .destinationPort(transport, 53)],
+                                           .destinationNAT(dns)))
+                }
+            }
+            for map in maps {
+                prerouting.append(Rule([.inputInterface(tun)], .destinationNATMap(name: map.name, transport: map.transport)))
+            }
+            if !prerouting.isEmpty {
+                chains.append(Chain(name: "prerouting", kind: .nat, hook: .prerouting, priority: -100, policy: .accept,
+                                    rules: prerouting))
+            }
+        }
+        chains += [
             Chain(name: "input", kind: .filter, hook: .input, priority: 0, policy: .drop, rules: input),
             Chain(name: "forward", kind: .filter, hook: .forward, priority: 0, policy: .drop, rules: forward),
             Chain(name: "output", kind: .filter, hook: .output, priority: 0, policy: .drop, rules: output),
         ]
         if tunnelUp {
+            if let dns = layout.dns {
+                // The router's own queries too; before the tunnel is up the output filter drops them.
+                chains.append(Chain(name: "nat_output", kind: .nat, hook: .output, priority: -100, policy: .accept,
+                                    rules: TransportProtocol.allCases.map { transport in
+                                        Rule([.notDestinationAddress(dns), .destinationPort(transport, 53)], .destinationNAT(dns))
+                                    }))
+            }
             chains.append(Chain(name: "postrouting", kind: .nat, hook: .postrouting, priority: 100, policy: .accept,
                                 rules: [Rule([.outputInterface(tun)], .masquerade)]))
         }
-        return Ruleset(chains: chains)
+        return Ruleset(chains: chains, maps: maps)
     }
 }

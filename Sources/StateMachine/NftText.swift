@@ -2,6 +2,16 @@ extension Ruleset {
     /// The ruleset in nft syntax, loadable with `nft -f` (for dry runs, docs and debugging).
     public var nftText: String {
         var lines = ["table inet \(Ruleset.tableName) {"]
+        for map in maps {
+            lines.append("\tmap \(map.name) {")
+            lines.append("\t\ttype inet_service : ipv4_addr . inet_service")
+            if !map.entries.isEmpty {
+                let elements = map.entries.map { "\($0.publicPort) : \($0.target) . \($0.targetPort)" }
+                lines.append("\t\telements = { " + elements.joined(separator: ",\n\t\t\t     ") + " }")
+            }
+            lines.append("\t}")
+            lines.append("")
+        }
         for (index, chain) in chains.enumerated() {
             if index > 0 { lines.append("") }
             lines.append("\tchain \(chain.name) {")
@@ -31,6 +41,9 @@ extension RuleAction {
         case .accept: "accept"
         case .drop: "drop"
         case .masquerade: "masquerade"
+        case .destinationNAT(let address): "dnat ip to \(address)"
+        case .destinationNATMap(let name, let transport): "dnat ip to \(transport) dport map @\(name)"
+        case .clampMSSToPathMTU: "tcp option maxseg size set rt mtu"
         }
     }
 }
@@ -46,6 +59,10 @@ extension Match {
         case .sourceNetwork(let network):
             network.prefixLength == 32 ? "ip saddr \(network.address)" : "ip saddr \(network)"
         case .destinationAddress(let address): "ip daddr \(address)"
+        case .notDestinationAddress(let address): "ip daddr != \(address)"
+        case .neighbourDiscovery(let type): "icmpv6 type \(type.rawValue)"
+        case .destinationNATed: "ct status dnat"
+        case .tcpSYN: "tcp flags syn"
         case .protocolICMP: "meta l4proto icmp"
         case .destinationPort(let transport, let port): "\(transport) dport \(port)"
         case .mark(let mark): "meta mark " + hex(mark)

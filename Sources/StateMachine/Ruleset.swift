@@ -4,8 +4,13 @@ public struct Ruleset: Hashable, Sendable {
     public static let tableName = "vpnsup"
 
     public var chains: [Chain]
+    /// Port-forward maps, looked up once per packet whatever their size.
+    public var maps: [ForwardMap]
 
-    public init(chains: [Chain]) { self.chains = chains }
+    public init(chains: [Chain], maps: [ForwardMap] = []) {
+        self.chains = chains
+        self.maps = maps
+    }
 
     public func chain(_ hook: Chain.Hook) -> Chain? { chains.first { $0.hook == hook } }
 }
@@ -29,6 +34,51 @@ public struct Chain: Hashable, Sendable {
         self.priority = priority
         self.policy = policy
         self.rules = rules
+    }
+}
+
+/// A named map from a public port to a LAN target (`type inet_service : ipv4_addr . inet_service`),
+/// used by a `dnat ip to tcp dport map @name` rule.
+public struct ForwardMap: Hashable, Sendable {
+    public struct Entry: Hashable, Sendable {
+        public var publicPort: UInt16
+        public var target: IPv4Address
+        public var targetPort: UInt16
+
+        public init(publicPort: UInt16, target: IPv4Address, targetPort: UInt16) {
+            self.publicPort = publicPort
+            self.target = target
+            self.targetPort = targetPort
+        }
+    }
+
+    public var name: String
+    public var transport: TransportProtocol
+    /// Sorted by public port; public ports are unique.
+    public var entries: [Entry]
+
+    public init(name: String, transport: TransportProtocol, entries: [Entry]) {
+        self.name = name
+        self.transport = transport
+        self.entries = entries.sorted { $0.publicPort < $1.publicPort }
+    }
+}
+
+/// ICMPv6 neighbour-discovery messages, which a LAN needs even when IPv6 goes nowhere.
+public enum NeighbourDiscovery: String, Hashable, Sendable, CaseIterable {
+    case routerSolicit = "nd-router-solicit"
+    case routerAdvert = "nd-router-advert"
+    case neighbourSolicit = "nd-neighbor-solicit"
+    case neighbourAdvert = "nd-neighbor-advert"
+
+    /// The ICMPv6 type number.
+    public var type: UInt8 {
+        switch self {
+        case .routerSolicit: 133
+        case .routerAdvert: 134
+        case .neighbourSolicit: 135
+        case .neighbourAdvert: 136
+        }
     }
 }
 
@@ -66,12 +116,20 @@ public enum Match: Hashable, Sendable {
     case sourceNetwork(IPv4Network)
     /// `ip daddr 192.0.2.1`
     case destinationAddress(IPv4Address)
+    /// `ip daddr != 192.0.2.1`
+    case notDestinationAddress(IPv4Address)
     /// `meta l4proto icmp`
     case protocolICMP
     /// `udp dport 1194` / `tcp dport 1194`
     case destinationPort(TransportProtocol, UInt16)
     /// `meta mark 0x...`
     case mark(UInt32)
+    /// `icmpv6 type nd-neighbor-solicit` (IPv6 only)
+    case neighbourDiscovery(NeighbourDiscovery)
+    /// `ct status dnat`: the flow was destination-NATed (a port forward).
+    case destinationNATed
+    /// `tcp flags syn`
+    case tcpSYN
 
     public enum Family: String, Hashable, Sendable { case ipv4, ipv6 }
 }
@@ -80,6 +138,12 @@ public enum RuleAction: Hashable, Sendable {
     case accept
     case drop
     case masquerade
+    /// `dnat ip to 10.0.0.53`
+    case destinationNAT(IPv4Address)
+    /// `dnat ip to tcp dport map @tcp_forwards`: the packet's destination port is the key.
+    case destinationNATMap(name: String, transport: TransportProtocol)
+    /// `tcp option maxseg size set rt mtu`: a statement, not a verdict (the chain goes on).
+    case clampMSSToPathMTU
 }
 
 public struct Rule: Hashable, Sendable {
