@@ -140,10 +140,13 @@ extension Ruleset {
         if tunnelUp {
             if let dns = layout.dns {
                 // The router's own queries too; before the tunnel is up the output filter drops them.
+                // OpenVPN's own transport is exempt: an endpoint may well listen on port 53.
+                var natOutput = [Rule([.mark(layout.transportMark)], .accept)]
+                natOutput += TransportProtocol.allCases.map { transport in
+                    Rule([.notDestinationAddress(dns), .destinationPort(transport, 53)], .destinationNAT(dns))
+                }
                 chains.append(Chain(name: "nat_output", kind: .nat, hook: .output, priority: -100, policy: .accept,
-                                    rules: TransportProtocol.allCases.map { transport in
-                                        Rule([.notDestinationAddress(dns), .destinationPort(transport, 53)], .destinationNAT(dns))
-                                    }))
+                                    rules: natOutput))
             }
             chains.append(Chain(name: "postrouting", kind: .nat, hook: .postrouting, priority: 100, policy: .accept,
                                 rules: [Rule([.outputInterface(tun)], .masquerade)]))

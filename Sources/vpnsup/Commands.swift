@@ -9,7 +9,7 @@ struct Vpnsup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vpnsup",
         abstract: "Routes an isolated network through OpenVPN, with a kill switch that fails closed.",
-        subcommands: [Run.self, Status.self]
+        subcommands: [Run.self, Status.self, Rules.self]
     )
 }
 
@@ -23,24 +23,7 @@ struct Run: AsyncParsableCommand {
         """
     )
 
-    @Option(help: "OpenVPN configuration, absolute or relative to --config-dir. Env: CONFIG.")
-    var config: String?
-    @Option(help: "Directory for a relative --config. Env: CONFIG_DIR (default /config).")
-    var configDir: String?
-    @Option(help: "LAN gateway address with prefix length, e.g. 172.22.0.1/24. Env: IP_ADDR.")
-    var ipAddr: String?
-    @Option(help: "DNS server the LAN's queries are sent to. Env: DNS.")
-    var dns: String?
-    @Option(help: "Port forwards from the tunnel, [PUBLIC:]IP:PORT[/tcp|/udp], comma separated. Env: PORT_FWD.")
-    var portFwd: String?
-    @Option(help: "LAN interface. Env: LAN_IF (default eth1).")
-    var lanIf: String?
-    @Option(help: "WAN interface. Env: WAN_IF (default eth0).")
-    var wanIf: String?
-    @Option(help: "File with \"username\\npassword\\n\". Env: CREDENTIALS_FILE (default /run/secrets/openvpn_credentials).")
-    var credentialsFile: String?
-    @Option(help: "Directory for vpnsup's sockets. Env: RUNTIME_DIR (default /run/vpnsup).")
-    var runtimeDir: String?
+    @OptionGroup var settings: SettingsOptions
     @Argument(parsing: .postTerminator, help: "Extra OpenVPN arguments, after `--`.")
     var openvpnArguments: [String] = []
 
@@ -49,16 +32,7 @@ struct Run: AsyncParsableCommand {
     func execute() async throws {
         FileCreation.restrict()
         let environment = ProcessInfo.processInfo.environment
-        var values: [String: String] = [:]
-        for name in ["CONFIG", "CONFIG_DIR", "IP_ADDR", "DNS", "PORT_FWD", "LAN_IF", "WAN_IF", "CREDENTIALS_FILE", "RUNTIME_DIR"] {
-            values[name] = environment[name]
-        }
-        let flags: [(String, String?)] = [
-            ("CONFIG", config), ("CONFIG_DIR", configDir), ("IP_ADDR", ipAddr), ("DNS", dns),
-            ("PORT_FWD", portFwd), ("LAN_IF", lanIf), ("WAN_IF", wanIf),
-            ("CREDENTIALS_FILE", credentialsFile), ("RUNTIME_DIR", runtimeDir),
-        ]
-        for case let (name, value?) in flags { values[name] = value }
+        let values = settings.values(environment: environment)
 
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -70,6 +44,95 @@ struct Run: AsyncParsableCommand {
         let driver = Driver(settings: RunSettings(values: values, openvpnArguments: openvpnArguments), logger: logger)
         let code = await driver.run(signals: signals)
         Termination.exit(code)
+    }
+}
+
+/// The settings `run` and `rules` share: each from a flag or else from its environment variable.
+struct SettingsOptions: ParsableArguments {
+    @Option(help: "OpenVPN configuration, absolute or relative to --config-dir. Env: CONFIG.")
+    var config: String?
+    @Option(help: "Directory for a relative --config. Env: CONFIG_DIR (default /config).")
+    var configDir: String?
+    @Option(help: "LAN gateway address with prefix length, e.g. 172.22.0.1/24. Env: IP_ADDR.")
+    var ipAddr: String?
+    @Option(help: "DNS server every LAN query is redirected to, through the tunnel. Env: DNS.")
+    var dns: String?
+    @Option(help: "Port forwards from the tunnel, [PUBLIC:]IP:PORT[/tcp|/udp], comma separated. Env: PORT_FWD.")
+    var portFwd: String?
+    @Option(help: "LAN interface. Env: LAN_IF (default eth1).")
+    var lanIf: String?
+    @Option(help: "WAN interface. Env: WAN_IF (default eth0).")
+    var wanIf: String?
+    @Option(help: "File with \"username\\npassword\\n\". Env: CREDENTIALS_FILE (default /run/secrets/openvpn_credentials).")
+    var credentialsFile: String?
+    @Option(help: "Directory for vpnsup's sockets. Env: RUNTIME_DIR (default /run/vpnsup).")
+    var runtimeDir: String?
+
+    static let variables = ["CONFIG", "CONFIG_DIR", "IP_ADDR", "DNS", "PORT_FWD", "LAN_IF", "WAN_IF", "CREDENTIALS_FILE", "RUNTIME_DIR"]
+
+    /// The configuration values, keyed by variable name; flags win over the environment.
+    func values(environment: [String: String]) -> [String: String] {
+        var values: [String: String] = [:]
+        for name in Self.variables { values[name] = environment[name] }
+        let flags: [(String, String?)] = [
+            ("CONFIG", config), ("CONFIG_DIR", configDir), ("IP_ADDR", ipAddr), ("DNS", dns),
+            ("PORT_FWD", portFwd), ("LAN_IF", lanIf), ("WAN_IF", wanIf),
+            ("CREDENTIALS_FILE", credentialsFile), ("RUNTIME_DIR", runtimeDir),
+        ]
+        for case let (name, value?) in flags { values[name] = value }
+        return values
+    }
+}
+
+/// `vpnsup rules`: the dry run. Needs no root and touches nothing: it prints what `run` would commit.
+struct Rules: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print, in nft syntax, the ruleset the configuration produces for a state (a dry run, no root needed).",
+        discussion: """
+        The output loads with `nft -f`. Remotes given by host name are resolved only by `run`; the
+        dry run lists them in a comment and pins the IPv4 remotes alone.
+        """
+    )
+
+    @OptionGroup var settings: SettingsOptions
+    @Option(help: "The state whose ruleset to print: \(State.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var state: String = State.tunnelUp.rawValue
+
+    mutating func run() async throws { try await execute() }
+
+    func execute() async throws {
+        guard let state = State(rawValue: state) else {
+            StandardError.writeLine("--state \(self.state) is not a state: one of \(State.allCases.map(\.rawValue).joined(separator: ", "))")
+            throw ExitCode(StateMachine.ExitCode.configuration)
+        }
+        let values = settings.values(environment: ProcessInfo.processInfo.environment)
+        let configuration: Configuration
+        do {
+            configuration = try Configuration(values)
+        } catch {
+            StandardError.writeLine(error.description)
+            throw ExitCode(StateMachine.ExitCode.configuration)
+        }
+        var text = ""
+        var endpoints: [Endpoint] = []
+        if state.policy != .lockdown {
+            let configText: String
+            switch TextFile.read(configuration.openvpnConfigPath) {
+            case .success(let read): configText = read
+            case .failure(let error):
+                StandardError.writeLine("CONFIG=\(configuration.openvpnConfigPath) cannot be read: \(error)")
+                throw ExitCode(StateMachine.ExitCode.configuration)
+            }
+            let remotes = OpenVPNConfigFile.remotes(in: configText)
+            endpoints = remotes.compactMap(\.endpoint)
+            let named = remotes.filter { $0.endpoint == nil }
+            if !named.isEmpty {
+                text += "# resolved and pinned by `vpnsup run`: \(named.map(\.description).joined(separator: ", "))\n"
+            }
+        }
+        text += "# vpnsup rules for \(state) (policy \(state.policy))\n"
+        text += Ruleset.build(state.policy, for: configuration.layout(endpoints: endpoints)).nftText
+        print(text, terminator: "")
     }
 }
 

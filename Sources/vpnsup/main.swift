@@ -18,6 +18,7 @@ Task.detached {
         switch command {
         case let run as Run: try await run.execute()
         case let status as Status: try await status.execute()
+        case let rules as Rules: try await rules.execute()
         default: try command.run()
         }
         Vpnsup.exit()

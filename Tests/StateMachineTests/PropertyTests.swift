@@ -17,12 +17,20 @@ let interfaceNameGen = zip(Gen.lowercaseLetter.string(of: 1...6), Gen.int(in: 0.
 let endpointGen = zip(Gen.uint32(in: 1...UInt32.max), Gen.uint16(in: 1...UInt16.max), Gen.bool)
     .map { Endpoint(address: IPv4Address($0), port: $1, transport: $2 ? .udp : .tcp) }
 
-let layoutGen = zip(interfaceNameGen, interfaceNameGen, interfaceNameGen,
-                    endpointGen.array(of: 0...4), Gen.uint32(in: 0...UInt32.max))
-    .filter { lan, wan, tun, _, _ in lan != wan && wan != tun && lan != tun }
-    .map { lan, wan, tun, endpoints, mark in
-        NetworkLayout(lanInterface: lan, wanInterface: wan, tunnelInterface: tun,
-                      endpoints: endpoints, transportMark: mark)
+let portForwardGen = zip(Gen.uint16(in: 1...UInt16.max), Gen.uint32(in: 1...UInt32.max), Gen.uint16(in: 1...UInt16.max), Gen.bool)
+    .map { PortForward(publicPort: $0, target: IPv4Address($1), targetPort: $2, transport: $3 ? .udp : .tcp) }
+
+let layoutGen = zip(zip(interfaceNameGen, interfaceNameGen, interfaceNameGen),
+                    endpointGen.array(of: 0...4), Gen.uint32(in: 0...UInt32.max),
+                    Gen.uint32(in: 0...UInt32.max).map { $0 % 2 == 0 ? nil : IPv4Address($0) },
+                    portForwardGen.array(of: 0...6))
+    .filter { names, _, _, _, _ in names.0 != names.1 && names.1 != names.2 && names.0 != names.2 }
+    .map { names, endpoints, mark, dns, forwards in
+        // Public ports are unique per protocol, as the configuration parser guarantees.
+        var seen = Set<String>()
+        let unique = forwards.filter { seen.insert("\($0.publicPort)/\($0.transport)").inserted }
+        return NetworkLayout(lanInterface: names.0, wanInterface: names.1, tunnelInterface: names.2,
+                             endpoints: endpoints, transportMark: mark, dns: dns, portForwards: unique)
     }
 
 /// Runs `events`, returning the actions and the machine after each event.
@@ -48,11 +56,36 @@ func leaks(_ ruleset: Ruleset, policy: FirewallPolicy, layout: NetworkLayout) ->
         for chain in chains where chain.policy != .drop { problems.append("\(hook): policy \(chain.policy)") }
     }
     for chain in ruleset.chains {
-        if chain.policy == .accept, !(chain.kind == .nat && chain.hook == .postrouting) {
+        // NAT chains only rewrite; filtering happens in the filter chains, whose policy is drop.
+        if chain.policy == .accept, chain.kind != .nat {
             problems.append("\(chain.name): policy accept")
         }
         for rule in chain.rules {
             let text = "\(chain.name): \(rule.nftText)"
+            let ruleInputs = rule.matches.compactMap { if case .inputInterface(let n) = $0 { n } else { nil } }
+            switch rule.action {
+            case .destinationNAT(let target):
+                // Only DNS is redirected, only to the configured server, from the LAN or the router.
+                let fromLANOrRouter = (chain.hook == .prerouting && ruleInputs == [lan]) || chain.hook == .output
+                let isDNS = rule.matches.contains { if case .destinationPort(_, 53) = $0 { true } else { false } }
+                if !(target == layout.dns && fromLANOrRouter && isDNS && policy == .up) {
+                    problems.append("DNAT other than DNS enforcement: \(text)")
+                }
+                continue
+            case .destinationNATMap(let name, _):
+                if !(chain.hook == .prerouting && ruleInputs == [tun] && ruleset.maps.contains { $0.name == name }) {
+                    problems.append("port-forward map applied outside the tunnel's prerouting: \(text)")
+                }
+                continue
+            case .clampMSSToPathMTU:
+                continue
+            case .accept, .drop, .masquerade:
+                break
+            }
+            if chain.kind == .nat, chain.hook != .postrouting {
+                // An accept in a NAT chain only ends NAT processing; it must not skip the filter.
+                continue
+            }
             if rule.action == .masquerade {
                 if !(chain.kind == .nat && rule.matches.contains(.outputInterface(tun))) {
                     problems.append("masquerade not limited to the tunnel: \(text)")
@@ -66,15 +99,24 @@ func leaks(_ ruleset: Ruleset, policy: FirewallPolicy, layout: NetworkLayout) ->
             }
             let outputInterfaces = rule.matches.compactMap { if case .outputInterface(let n) = $0 { n } else { nil } }
             let inputInterfaces = rule.matches.compactMap { if case .inputInterface(let n) = $0 { n } else { nil } }
+            if rule.matches.contains(where: { if case .neighbourDiscovery = $0 { true } else { false } }),
+               (inputInterfaces + outputInterfaces) != [lan] {
+                problems.append("IPv6 neighbour discovery beyond the LAN: \(text)")
+            }
             switch chain.hook {
             case .forward:
                 let lanToTunnel = inputInterfaces == [lan] && outputInterfaces == [tun]
                 let repliesBack = inputInterfaces == [tun] && outputInterfaces == [lan]
                     && matches.contains(.connectionState([.established, .related]))
                     && matches.count == 3
-                if !(lanToTunnel || repliesBack) { problems.append("forwards other than LAN <-> tunnel: \(text)") }
+                let forwardedPort = inputInterfaces == [tun] && outputInterfaces == [lan]
+                    && matches == [.inputInterface(tun), .outputInterface(lan), .destinationNATed]
+                    && !layout.portForwards.isEmpty
+                if !(lanToTunnel || repliesBack || forwardedPort) { problems.append("forwards other than LAN <-> tunnel: \(text)") }
+                if lanToTunnel, !matches.contains(.family(.ipv4)) { problems.append("IPv6 may be forwarded into the tunnel: \(text)") }
             case .output:
                 if outputInterfaces.count != 1 { problems.append("output accept without one oifname: \(text)") }
+                if outputInterfaces == [tun], !matches.contains(.family(.ipv4)) { problems.append("IPv6 may leave by the tunnel: \(text)") }
                 if outputInterfaces.contains(wan) {
                     let pinned = layout.endpoints.contains { endpoint in
                         matches.contains(.destinationAddress(endpoint.address))
@@ -148,11 +190,17 @@ struct PropertyTests {
         await propertyCheck(count: 500, input: startedEventsGen) { events in
             var machine = Machine()
             var kernel: FirewallPolicy?
+            // What vpnsup last committed, whatever happened to it since. An outside change
+            // (`firewallTampered`) leaves the kernel's ruleset unknown: the hold, which lets
+            // packets out, waits for the repair; a spawn (OpenVPN then waits in its hold) may not.
+            var committed: FirewallPolicy?
             for event in events {
                 let requestedBefore = machine.requestedPolicy
-                if case .firewallCommitted(let policy) = event, policy == requestedBefore { kernel = policy }
+                if case .firewallCommitted(let policy) = event, policy == requestedBefore { kernel = policy; committed = policy }
+                if case .firewallTampered = event { kernel = nil }
                 for action in machine.handle(event) where action == .spawnOpenVPN || action == .releaseHold {
-                    #expect(kernel?.allowsTransport == true, "\(label(action)) after \(label(event)) under \(String(describing: kernel))")
+                    let holding = action == .spawnOpenVPN ? committed : kernel
+                    #expect(holding?.allowsTransport == true, "\(label(action)) after \(label(event)) under \(String(describing: holding))")
                     #expect(machine.state != .killswitched, "\(label(action)) while Killswitched")
                 }
             }
@@ -187,6 +235,20 @@ struct PropertyTests {
             #expect(machine.requestedPolicy == .lockdown)
             if let lockdown = actions.firstIndex(of: .applyFirewall(.lockdown)), let first = exits.first, let exit = actions.firstIndex(of: first) {
                 #expect(lockdown < exit)
+            }
+        }
+    }
+
+    /// (g) Whenever an outside change is reported after `.start`, the machine asks for exactly
+    /// its state's policy again, and stays in its state.
+    @Test func tamperingAlwaysRecommitsTheStatesPolicy() async {
+        await propertyCheck(count: 300, input: startedEventsGen) { events in
+            var machine = Machine()
+            for event in events {
+                _ = machine.handle(event)
+                var copy = machine
+                #expect(copy.handle(tampered) == [.applyFirewall(machine.state.policy)], "after \(label(event))")
+                #expect(copy.state == machine.state)
             }
         }
     }

@@ -159,3 +159,71 @@ struct StatusReportTests {
         #expect((object?["transitions"] as? [[String: Any]])?.first?["event"] as? String == "lanAddressPresent")
     }
 }
+
+/// `vpnsup rules`: the dry run, which needs no root and no interfaces.
+struct RulesCommandTests {
+    static let configuration = "client\nremote 192.0.2.1 1194\nremote vpn.example.net 443 tcp\n"
+
+    static func scratch() throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vpnsup-rules-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try configuration.write(to: directory.appendingPathComponent("client.ovpn"), atomically: true, encoding: .utf8)
+        return directory
+    }
+
+    static func environment(_ directory: URL) -> [String: String] {
+        ["CONFIG": "client.ovpn", "CONFIG_DIR": directory.path, "IP_ADDR": "172.22.0.1/24", "DNS": "10.8.0.1",
+         "PORT_FWD": "8080:172.22.0.10:80/tcp,172.22.0.11:5000", "LAN_IF": "lan0", "WAN_IF": "wan0"]
+    }
+
+    @Test func printsTheUpRulesetByDefault() throws {
+        let directory = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let outcome = try execute(vpnsupBinary(), ["rules"], environment: Self.environment(directory))
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        let lines = outcome.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        #expect(lines.contains("# resolved and pinned by `vpnsup run`: vpn.example.net:443/tcp"))
+        #expect(lines.contains("oifname \"wan0\" meta mark 0x76706e01 ip daddr 192.0.2.1 udp dport 1194 accept"))
+        #expect(lines.contains("iifname \"lan0\" ip daddr != 10.8.0.1 udp dport 53 dnat ip to 10.8.0.1"))
+        #expect(lines.contains("iifname \"tun0\" dnat ip to tcp dport map @tcp_forwards"))
+        #expect(lines.contains("elements = { 5000 : 172.22.0.11 . 5000,"))
+        #expect(lines.contains("8080 : 172.22.0.10 . 80 }"))
+        #expect(lines.contains("oifname \"tun0\" masquerade"))
+    }
+
+    @Test func lockdownNeedsNoOpenVPNConfiguration() throws {
+        let directory = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        var environment = Self.environment(directory)
+        environment["CONFIG"] = "missing.ovpn"
+        let outcome = try execute(vpnsupBinary(), ["rules", "--state", "Killswitched"], environment: environment)
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        #expect(outcome.stdout.contains("# vpnsup rules for Killswitched (policy lockdown)"))
+        #expect(!outcome.stdout.contains("wan0"), "the lockdown names no interface but loopback")
+    }
+
+    @Test func badStateOrConfigurationExits78() throws {
+        let directory = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let badState = try execute(vpnsupBinary(), ["rules", "--state", "Up"], environment: Self.environment(directory))
+        #expect(badState.status == 78)
+        #expect(badState.stderr.hasPrefix("--state Up is not a state: one of Init, AddressAssigned"))
+        let badDNS = try execute(vpnsupBinary(), ["rules", "--dns", "10.8.0"], environment: Self.environment(directory))
+        #expect(badDNS.status == 78)
+        #expect(badDNS.stderr == "DNS=10.8.0 is not an IPv4 address\n")
+    }
+
+    /// The printed text is what `nft -f` takes, for every state (in a namespace of its own).
+    @Test(.enabled(if: isolatedRoot)) func everyStatesRulesetLoadsWithNft() throws {
+        let directory = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for state in ["Init", "AddressAssigned", "TunnelConnecting", "TunnelUp", "Degraded", "Killswitched"] {
+            let file = directory.appendingPathComponent("\(state).nft")
+            let printed = try execute(vpnsupBinary(), ["rules", "--state", state], environment: Self.environment(directory))
+            #expect(printed.status == 0)
+            try printed.stdout.write(to: file, atomically: true, encoding: .utf8)
+            let loaded = try execute("/usr/bin/unshare", ["--net", "--", "/usr/sbin/nft", "-f", file.path])
+            #expect(loaded.status == 0, "\(state): \(loaded.stderr)")
+        }
+    }
+}
