@@ -607,6 +607,176 @@ lab_echo_sources() {
     } | sort -u
 }
 
+# ---- extras for the feature tests: a rogue resolver, port-forward targets, IPv6 ----
+# DNS enforcement: the enforced server is the echo host's dnsmasq (LAB_ECHO_IP), which answers
+# LAB_DNS_NAME and every name under it with LAB_ECHO_IP. A rogue resolver, also in INET and reached
+# through the ISP like any internet host, answers every name with LAB_ROGUE_ANSWER: an answer from
+# it means a query was not redirected.
+# Port forwards: a target service on the client (HTTP echo on TCP ports, datagram echo on UDP
+# ports, each answering with the source address it saw), logging to <rundir>/client/targets.log.
+# IPv6: 2001:db8:1::/64 on the LAN, 2001:db8:2::/64 on the WAN, 2001:db8:3::/64 ISP-INET; the ISP
+# routes the LAN prefix to the router. The router's part is separate (lab_ipv6_router_up): once it
+# has an IPv6 address its kernel sends MLD reports by itself, which are leaks unless a firewall
+# is already in place.
+# shellcheck disable=SC2034 # constants for the scripts that source this file
+LAB_ROGUE_DNS_IP=192.0.2.53
+LAB_ROGUE_ANSWER=192.0.2.66
+LAB_CLIENT_IP6=2001:db8:1::10
+LAB_ROUTER_LAN_IP6=2001:db8:1::1
+LAB_ROUTER_LAN_LL=fe80::1
+LAB_ROUTER_WAN_IP6=2001:db8:2::2
+LAB_ROUTER_WAN_LL=fe80::2
+LAB_ISP_WAN_IP6=2001:db8:2::1
+LAB_ISP_INET_IP6=2001:db8:3::1
+LAB_ECHO_IP6=2001:db8:3::10
+
+# True when something listens on ADDR:PORT (tcp|udp) in NODE.
+_lab_listening_on() { # NODE tcp|udp ADDR PORT
+    local out
+    out=$(lab_exec "$1" ss -Hln --"$2" "src $3 and sport = :$4" 2>/dev/null) || return 1
+    [ -n "$out" ]
+}
+
+# The rogue resolver at LAB_ROGUE_DNS_IP (log <rundir>/inet/rogue-dns.log).
+lab_rogue_dns_start() {
+    local d=$LAB_RUNDIR/inet
+    mkdir -p "$d"
+    : >"$d/rogue-dns.log"
+    lab_exec inet ip addr add "$LAB_ROGUE_DNS_IP/32" dev eth0
+    lab_exec isp ip route add "$LAB_ROGUE_DNS_IP/32" via "$LAB_ECHO_IP" dev inet0
+    lab_daemon_start rogue-dns inet dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv \
+        --no-hosts --bind-interfaces --listen-address="$LAB_ROGUE_DNS_IP" --user=root --group=root \
+        --pid-file --address="/#/$LAB_ROGUE_ANSWER" --log-queries=extra \
+        --log-facility="$d/rogue-dns.log"
+    lab_wait_for 10 _lab_listening_on inet udp "$LAB_ROGUE_DNS_IP" 53 ||
+        { _lab_log "rogue dnsmasq not listening"; return 1; }
+}
+
+# Sources the DNS server logged for queries of NAME: "dns" (enforced) or "rogue-dns".
+lab_dns_query_sources() { # dns|rogue-dns NAME
+    local name=${2//./\\.}
+    sed -n "s/.* query\[[^]]*\] $name from \([0-9a-fA-F.:]*\)\$/\1/p" "$LAB_RUNDIR/inet/$1.log" 2>/dev/null | sort -u
+}
+
+_lab_targets_script() {
+    cat >"$LAB_RUNDIR/client/targets.py" <<'PYEOF'
+"""vpnsup lab port-forward targets: HTTP echo on TCP ports, datagram echo on UDP ports, all on one
+address. Each answers with the source address it saw and appends
+"<unix time> <tcp|udp> <source address> <source port> <local port> <path or datagram>" to the log.
+usage: targets.py LOG ADDR TCP_PORTS UDP_PORTS (ports comma separated)"""
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOG, ADDR = sys.argv[1], sys.argv[2]
+TCP = [int(p) for p in sys.argv[3].split(",") if p]
+UDP = [int(p) for p in sys.argv[4].split(",") if p]
+lock = threading.Lock()
+
+
+def log(proto, host, port, local, what):
+    with lock, open(LOG, "a", encoding="utf-8") as f:
+        f.write(f"{time.time():.3f} {proto} {host} {port} {local} {what}\n")
+
+
+class Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+
+    def do_GET(self):
+        host, port = self.client_address[:2]
+        log("tcp", host, port, self.server.server_address[1], self.path)
+        data = (host + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def udp(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((ADDR, port))
+    while True:
+        data, (host, sport) = s.recvfrom(2048)
+        log("udp", host, sport, port, data.decode("utf-8", "replace").strip())
+        s.sendto((host + "\n").encode(), (host, sport))
+
+
+for p in TCP:
+    threading.Thread(target=ThreadingHTTPServer((ADDR, p), Echo).serve_forever, daemon=True).start()
+for p in UDP:
+    threading.Thread(target=udp, args=(p,), daemon=True).start()
+while True:
+    time.sleep(3600)
+PYEOF
+}
+
+# lab_targets_start TCP_PORTS UDP_PORTS (comma separated): the target service on the client.
+lab_targets_start() {
+    local d=$LAB_RUNDIR/client p
+    mkdir -p "$d"
+    : >"$d/targets.log"
+    _lab_targets_script
+    lab_daemon_start targets client "$LAB_PYTHON" -u "$d/targets.py" "$d/targets.log" "$LAB_CLIENT_IP" "$1" "$2"
+    for p in ${1//,/ }; do
+        lab_wait_for 10 _lab_listening_on client tcp "$LAB_CLIENT_IP" "$p" ||
+            { _lab_log "client target not listening on tcp $p"; return 1; }
+    done
+    for p in ${2//,/ }; do
+        lab_wait_for 10 _lab_listening_on client udp "$LAB_CLIENT_IP" "$p" ||
+            { _lab_log "client target not listening on udp $p"; return 1; }
+    done
+}
+
+# What the client's targets logged (see above), one line per request or datagram.
+lab_targets_log() { cat "$LAB_RUNDIR/client/targets.log" 2>/dev/null || true; }
+
+# lab_udp_ask NODE ADDR PORT TEXT [SECONDS]: send one datagram from NODE, print the reply; fails
+# when none comes within SECONDS (default 2).
+lab_udp_ask() {
+    lab_exec "$1" "$LAB_PYTHON" -c '
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(float(sys.argv[4]))
+s.sendto(sys.argv[3].encode(), (sys.argv[1], int(sys.argv[2])))
+try:
+    print(s.recv(2048).decode().strip())
+except OSError:
+    sys.exit(1)' "$2" "$3" "$4" "${5:-2}"
+}
+
+# IPv6 on the client, the ISP and the internet host (not the router: lab_ipv6_router_up). The
+# client routes everything via the router's LAN link-local address, as a router advertisement
+# would have it. No DAD (nodad): addresses are usable at once.
+lab_ipv6_up() {
+    _lab_sysctl client net.ipv6.conf.all.forwarding=0
+    lab_exec client ip -6 addr add "$LAB_CLIENT_IP6/64" dev eth0 nodad
+    lab_exec client ip -6 route add default via "$LAB_ROUTER_LAN_LL" dev eth0
+    _lab_sysctl isp net.ipv6.conf.all.forwarding=1
+    lab_exec isp ip -6 addr add "$LAB_ISP_WAN_IP6/64" dev "$LAB_CAPTURE_IF" nodad
+    lab_exec isp ip -6 addr add "$LAB_ISP_INET_IP6/64" dev inet0 nodad
+    lab_exec isp ip -6 route add "${LAB_CLIENT_IP6%::*}::/64" via "$LAB_ROUTER_WAN_IP6" dev "$LAB_CAPTURE_IF"
+    lab_exec inet ip -6 addr add "$LAB_ECHO_IP6/64" dev eth0 nodad
+    lab_exec inet ip -6 route add default via "$LAB_ISP_INET_IP6" dev eth0
+}
+
+# The router's IPv6: a link-local and a global address on each link (neighbour solicitations for
+# forwarded packets come from the link-local one), a default route via the ISP, forwarding on.
+# Call it once a firewall is in place.
+lab_ipv6_router_up() {
+    _lab_sysctl router net.ipv6.conf.all.forwarding=1
+    lab_exec router ip -6 addr add "$LAB_ROUTER_LAN_LL/64" dev eth1 nodad
+    lab_exec router ip -6 addr add "$LAB_ROUTER_LAN_IP6/64" dev eth1 nodad
+    lab_exec router ip -6 addr add "$LAB_ROUTER_WAN_LL/64" dev eth0 nodad
+    lab_exec router ip -6 addr add "$LAB_ROUTER_WAN_IP6/64" dev eth0 nodad
+    lab_exec router ip -6 route add default via "$LAB_ISP_WAN_IP6" dev eth0
+}
+
 # ---- a hand-made router, for validating the lab without vpnsup ----
 #   tunnel: gateway address, plain openvpn client, nft masquerade onto tun*.
 #   leaky:  gateway address only; the router forwards LAN traffic straight out of eth0.

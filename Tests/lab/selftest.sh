@@ -86,6 +86,12 @@ lab_emulate_router_stop
 lab_emulate_router_start leaky
 seen=$(lab_exec client curl -sS --max-time 5 "$LAB_ECHO_URL" || true)
 tap_check "plain forwarding: the echo sees the LAN address ($seen)" test "$seen" = "$LAB_CLIENT_IP"
+# The lab's IPv6 works: with plain forwarding the client's IPv6 reaches the internet host (so an
+# e2e check that it does not is the router's doing).
+lab_ipv6_up
+lab_ipv6_router_up
+ping6_out() { lab_exec client ping -6 -q -n -c 3 -i 0.3 -W 2 "$LAB_ECHO_IP6" >/dev/null 2>&1; }
+tap_check "plain forwarding: the client's IPv6 reaches the internet host ($LAB_ECHO_IP6)" ping6_out
 # IPv6 from the router's WAN side counts too.
 lab_exec router ip addr add fe80::1/64 dev eth0 nodad
 lab_exec router ping -6 -q -c 1 -W 1 ff02::1%eth0 >/dev/null 2>&1 || true
