@@ -175,6 +175,11 @@ enum StatusReport {
         lines.append(("endpoints", s.endpoints.isEmpty ? "-" : s.endpoints.joined(separator: ", ")))
         lines.append(("openvpn", [s.openvpnPID.map { "pid \($0)" } ?? "not running", s.openvpnState].compactMap { $0 }.joined(separator: ", ")))
         if let address = s.tunnelAddress { lines.append(("tunnel", "\(Configuration.tunnelInterface) \(address)" + (s.remote.map { " via \($0)" } ?? ""))) }
+        if let blocked = s.blocked {
+            let total = blocked.values.reduce((0 as UInt64, 0 as UInt64)) { ($0.0 + $1.packets, $0.1 + $1.bytes) }
+            let parts = blocked.keys.sorted().map { "\($0) \(blocked[$0]!.packets)" }.joined(separator: ", ")
+            lines.append(("blocked", "\(total.0) packets, \(total.1) bytes (\(parts))"))
+        }
         lines.append(("supervisor", "pid \(s.pid), started \(s.startedAt)"))
         var text = lines.map { "\($0.0.padding(12))\($0.1)" }.joined(separator: "\n") + "\n"
         if !s.transitions.isEmpty {

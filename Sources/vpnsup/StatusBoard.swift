@@ -27,6 +27,13 @@ struct StatusSnapshot: Codable, Sendable, Equatable {
     var tunnelAddress: String?
     var remote: String?
     var transitions: [Transition] = []
+    /// What the kill switch's counted drops have blocked, per chain, read from the kernel when asked.
+    var blocked: [String: BlockedCount]?
+}
+
+struct BlockedCount: Codable, Sendable, Equatable {
+    var packets: UInt64
+    var bytes: UInt64
 }
 
 /// The latest status, written by the driver and read by the status socket's thread.
@@ -54,8 +61,9 @@ final class StatusBoard: Sendable {
         }
     }
 
-    func json() -> [UInt8] {
-        let current = snapshot.withLock { $0 }
+    func json(blocked: [String: BlockedCount]? = nil) -> [UInt8] {
+        var current = snapshot.withLock { $0 }
+        current.blocked = blocked
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return Array((try? encoder.encode(current)) ?? Data("{}".utf8)) + [UInt8(ascii: "\n")]

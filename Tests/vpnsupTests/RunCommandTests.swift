@@ -149,6 +149,14 @@ struct StatusReportTests {
         #expect(text.contains("TunnelConnecting -> Killswitched  on credentialsRejected"))
     }
 
+    @Test func humanReportSumsWhatTheKillSwitchBlocked() {
+        var snapshot = StatusSnapshot(since: "2026-11-28T05:00:00.000Z", pid: 42, startedAt: "2026-11-28T04:59:59.000Z")
+        snapshot.blocked = ["forward": .init(packets: 12, bytes: 840), "output": .init(packets: 3, bytes: 180)]
+        #expect(StatusReport.human(snapshot).contains("blocked     15 packets, 1020 bytes (forward 12, output 3)"))
+        snapshot.blocked = nil
+        #expect(!StatusReport.human(snapshot).contains("blocked"))
+    }
+
     @Test func jsonCarriesStateAndSince() throws {
         let board = StatusBoard(startedAt: Date(timeIntervalSince1970: 0))
         board.transition(from: .initial, to: .addressAssigned, cause: "lanAddressPresent", reason: nil)
