@@ -35,7 +35,8 @@ let package = Package(
             name: "StateMachineTests",
             dependencies: ["StateMachine", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
-        .testTarget(name: "WatchersTests", dependencies: ["Watchers", "StateMachine"]),
+        // Actions: the nftables monitor is tested against commits through vpnsup's own Firewall.
+        .testTarget(name: "WatchersTests", dependencies: ["Watchers", "StateMachine", "Actions"]),
         .testTarget(name: "ActionsTests", dependencies: ["Actions", "StateMachine"]),
         .testTarget(name: "vpnsupTests", dependencies: ["vpnsup", "StateMachine"]),
     ],

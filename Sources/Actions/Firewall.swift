@@ -79,6 +79,10 @@ public final class Firewall {
         socket = try NftSocket()
     }
 
+    /// The netlink port of the socket every commit is sent from. The kernel stamps it on the
+    /// nftables notifications of those commits, which tells the monitor they are vpnsup's own.
+    public var portID: UInt32 { socket.portID }
+
     /// Replaces table `inet vpnsup` with `ruleset` in one transaction, then reads the table back
     /// and checks that the kernel holds exactly the chains and rules that were sent.
     public func commit(_ ruleset: Ruleset) throws(FirewallError) {
@@ -137,6 +141,20 @@ public final class Firewall {
             if result.lostReplies { message += " (some kernel replies were lost to a full receive buffer)" }
             throw FirewallError(kind: .verification, message: message)
         }
+    }
+
+    /// How table inet vpnsup, as the kernel holds it now, differs from `ruleset` (empty when it
+    /// matches): what `commit` verifies, read back again, e.g. when change notifications were lost.
+    public func differences(from ruleset: Ruleset) throws(FirewallError) -> [String] {
+        let expected: [NftChainState]
+        do throws(NftTranslationError) {
+            expected = try ruleset.chains.map { chain throws(NftTranslationError) in
+                NftChainState(chain, rules: try chain.rules.map(NftTranslator.expressions(for:)))
+            }
+        } catch {
+            throw FirewallError(kind: .invalidRuleset, message: error.description)
+        }
+        return NftChainState.differences(expected: expected, actual: try readTable())
     }
 
     /// Packets and bytes counted by the `counter` rules of each chain (summed per chain), as the

@@ -114,6 +114,9 @@ final class NftSocket {
 
     func makeBatch() -> NftBatch { NftBatch(firstSequence: sequence) }
 
+    /// The port the kernel bound this socket to (unique in the network namespace while it is open).
+    var portID: UInt32 { mnl_socket_get_portid(socket) }
+
     /// Sends a finished batch and collects the kernel's verdict on it. Netlink hands the datagram
     /// to nfnetlink synchronously, so by the time sendto returns every ACK and error is queued:
     /// drain them without blocking. Returns the errors (empty on success) and whether any reply

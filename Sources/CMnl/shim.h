@@ -7,10 +7,16 @@
 #include <linux/rtnetlink.h>
 #include <linux/if_link.h>
 #include <linux/if_addr.h>
+// The nftables monitor (NftablesMonitor): nfnetlink subsystem, message and attribute numbers,
+// and classic BPF opcodes to drop vpnsup's own notifications in the kernel.
+#include <linux/netfilter.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nf_tables.h>
 #include <libmnl/libmnl.h>
 // Glibc's Swift module does not export eventfd; readers use it to be woken on stop.
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <linux/bpf_common.h>
 
 // Function-like macros do not import into Swift.
 static inline size_t vpnsup_mnl_socket_buffer_size(void) { return MNL_SOCKET_BUFFER_SIZE; }
@@ -25,3 +31,12 @@ static inline int vpnsup_eventfd_flags(void) { return EFD_CLOEXEC | EFD_NONBLOCK
 static inline unsigned int vpnsup_iff_lower_up(void) { return 1u << 16; }
 // pthread_setname_np needs _GNU_SOURCE and prctl is variadic: neither reaches Swift as is.
 static inline void vpnsup_set_thread_name(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }
+
+// Classic BPF socket filter: the layout of struct sock_filter / sock_fprog (kernel ABI). Not
+// <linux/filter.h>: including it here hides glibc's SOCK_* constants from Swift files of the
+// importing targets that import only Glibc.
+struct vpnsup_bpf_instruction { unsigned short code; unsigned char jt; unsigned char jf; unsigned int k; };
+static inline int vpnsup_attach_socket_filter(int fd, struct vpnsup_bpf_instruction *program, unsigned short count) {
+    struct { unsigned short len; struct vpnsup_bpf_instruction *filter; } fprog = { count, program };
+    return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog);
+}

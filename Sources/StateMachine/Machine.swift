@@ -53,6 +53,10 @@ public enum Event: Hashable, Sendable {
     case openvpnFatal(String)
     case timerFired(TimerID)
     case shutdownRequested
+    /// Someone else changed or removed table `inet vpnsup` (the nftables monitor says what), or
+    /// notifications were lost and the table no longer reads back as committed. The kernel no
+    /// longer holds what was committed: the policy is requested again.
+    case firewallTampered(String)
 }
 
 public enum Action: Hashable, Sendable {
@@ -290,6 +294,9 @@ public struct Machine: Hashable, Sendable {
         case .timerFired(.stopDeadline):
             return []
 
+        case .firewallTampered:
+            return recommit()
+
         case .shutdownRequested:
             var actions = enter(.killswitched)
             failure = .shutdown
@@ -319,6 +326,9 @@ public struct Machine: Hashable, Sendable {
             return [.cancelTimer(.stopDeadline), .exit(code: ExitCode.success, message: nil)]
         case .timerFired(.stopDeadline):
             return openvpn == .stopped ? [] : [.killOpenVPN]
+        case .firewallTampered:
+            // The lockdown must hold until the very end, whoever removed it.
+            return recommit()
         default:
             return []
         }
@@ -331,6 +341,14 @@ public struct Machine: Hashable, Sendable {
         guard next.policy != requested else { return [] }
         requested = next.policy
         return [.applyFirewall(next.policy)]
+    }
+
+    /// The kernel no longer holds the committed policy: ask for the requested one again, although
+    /// it was committed. Until it is, nothing that needs it (the hold release) proceeds.
+    private mutating func recommit() -> [Action] {
+        guard let requested else { return [] }
+        committed = nil
+        return [.applyFirewall(requested)]
     }
 
     private mutating func spawn() -> [Action] {

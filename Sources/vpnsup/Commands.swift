@@ -171,6 +171,10 @@ enum StatusReport {
         var lines: [(String, String)] = [("state", "\(s.state) since \(s.since)")]
         if let reason = s.reason { lines.append(("reason", reason)) }
         lines.append(("kill switch", s.policy.map { "\($0) ruleset committed" } ?? "not yet committed"))
+        if let repairs = s.firewallRepairs {
+            let last = s.lastRepair.map { ", last at \($0.at): \($0.change); \($0.policy) re-committed in \($0.milliseconds) ms" }
+            lines.append(("repairs", repairs == 0 ? "none (no outside change to the table)" : "\(repairs)" + (last ?? "")))
+        }
         if let lan = s.lanInterface, let gateway = s.gateway { lines.append(("LAN", "\(lan) \(gateway)")) }
         lines.append(("endpoints", s.endpoints.isEmpty ? "-" : s.endpoints.joined(separator: ", ")))
         lines.append(("openvpn", [s.openvpnPID.map { "pid \($0)" } ?? "not running", s.openvpnState].compactMap { $0 }.joined(separator: ", ")))

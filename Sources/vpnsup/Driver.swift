@@ -34,6 +34,12 @@ actor Driver {
     private var management: ManagementChannel?
     private var statusChannel: StatusChannel?
     private var netlink: NetlinkWatcher?
+    private var nftables: NftablesMonitor?
+    /// The outside change being repaired while its `firewallTampered` event is handled.
+    private var repairing: String?
+    private var repairs = 0
+    /// Lines logged before the configuration is judged wait for it (see `log`).
+    private var deferredLogs: [(Logger.Level, Logger.Message)] = []
     private var openvpnPID: Int32?
     private var timers: [TimerID: Task<Void, Never>] = [:]
     private var watcherTasks: [Task<Void, Never>] = []
@@ -222,6 +228,7 @@ actor Driver {
             statusChannel?.close()
             management?.close()
             netlink?.stop()
+            nftables?.stop()
             exited?.resume(returning: code)
             exited = nil
             return nil
@@ -235,7 +242,12 @@ actor Driver {
 
     private func applyFirewall(_ policy: FirewallPolicy) -> Event {
         do {
-            if firewall == nil { firewall = try Firewall() }
+            if firewall == nil {
+                let created = try Firewall()
+                firewall = created
+                // Before the first commit: nothing done to the table from then on goes unseen.
+                startNftablesMonitor(ignoring: created.portID)
+            }
             let ruleset = policy == .lockdown
                 ? Ruleset.lockdown
                 : Ruleset.build(policy, for: configuration!.layout(endpoints: endpoints))
@@ -247,11 +259,85 @@ actor Driver {
             let line: Logger.Message = "committed the \(policy) ruleset in \(Self.milliseconds(elapsed)) ms"
             // Until the configuration is judged, a bad one must get stderr to itself: one line.
             if configuration == nil { deferredLog = line } else { logger.info(line) }
+            if let change = repairing {
+                repairing = nil
+                repairs += 1
+                let repair = StatusSnapshot.Repair(at: StatusBoard.timestamp(Date()), change: change, policy: policy.rawValue,
+                                                   milliseconds: Double(Self.milliseconds(elapsed)) ?? 0)
+                status.update {
+                    $0.firewallRepairs = repairs
+                    $0.lastRepair = repair
+                }
+                log(.notice, "repaired table inet vpnsup: re-committed the \(policy) ruleset in \(Self.milliseconds(elapsed)) ms (repair \(repairs))")
+            }
             return .firewallCommitted(policy)
         } catch {
             logger.error("the \(policy) ruleset was not committed: \(error)")
             return .firewallFailed(policy, "\(error)")
         }
+    }
+
+    // MARK: Drift repair
+
+    private func startNftablesMonitor(ignoring portID: UInt32) {
+        do {
+            let monitor = try NftablesMonitor.start(table: Ruleset.tableName, ignoring: [portID])
+            nftables = monitor
+            if !monitor.filteredInKernel {
+                log(.warning, "the nftables monitor filters vpnsup's own commits in user space only")
+            }
+            watcherTasks.append(Task { [weak self] in
+                for await event in monitor.events { await self?.received(event) }
+            })
+        } catch {
+            log(.warning, "outside changes to table inet vpnsup will not be noticed: nftables monitor: \(error)")
+        }
+    }
+
+    private func received(_ event: NftablesEvent) {
+        switch event {
+        case .changed(let transaction):
+            let policy = machine.requestedPolicy.map { "the \($0) ruleset" } ?? "nothing"
+            log(.notice, "\(transaction.description); re-committing \(policy)")
+            repair(transaction.description)
+        case .resync:
+            // Our own commits never reach the monitor, so this was outside activity: check the
+            // table rather than re-commit blindly.
+            guard let firewall, let policy = machine.requestedPolicy, let ruleset = ruleset(for: policy) else { return }
+            var differences: [String]
+            do {
+                differences = try firewall.differences(from: ruleset)
+            } catch {
+                differences = ["it could not be read back (\(error))"]
+            }
+            guard !differences.isEmpty else {
+                log(.info, "nftables notifications were lost; table inet vpnsup still holds the \(policy) ruleset")
+                return
+            }
+            let change = "table inet vpnsup: notifications were lost and it no longer matches the \(policy) ruleset: "
+                + differences.prefix(3).joined(separator: "; ")
+            log(.notice, "\(change); re-committing the \(policy) ruleset")
+            repair(change)
+        }
+    }
+
+    private func repair(_ change: String) {
+        // feed() runs the re-commit before it returns (the actor does not suspend in between),
+        // so applyFirewall sees which change it repairs.
+        repairing = change
+        feed(.firewallTampered(change))
+        repairing = nil
+    }
+
+    private func ruleset(for policy: FirewallPolicy) -> Ruleset? {
+        if policy == .lockdown { return .lockdown }
+        return configuration.map { Ruleset.build(policy, for: $0.layout(endpoints: endpoints)) }
+    }
+
+    /// Logs now or, until the configuration is judged (a bad one must get stderr to itself),
+    /// once it has been accepted.
+    private func log(_ level: Logger.Level, _ message: Logger.Message) {
+        if configuration == nil { deferredLogs.append((level, message)) } else { logger.log(level: level, message) }
     }
 
     private static func milliseconds(_ duration: Duration) -> String {
@@ -312,6 +398,8 @@ actor Driver {
             logger.info(deferredLog)
             self.deferredLog = nil
         }
+        for (level, message) in deferredLogs { logger.log(level: level, message) }
+        deferredLogs = []
         status.update {
             $0.endpoints = endpoints.map(\.description)
             $0.lanInterface = configuration.lanInterface
@@ -408,6 +496,7 @@ extension Event {
         case .openvpnFatal: "openvpnFatal"
         case .timerFired(let t): "timerFired(\(t.rawValue))"
         case .shutdownRequested: "shutdownRequested"
+        case .firewallTampered: "firewallTampered"
         }
     }
 }

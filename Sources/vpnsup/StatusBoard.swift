@@ -29,6 +29,20 @@ struct StatusSnapshot: Codable, Sendable, Equatable {
     var transitions: [Transition] = []
     /// What the kill switch's counted drops have blocked, per chain, read from the kernel when asked.
     var blocked: [String: BlockedCount]?
+    /// Outside changes to table inet vpnsup undone by committing the policy again. Optional only
+    /// so that `status` still reads an older supervisor's JSON.
+    var firewallRepairs: Int? = 0
+    var lastRepair: Repair?
+
+    struct Repair: Codable, Sendable, Equatable {
+        var at: String
+        /// What changed and who changed it, as the nftables monitor reported it.
+        var change: String
+        /// The policy committed again.
+        var policy: String
+        /// How long the re-commit took (transaction and read-back).
+        var milliseconds: Double
+    }
 }
 
 struct BlockedCount: Codable, Sendable, Equatable {

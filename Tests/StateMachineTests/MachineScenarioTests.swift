@@ -286,10 +286,13 @@ struct MachineScenarioTests {
             #expect(!actions.contains { if case .exit = $0 { true } else { false } })
             // Nothing else is acted on while stopping...
             for event in representativeEvents where ![Event.openvpnExited(.exited(1)), .openvpnSpawnFailed("ENOENT"),
-                                                       .timerFired(.stopDeadline)].contains(event) {
+                                                       .timerFired(.stopDeadline), tampered].contains(event) {
                 var copy = machine
                 #expect(copy.handle(event) == [], "while stopping: \(label(event))")
             }
+            // ...but the lockdown, if someone removes it, is committed again.
+            var copy = machine
+            #expect(copy.handle(tampered) == [.applyFirewall(.lockdown)])
             // ...SIGKILL after the deadline, exit 0 once OpenVPN is gone, and only once.
             #expect(machine.handle(.timerFired(.stopDeadline)) == [.killOpenVPN])
             #expect(machine.handle(.openvpnExited(.signaled(9))) == [.cancelTimer(.stopDeadline), .exit(code: 0, message: nil)])
@@ -334,6 +337,54 @@ struct MachineScenarioTests {
         #expect(machine.handle(.shutdownRequested)
                 == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .cancelTimer(.retry), .exit(code: 0, message: nil)])
         #expect(machine.handle(.timerFired(.respawn)) == [])
+    }
+
+    // MARK: Drift repair (outside changes to table inet vpnsup)
+
+    @Test func tamperingBeforeStartIsIgnored() {
+        var machine = Machine()
+        #expect(machine.handle(tampered) == [])
+        #expect(machine.requestedPolicy == nil)
+        #expect(machine.handle(.start) == [.applyFirewall(.lockdown), .loadConfiguration])
+    }
+
+    @Test(arguments: Scenario.all)
+    func tamperingRecommitsTheStatesPolicyWithoutLeavingTheState(_ scenario: Scenario) {
+        var machine = scenario.machine()
+        #expect(machine.handle(tampered) == [.applyFirewall(scenario.state.policy)])
+        #expect(machine.state == scenario.state)
+        #expect(machine.requestedPolicy == scenario.state.policy)
+        // Again before the repair lands: asked for again (the driver commits in order, idempotently).
+        #expect(machine.handle(tampered) == [.applyFirewall(scenario.state.policy)])
+        // (AddressAssigned moves on with its first commit of the connecting policy, as usual.)
+        guard scenario.state != .addressAssigned else { return }
+        #expect(machine.handle(.firewallCommitted(scenario.state.policy)) == [])
+        #expect(machine.state == scenario.state)
+    }
+
+    /// Between the outside change and the repair the kernel holds something vpnsup did not
+    /// commit: OpenVPN's hold is released only once the repair has been committed.
+    @Test func holdWaitsForTheRepair() {
+        var machine = Scenario.tunnelConnecting.machine()
+        #expect(machine.handle(tampered) == [.applyFirewall(.connecting)])
+        #expect(machine.handle(.openvpnHold) == [])
+        #expect(machine.handle(.firewallCommitted(.connecting)) == [.releaseHold])
+    }
+
+    @Test func aFailedRepairKillsTheSwitch() {
+        var machine = machine(in: .tunnelUp)
+        _ = machine.handle(tampered)
+        let actions = machine.handle(.firewallFailed(.up, "EPERM"))
+        #expect(machine.state == .killswitched)
+        #expect(actions.first == .applyFirewall(.lockdown))
+    }
+
+    @Test func tamperingDuringShutdownRecommitsTheLockdownAndStillExits() {
+        var machine = machine(in: .tunnelUp)
+        _ = machine.handle(.shutdownRequested)
+        #expect(machine.handle(tampered) == [.applyFirewall(.lockdown)])
+        #expect(machine.handle(.firewallCommitted(.lockdown)) == [])
+        #expect(machine.handle(.openvpnExited(.signaled(15))) == [.cancelTimer(.stopDeadline), .exit(code: 0, message: nil)])
     }
 
     // MARK: Status words

@@ -19,7 +19,11 @@ let representativeEvents: [Event] = [
     .openvpnFatal("TLS Error: TLS handshake failed"),
     .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
     .shutdownRequested,
+    tampered,
 ]
+
+/// The nftables monitor's report of an outside change to table inet vpnsup.
+let tampered = Event.firewallTampered("table inet vpnsup: rule deleted in chain forward (handle 7) by nft (pid 4242)")
 
 /// The name of an event's case. The switch is exhaustive on purpose: adding an `Event` case
 /// breaks this file until the new case gets a representative above.
@@ -46,6 +50,7 @@ func caseName(_ event: Event) -> String {
     case .openvpnFatal: "openvpnFatal"
     case .timerFired: "timerFired"
     case .shutdownRequested: "shutdownRequested"
+    case .firewallTampered: "firewallTampered"
     }
 }
 
@@ -54,7 +59,7 @@ let allEventCaseNames: Set<String> = [
     "lanAddressPresent", "lanAddressMissing", "addressFailed", "tunnelLinkUp", "tunnelLinkDown",
     "openvpnStarted", "openvpnSpawnFailed", "openvpnExited", "managementConnected", "openvpnHold",
     "credentialsRequested", "credentialsRejected", "openvpnState", "openvpnFatal", "timerFired",
-    "shutdownRequested",
+    "shutdownRequested", "firewallTampered",
 ]
 
 /// A named way of reaching a state from a new machine, through events only.

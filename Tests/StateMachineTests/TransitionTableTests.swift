@@ -37,6 +37,8 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
     switch scenario {
     case .initial:
         return ExpectedTable(rows: [
+            // The kernel lost the committed ruleset (outside change): commit it again, in every state.
+            ExpectedRow(tampered, .initial, [lockdown]),
             ExpectedRow(.firewallFailed(.lockdown, "EPERM"), .initial,
                         [.exit(code: 71, message: "cannot commit the lockdown ruleset: EPERM")]),
             ExpectedRow(.lanAddressPresent, .addressAssigned, [.applyFirewall(.connecting)]),
@@ -58,6 +60,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .addressAssigned:
         return ExpectedTable(rows: [
+            ExpectedRow(tampered, .addressAssigned, [.applyFirewall(.connecting)]),
             ExpectedRow(.firewallCommitted(.connecting), .tunnelConnecting, [.spawnOpenVPN]),
             ExpectedRow(.firewallFailed(.connecting, "EPERM"), .killswitched, [lockdown, .cancelTimer(.respawn), retry]),
             ExpectedRow(.lanAddressMissing, .addressAssigned, [.ensureLANAddress]),
@@ -78,6 +81,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .tunnelConnecting:
         return ExpectedTable(rows: [
+            ExpectedRow(tampered, .tunnelConnecting, [.applyFirewall(.connecting)]),
             ExpectedRow(.firewallFailed(.connecting, "EPERM"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.lanAddressMissing, .tunnelConnecting, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
@@ -101,6 +105,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .connectedAwaitingLink:
         return ExpectedTable(rows: [
+            ExpectedRow(tampered, .tunnelConnecting, [.applyFirewall(.connecting)]),
             ExpectedRow(.firewallFailed(.connecting, "EPERM"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.lanAddressMissing, .tunnelConnecting, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
@@ -125,6 +130,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .degradedLinkDown:
         return ExpectedTable(rows: [
+            ExpectedRow(tampered, .degraded, [.applyFirewall(.up)]),
             ExpectedRow(.firewallFailed(.up, "EPERM"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.lanAddressMissing, .degraded, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
@@ -149,6 +155,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .tunnelUp:
         return ExpectedTable(rows: [
+            ExpectedRow(tampered, .tunnelUp, [.applyFirewall(.up)]),
             ExpectedRow(.firewallFailed(.up, "EPERM"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.lanAddressMissing, .tunnelUp, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
@@ -175,6 +182,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .degraded:
         return ExpectedTable(rows: [
+            ExpectedRow(tampered, .degraded, [.applyFirewall(.up)]),
             ExpectedRow(.firewallFailed(.up, "EPERM"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.lanAddressMissing, .degraded, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
@@ -199,6 +207,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .killswitched:
         return ExpectedTable(rows: [
+            ExpectedRow(tampered, .killswitched, [lockdown]),
             // An authentication failure waits for new credentials: a later lockdown failure must
             // not turn it into a transient failure that the retry timer leaves (see
             // KnownIssueTests.authFailureStaysSticky). Today the machine also schedules `retry`.
@@ -220,6 +229,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .killswitchedTransient:
         return ExpectedTable(rows: [
+            ExpectedRow(tampered, .killswitched, [lockdown]),
             ExpectedRow(.firewallFailed(.lockdown, "EPERM"), .killswitched, [.cancelTimer(.respawn), retry]),
             ExpectedRow(.lanAddressPresent, .addressAssigned, [.applyFirewall(.connecting)]),
             ExpectedRow(.lanAddressMissing, .killswitched, [.ensureLANAddress]),
@@ -240,6 +250,8 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .shuttingDown:
         return ExpectedTable(rows: [
+            // The lockdown must hold until the exit, whoever removed it.
+            ExpectedRow(tampered, .killswitched, [lockdown]),
             // Only the end of OpenVPN (or its spawn) and the stop deadline matter now.
             ExpectedRow(.openvpnSpawnFailed("ENOENT"), .killswitched, [.cancelTimer(.stopDeadline), exitSuccess]),
             ExpectedRow(.openvpnExited(.exited(1)), .killswitched, [.cancelTimer(.stopDeadline), exitSuccess]),

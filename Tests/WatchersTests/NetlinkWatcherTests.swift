@@ -223,7 +223,8 @@ private func currentThreadName() -> String {
 }
 
 /// Root, and in a network namespace other than the host's: only then may tests change links.
-private let isolatedRootNetns: Bool = NetworkNamespace.isolatedAsRoot()
+/// (Shared with NftablesMonitorTests.)
+let isolatedRootNetns: Bool = NetworkNamespace.isolatedAsRoot()
 
 private enum NetworkNamespace {
     static func isolatedAsRoot() -> Bool {
@@ -264,7 +265,7 @@ private struct CommandFailed: Error, CustomStringConvertible {
 /// posix_spawn, not Foundation's Process: in a fresh namespace `lo` is down, Foundation cannot
 /// make its loopback wake-up socket, and Process.waitUntilExit never returns.
 @discardableResult
-private func run(_ command: String, _ arguments: String...) throws -> String {
+func run(_ command: String, _ arguments: String...) throws -> String {
     let path = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map { "\($0)/\(command)" }
         .first { access($0, X_OK) == 0 } ?? command
     var pipeEnds: [Int32] = [0, 0]

@@ -157,6 +157,36 @@ struct StatusReportTests {
         #expect(!StatusReport.human(snapshot).contains("blocked"))
     }
 
+    @Test func humanReportCountsRepairs() {
+        var snapshot = StatusSnapshot(since: "2026-11-28T05:00:00.000Z", pid: 42, startedAt: "2026-11-28T04:59:59.000Z")
+        #expect(StatusReport.human(snapshot).contains("repairs     none (no outside change to the table)"))
+        snapshot.firewallRepairs = 2
+        snapshot.lastRepair = .init(at: "2026-11-28T05:01:00.000Z", change: "table inet vpnsup: table deleted by nft (pid 7)",
+                                    policy: "up", milliseconds: 3.25)
+        #expect(StatusReport.human(snapshot).contains(
+            "repairs     2, last at 2026-11-28T05:01:00.000Z: table inet vpnsup: table deleted by nft (pid 7); up re-committed in 3.25 ms"))
+        // An older supervisor's JSON has neither field: no line, no failure.
+        snapshot.firewallRepairs = nil
+        #expect(!StatusReport.human(snapshot).contains("repairs"))
+    }
+
+    @Test func jsonCarriesRepairs() throws {
+        let board = StatusBoard(startedAt: Date(timeIntervalSince1970: 0))
+        var object = try JSONSerialization.jsonObject(with: Data(board.json())) as? [String: Any]
+        #expect(object?["firewallRepairs"] as? Int == 0)
+        #expect(object?["lastRepair"] == nil)
+        board.update {
+            $0.firewallRepairs = 1
+            $0.lastRepair = .init(at: "t", change: "table inet vpnsup: table deleted by nft (pid 7)", policy: "lockdown", milliseconds: 1.5)
+        }
+        object = try JSONSerialization.jsonObject(with: Data(board.json())) as? [String: Any]
+        let repair = try #require(object?["lastRepair"] as? [String: Any])
+        #expect(object?["firewallRepairs"] as? Int == 1)
+        #expect(repair["change"] as? String == "table inet vpnsup: table deleted by nft (pid 7)")
+        #expect(repair["milliseconds"] as? Double == 1.5)
+        #expect(repair["policy"] as? String == "lockdown")
+    }
+
     @Test func jsonCarriesStateAndSince() throws {
         let board = StatusBoard(startedAt: Date(timeIntervalSince1970: 0))
         board.transition(from: .initial, to: .addressAssigned, cause: "lanAddressPresent", reason: nil)

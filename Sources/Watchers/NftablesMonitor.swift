@@ -1,0 +1,286 @@
+import CMnl
+import Glibc
+import Synchronization
+
+/// Watches the nftables ruleset for changes to one table made by anyone but vpnsup, so that an
+/// outside `nft flush ruleset` (or a deleted rule, a dormant flag...) is noticed and repaired
+/// without polling.
+///
+/// A NETLINK_NETFILTER socket joins NFNLGRP_NFTABLES, where the kernel announces every committed
+/// transaction: one message per object touched, then NFT_MSG_NEWGEN. vpnsup's own commits are
+/// recognised by the netlink port of the socket that sent them, which the kernel stamps on every
+/// notification (nlmsg_pid): unlike a generation number it needs no round trip after the commit,
+/// so there is no window in which our own notifications could arrive before we know they are ours,
+/// and no other process can send from our port. A classic BPF filter drops those messages in the
+/// kernel, so our own large commits cannot fill the receive buffer; the decoder checks the port
+/// again in case the filter could not be attached.
+///
+/// Everything arrives on `events` from a dedicated thread; the stream ends on `stop()`, when the
+/// consumer stops iterating, or if the socket fails.
+public final class NftablesMonitor: Sendable {
+    public let events: AsyncStream<NftablesEvent>
+    private let control: MonitorControl
+    private let thread: ReaderThread
+    /// Whether the kernel drops the ignored ports' messages (false: only user space does).
+    public let filteredInKernel: Bool
+
+    private init(events: AsyncStream<NftablesEvent>, control: MonitorControl, thread: ReaderThread, filteredInKernel: Bool) {
+        self.events = events
+        self.control = control
+        self.thread = thread
+        self.filteredInKernel = filteredInKernel
+    }
+
+    /// Starts reporting outside changes to table `inet <table>`. Transactions sent from the
+    /// netlink ports in `ignoring` (vpnsup's own commit socket) are never reported.
+    public static func start(table: String, ignoring portIDs: Set<UInt32>) throws -> NftablesMonitor {
+        // A flush of a big ruleset is thousands of messages; a repair commit of ours is filtered out.
+        try start(table: table, ignoring: portIDs, receiveBufferSize: 4 << 20, kernelFilter: true)
+    }
+
+    static func start(table: String, ignoring portIDs: Set<UInt32>, receiveBufferSize: Int32,
+                      kernelFilter: Bool) throws -> NftablesMonitor {
+        let control = try MonitorControl()
+        let socket = try NftablesSocket.open(receiveBufferSize: receiveBufferSize,
+                                             dropping: kernelFilter ? portIDs : [])
+        let (events, continuation) = AsyncStream.makeStream(of: NftablesEvent.self)
+        let reader = MonitorReader(socket: socket, control: control, continuation: continuation,
+                                   decoder: NftablesDecoder(table: table, ignoring: portIDs))
+        continuation.onTermination = { _ in control.request(.stop) }
+        let thread = try ReaderThread.start(name: "vpnsup-nftables") { reader.run() }
+        return NftablesMonitor(events: events, control: control, thread: thread,
+                               filteredInKernel: kernelFilter && !portIDs.isEmpty && socket.filtered)
+    }
+
+    /// Closes the socket, ends `events` and waits for the reader thread to exit.
+    public func stop() {
+        control.request(.stop)
+        thread.join()
+    }
+
+    /// Makes the reader leave its socket unread until `release()`, so that tests can overflow
+    /// it; returns once the reader has stopped reading. Blocks briefly: tests only.
+    func hold() {
+        control.request(.hold)
+        var acknowledged = pollfd(fd: control.held.descriptor, events: Int16(POLLIN), revents: 0)
+        while poll(&acknowledged, 1, -1) < 0, errno == EINTR {}
+        control.held.drain()
+    }
+
+    func release() { control.request(.release) }
+
+    /// How many times notifications were lost (tests).
+    var overflows: Int { control.counters.withLock { $0.overflows } }
+    /// Messages of ignored ports that reached user space (0 while the kernel filter works; tests).
+    var ignoredMessages: Int { control.counters.withLock { $0.ignoredMessages } }
+
+    deinit {
+        // The reader holds no reference to us; without this it would run until the consumer quit.
+        control.request(.stop)
+    }
+}
+
+public struct NftablesMonitorError: Error, CustomStringConvertible, Sendable, Hashable {
+    public let operation: String
+    public let errno: Int32
+    public var description: String { "\(operation): \(String(cString: strerror(errno)))" }
+}
+
+/// Requests from other threads to the reader, with the eventfd that wakes it.
+private final class MonitorControl: Sendable {
+    enum Request { case stop, hold, release }
+    struct Pending { var stop = false, held = false }
+    struct Counters { var overflows = 0, ignoredMessages = 0 }
+
+    let wakeup: WakeupEvent
+    /// Signalled by the reader once it has stopped reading for a hold.
+    let held: WakeupEvent
+    private let pending = Mutex(Pending())
+    let counters = Mutex(Counters())
+
+    init() throws {
+        wakeup = try WakeupEvent()
+        held = try WakeupEvent()
+    }
+
+    func request(_ request: Request) {
+        pending.withLock {
+            switch request {
+            case .stop: $0.stop = true
+            case .hold: $0.held = true
+            case .release: $0.held = false
+            }
+        }
+        wakeup.signal()
+    }
+
+    func take() -> Pending {
+        wakeup.drain()
+        return pending.withLock { $0 }
+    }
+}
+
+/// The reader's state. @unchecked Sendable: handed to the reader thread once, used only there.
+private final class MonitorReader: @unchecked Sendable {
+    /// How long changes wait for the NEWGEN that ends their transaction before being reported
+    /// anyway. The kernel sends it right after them, so this only matters if it was never sent.
+    private static let transactionEndWait: Int32 = 200 // ms
+
+    private let socket: NftablesSocket
+    private let control: MonitorControl
+    private let continuation: AsyncStream<NftablesEvent>.Continuation
+    private var decoder: NftablesDecoder
+    private var buffer: [UInt8]
+
+    init(socket: NftablesSocket, control: MonitorControl, continuation: AsyncStream<NftablesEvent>.Continuation,
+         decoder: NftablesDecoder) {
+        self.socket = socket
+        self.control = control
+        self.continuation = continuation
+        self.decoder = decoder
+        // The kernel batches a transaction's notifications into datagrams of a page or two.
+        buffer = [UInt8](repeating: 0, count: 64 << 10)
+    }
+
+    /// The thread body: waits in poll(2) for notifications or a wake-up; never spins.
+    func run() {
+        defer { continuation.finish() }
+        var descriptors = [
+            pollfd(fd: control.wakeup.descriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: socket.descriptor, events: Int16(POLLIN), revents: 0),
+        ]
+        var requests = control.take()
+        // A hold asked for before the thread ran is acknowledged here.
+        if requests.held { control.held.signal() }
+        while !requests.stop {
+            descriptors[0].revents = 0
+            descriptors[1].revents = 0
+            let timeout = decoder.hasPending && !requests.held ? Self.transactionEndWait : -1
+            let ready = poll(&descriptors, requests.held ? 1 : 2, timeout)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            if ready == 0 {
+                guard emit(decoder.flush().map { [$0] } ?? []) else { return }
+                continue
+            }
+            if descriptors[0].revents != 0 {
+                let wasHeld = requests.held
+                requests = control.take()
+                if requests.held, !wasHeld { control.held.signal() }
+                continue
+            }
+            let revents = descriptors[1].revents
+            if revents & Int16(POLLIN | POLLERR) != 0 {
+                guard drainSocket() else { return }
+            } else if revents & Int16(POLLHUP | POLLNVAL) != 0 {
+                return
+            }
+        }
+    }
+
+    /// Reads until the socket would block. False when the monitor must end.
+    private func drainSocket() -> Bool {
+        while true {
+            let count = buffer.withUnsafeMutableBytes {
+                // MSG_TRUNC: report the real length, so a truncated datagram is noticed.
+                recv(socket.descriptor, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_TRUNC))
+            }
+            if count < 0 {
+                switch errno {
+                case EAGAIN, EWOULDBLOCK: return true
+                case EINTR: continue
+                case ENOBUFS: guard overflowed() else { return false }
+                default: return false
+                }
+            } else if count > buffer.count {
+                guard overflowed() else { return false }
+            } else {
+                let events = decoder.decode(Array(buffer[..<count]))
+                control.counters.withLock { $0.ignoredMessages = decoder.ignoredMessages }
+                if events.contains(.resync) { control.counters.withLock { $0.overflows += 1 } }
+                guard emit(events) else { return false }
+            }
+        }
+    }
+
+    /// Notifications were lost: what was seen of a transaction is incomplete, and the table may
+    /// have changed unseen. Report a resync; the owner checks the table.
+    private func overflowed() -> Bool {
+        control.counters.withLock { $0.overflows += 1 }
+        decoder.discardPending()
+        return emit([.resync])
+    }
+
+    private func emit(_ events: [NftablesEvent]) -> Bool {
+        for event in events {
+            if case .terminated = continuation.yield(event) { return false }
+        }
+        return true
+    }
+}
+
+/// A NETLINK_NETFILTER socket in the NFNLGRP_NFTABLES group; closed when released.
+private final class NftablesSocket {
+    private let socket: OpaquePointer
+    let descriptor: Int32
+    /// Whether the filter dropping the ignored ports' messages is attached.
+    let filtered: Bool
+
+    static func open(receiveBufferSize: Int32, dropping portIDs: Set<UInt32>) throws -> NftablesSocket {
+        // O_CLOEXEC is SOCK_CLOEXEC on Linux. Naming SOCK_CLOEXEC here made swift-frontend 6.3
+        // lose glibc's SOCK_* names in StatusChannel.swift (batch-dependent importer quirk).
+        guard let socket = mnl_socket_open2(NETLINK_NETFILTER, O_CLOEXEC) else {
+            throw NftablesMonitorError(operation: "netfilter netlink socket", errno: errno)
+        }
+        let descriptor = mnl_socket_get_fd(socket)
+        var size = receiveBufferSize
+        let length = socklen_t(MemoryLayout<Int32>.size)
+        // SO_RCVBUFFORCE passes rmem_max but needs CAP_NET_ADMIN; otherwise take what we may.
+        if setsockopt(descriptor, SOL_SOCKET, SO_RCVBUFFORCE, &size, length) != 0 {
+            _ = setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, length)
+        }
+        // The filter goes on before the group is joined, so none of our messages ever queue up.
+        let filtered = portIDs.isEmpty ? false : attachFilter(descriptor, dropping: portIDs.sorted())
+        var group = UInt32(NFNLGRP_NFTABLES.rawValue)
+        guard mnl_socket_bind(socket, 0, pid_t(MNL_SOCKET_AUTOPID)) == 0,
+              mnl_socket_setsockopt(socket, Int32(NETLINK_ADD_MEMBERSHIP), &group, socklen_t(MemoryLayout<UInt32>.size)) == 0
+        else {
+            let error = NftablesMonitorError(operation: "joining the nftables netlink group", errno: errno)
+            mnl_socket_close(socket)
+            throw error
+        }
+        return NftablesSocket(socket: socket, descriptor: descriptor, filtered: filtered)
+    }
+
+    private init(socket: OpaquePointer, descriptor: Int32, filtered: Bool) {
+        self.socket = socket
+        self.descriptor = descriptor
+        self.filtered = filtered
+    }
+
+    deinit { mnl_socket_close(socket) }
+
+    /// Classic BPF: drop a datagram whose first message was sent from one of `portIDs`. The kernel
+    /// packs only one transaction's notifications (one sender) into a datagram, so the first
+    /// header speaks for all of them.
+    private static func attachFilter(_ descriptor: Int32, dropping portIDs: [UInt32]) -> Bool {
+        func statement(_ code: Int32, _ k: UInt32, jt: UInt8 = 0, jf: UInt8 = 0) -> vpnsup_bpf_instruction {
+            vpnsup_bpf_instruction(code: UInt16(code), jt: jt, jf: jf, k: k)
+        }
+        let count = portIDs.count
+        guard count < 200 else { return false } // jump offsets are 8-bit
+        // BPF loads in network order; nlmsg_pid (offset 12) is in host order: compare byte-swapped.
+        var program = [statement(BPF_LD | BPF_W | BPF_ABS, 12)]
+        for (index, portID) in portIDs.enumerated() {
+            // Jump over the remaining comparisons and the accept, onto the drop.
+            program.append(statement(BPF_JMP | BPF_JEQ | BPF_K, portID.bigEndian, jt: UInt8(count - index), jf: 0))
+        }
+        program.append(statement(BPF_RET | BPF_K, UInt32.max)) // accept, whole
+        program.append(statement(BPF_RET | BPF_K, 0))          // drop
+        return program.withUnsafeMutableBufferPointer { instructions in
+            vpnsup_attach_socket_filter(descriptor, instructions.baseAddress, UInt16(instructions.count)) == 0
+        }
+    }
+}
