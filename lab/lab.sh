@@ -716,12 +716,23 @@ while True:
 PYEOF
 }
 
-# lab_targets_start TCP_PORTS UDP_PORTS (comma separated): the target service on the client.
+# lab_targets_start TCP_PORTS UDP_PORTS (comma separated): the target service on the client, and
+# a counter of the new TCP/UDP flows that reach the client from outside (lab_targets_inbound).
 lab_targets_start() {
     local d=$LAB_RUNDIR/client p
     mkdir -p "$d"
     : >"$d/targets.log"
     _lab_targets_script
+    lab_exec client nft -f - <<'NFTEOF'
+table inet labtargets {
+    counter inbound {
+    }
+    chain input {
+        type filter hook input priority 0; policy accept;
+        iifname "eth0" ct state new meta l4proto { tcp, udp } counter name "inbound"
+    }
+}
+NFTEOF
     lab_daemon_start targets client "$LAB_PYTHON" -u "$d/targets.py" "$d/targets.log" "$LAB_CLIENT_IP" "$1" "$2"
     for p in ${1//,/ }; do
         lab_wait_for 10 _lab_listening_on client tcp "$LAB_CLIENT_IP" "$p" ||
@@ -731,6 +742,12 @@ lab_targets_start() {
         lab_wait_for 10 _lab_listening_on client udp "$LAB_CLIENT_IP" "$p" ||
             { _lab_log "client target not listening on udp $p"; return 1; }
     done
+}
+
+# Number of new TCP/UDP flows that reached the client from outside so far (forwarded or not).
+lab_targets_inbound() {
+    lab_exec client nft list counter inet labtargets inbound 2>/dev/null |
+        sed -n 's/.*packets \([0-9]*\).*/\1/p' | head -n 1
 }
 
 # What the client's targets logged (see above), one line per request or datagram.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests/lab/e2e.sh — end-to-end test of vpnsup in the namespace lab (lab/lab.sh): a LAN client
 # behind vpnsup reaches the internet only through the tunnel, across a server outage, after
-# vpnsup and OpenVPN are SIGKILLed, and never leaks a packet onto the WAN.
+# vpnsup and OpenVPN are SIGKILLed, and never leaks a packet onto the WAN. With the tunnel up it
+# also checks DNS enforcement, port forwards, IPv6 and the MSS clamp (Tests/lab/features.sh).
 #
 #   VPNSUP=path/to/vpnsup bash Tests/lab/e2e.sh     (default .build/debug/vpnsup; needs root)
 #   LAB_KEEP=1 keeps the run directory (logs, captures) even when everything passed.
@@ -14,6 +15,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$REPO/lab/lab.sh"
 # shellcheck source=Tests/lab/tap.sh
 . "$REPO/Tests/lab/tap.sh"
+# shellcheck source=Tests/lab/features.sh
+. "$REPO/Tests/lab/features.sh"
 
 VPNSUP=${VPNSUP:-.build/debug/vpnsup}
 [[ $VPNSUP == /* ]] || VPNSUP=$REPO/$VPNSUP
@@ -68,6 +71,7 @@ vpnsup_env() {
     echo WAN_IF=eth0
     echo CREDENTIALS_FILE="$LAB_RUNDIR/credentials"
     echo RUNTIME_DIR="$RUNTIME"
+    feature_env # DNS, PORT_FWD
 }
 
 start_vpnsup() {
@@ -121,9 +125,11 @@ seconds_since() { lab_ms_to_s $(($(lab_now_ms) - $1)); }
 
 lab_up
 tap_note "lab up in $(lab_ms_to_s "$LAB_UP_MS") s (prefix $LAB_PREFIX, vpnsup $VPNSUP)"
+feature_setup # rogue resolver, port-forward targets, IPv6 (not yet the router's), LAN MTU
 lab_capture_start # from before vpnsup starts: its start-up window is watched too
 start_vpnsup
 VPNSUP_PID=$(lab_daemon_pid vpnsup || echo none)
+feature_router_ipv6 # once the lockdown is committed: the router's own IPv6 chatter is then dropped
 
 # 1. No VPN server yet: nothing gets out, status answers and is not TunnelUp.
 if lab_wait_for 10 status_answers; then
@@ -152,6 +158,12 @@ fi
 seen=$(client_fetch 5 || true)
 tap_check "the client reaches the echo, which sees the tunnel address ($seen), not $LAB_CLIENT_IP" \
     via_tunnel "$seen"
+
+# 2b. Tunnel up: DNS enforced for the client and the router, port forwards from the VPN side,
+# IPv6 goes nowhere, SYNs into the tunnel clamped.
+t0=$(lab_now_ms)
+feature_checks
+tap_note "figure: DNS, port-forward, IPv6 and MSS checks: $(seconds_since "$t0") s"
 
 # 3. Server gone: vpnsup leaves TunnelUp and nothing gets out.
 was_up=no
@@ -265,6 +277,7 @@ if leaks=$(lab_leaks); then
 else
     tap_not_ok "zero leaked packets on the WAN (the capture could not be read)"
 fi
+feature_capture_checks
 sources=$(lab_echo_sources | tr '\n' ' ')
 only_tunnel_sources() {
     local src
