@@ -196,6 +196,31 @@ same_process_up() {
 }
 tap_check "server back: same vpnsup process (pid $VPNSUP_PID), status TunnelUp" same_process_up
 
+# 4b. Drift repair: `nft flush ruleset` from outside while the client keeps sending. vpnsup hears
+# it on the nftables notification group (it does not poll) and commits its table again; the
+# leak capture (step 7) covers the window with no rules. Only this test polls, with nft list.
+lab_daemon_start drift-ping client ping -n -i 0.05 "$LAB_ECHO_IP"
+lab_daemon_start drift-http client bash -c "while :; do curl -s --max-time 1 -o /dev/null $LAB_ECHO_URL; sleep 0.1; done"
+sleep 1
+repair_ms=$(lab_exec router bash -c 't0=${EPOCHREALTIME/./}; nft flush ruleset
+    until nft list table inet vpnsup >/dev/null 2>&1; do ((${EPOCHREALTIME/./} - t0 < 5000000)) || exit 1; done
+    echo $(((${EPOCHREALTIME/./} - t0) / 1000))') || repair_ms=""
+if [ -n "$repair_ms" ]; then
+    tap_note "figure: drift repair: outside flush -> table re-committed: $repair_ms ms (nft list polled by the test)"
+    tap_ok "outside nft flush ruleset: vpnsup commits table inet vpnsup again ($repair_ms ms)"
+else
+    tap_not_ok "outside nft flush ruleset: vpnsup commits table inet vpnsup again (not within 5 s)"
+fi
+repairs_counted() { [ "$(status_json | jq -r '.firewallRepairs // 0')" -ge 1 ]; }
+tap_check "status counts the repair (firewallRepairs >= 1)" lab_wait_for 5 repairs_counted
+tap_note "lastRepair: $(status_json | jq -c '.lastRepair' 2>/dev/null || echo '?')"
+up_table_back() { lab_exec router nft list table inet vpnsup 2>/dev/null | grep -q 'oifname "tun0" masquerade'; }
+tap_check "the table is the up ruleset again, state $(vpnsup_state || echo '?')" up_table_back
+tap_check "after the repair: the client's traffic flows through the tunnel" lab_wait_for 10 client_via_tunnel
+lab_daemon_stop drift-http
+lab_daemon_stop drift-ping INT
+tap_note "client ping across the flush: $(grep -h 'packets transmitted' "$LAB_RUNDIR/logs/drift-ping.log" || echo '?')"
+
 # 5. vpnsup and OpenVPN SIGKILLed: the committed ruleset still holds.
 # vpnsup by its recorded pid, OpenVPN (its child, or whatever it spawned) by name in the router.
 router_openvpns() {
