@@ -100,6 +100,13 @@ extension Ruleset {
         forward.append(Rule([], counted: true, .drop))
 
         var output: [Rule] = [Rule([.outputInterface("lo")], .accept)]
+        if tunnelUp, let dns = layout.dns {
+            // The router's own queries, redirected by nat_output. Here `oifname` is still the
+            // route chosen before the redirect, so the real exit is judged in `egress` instead.
+            for transport in TransportProtocol.allCases {
+                output.append(Rule([.destinationNATed, .destinationAddress(dns), .destinationPort(transport, 53)], .accept))
+            }
+        }
         // Only OpenVPN's own packets, and only to a pinned endpoint. Conntrack state is deliberately
         // not accepted on the WAN: a flow opened before vpnsup started must not survive the lockdown.
         for endpoint in layout.endpoints {
@@ -114,6 +121,14 @@ extension Ruleset {
             output.append(Rule([.family(.ipv4), .outputInterface(tun)], .accept))
         }
         output.append(Rule([], counted: true, .drop))
+
+        // The last word on the WAN, where `oifname` is the real exit (after any NAT re-route):
+        // OpenVPN's marked transport to a pinned endpoint, and nothing else.
+        var egress: [Rule] = layout.endpoints.map { endpoint in
+            Rule([.outputInterface(wan), .mark(layout.transportMark), .destinationAddress(endpoint.address),
+                  .destinationPort(endpoint.transport, endpoint.port)], .accept)
+        }
+        egress.append(Rule([.outputInterface(wan)], counted: true, .drop))
 
         var chains: [Chain] = []
         if tunnelUp {
@@ -136,12 +151,15 @@ extension Ruleset {
             Chain(name: "input", kind: .filter, hook: .input, priority: 0, policy: .drop, rules: input),
             Chain(name: "forward", kind: .filter, hook: .forward, priority: 0, policy: .drop, rules: forward),
             Chain(name: "output", kind: .filter, hook: .output, priority: 0, policy: .drop, rules: output),
+            Chain(name: "egress", kind: .filter, hook: .postrouting, priority: 0, policy: .accept, rules: egress),
         ]
         if tunnelUp {
             if let dns = layout.dns {
                 // The router's own queries too; before the tunnel is up the output filter drops them.
-                // OpenVPN's own transport is exempt: an endpoint may well listen on port 53.
-                var natOutput = [Rule([.mark(layout.transportMark)], .accept)]
+                // OpenVPN's own transport is exempt (an endpoint may well listen on port 53), and so
+                // is loopback: a local resolver (Docker's 127.0.0.11) cannot be redirected out of the
+                // tunnel, and its upstream queries are redirected in turn.
+                var natOutput = [Rule([.mark(layout.transportMark)], .accept), Rule([.outputInterface("lo")], .accept)]
                 natOutput += TransportProtocol.allCases.map { transport in
                     Rule([.notDestinationAddress(dns), .destinationPort(transport, 53)], .destinationNAT(dns))
                 }

@@ -57,7 +57,13 @@ func leaks(_ ruleset: Ruleset, policy: FirewallPolicy, layout: NetworkLayout) ->
     }
     for chain in ruleset.chains {
         // NAT chains only rewrite; filtering happens in the filter chains, whose policy is drop.
-        if chain.policy == .accept, chain.kind != .nat {
+        // `egress` (filter, postrouting) accepts by default but must end by dropping whatever else
+        // would leave by the WAN.
+        let isEgress = chain.kind == .filter && chain.hook == .postrouting
+        if isEgress, chain.rules.last != Rule([.outputInterface(wan)], counted: true, .drop) {
+            problems.append("\(chain.name): does not end by dropping the WAN")
+        }
+        if chain.policy == .accept, chain.kind != .nat, !isEgress {
             problems.append("\(chain.name): policy accept")
         }
         for rule in chain.rules {
@@ -114,8 +120,15 @@ func leaks(_ ruleset: Ruleset, policy: FirewallPolicy, layout: NetworkLayout) ->
                     && !layout.portForwards.isEmpty
                 if !(lanToTunnel || repliesBack || forwardedPort) { problems.append("forwards other than LAN <-> tunnel: \(text)") }
                 if lanToTunnel, !matches.contains(.family(.ipv4)) { problems.append("IPv6 may be forwarded into the tunnel: \(text)") }
-            case .output:
-                if outputInterfaces.count != 1 { problems.append("output accept without one oifname: \(text)") }
+            case .output, .postrouting:
+                let redirectedDNS = layout.dns.map { dns in
+                    policy == .up && matches.contains(.destinationNATed) && matches.contains(.destinationAddress(dns))
+                        && rule.matches.contains { if case .destinationPort(_, 53) = $0 { true } else { false } }
+                } ?? false
+                if chain.hook == .postrouting, !outputInterfaces.contains(wan) {
+                    problems.append("egress accepts other than the WAN: \(text)")
+                }
+                if outputInterfaces.count != 1, !redirectedDNS { problems.append("output accept without one oifname: \(text)") }
                 if outputInterfaces == [tun], !matches.contains(.family(.ipv4)) { problems.append("IPv6 may leave by the tunnel: \(text)") }
                 if outputInterfaces.contains(wan) {
                     let pinned = layout.endpoints.contains { endpoint in
@@ -131,7 +144,7 @@ func leaks(_ ruleset: Ruleset, policy: FirewallPolicy, layout: NetworkLayout) ->
                     problems.append("WAN in an accept rule outside output: \(text)")
                 }
             }
-            if chain.hook != .output, outputInterfaces.contains(wan) {
+            if chain.hook != .output, chain.hook != .postrouting, outputInterfaces.contains(wan) {
                 problems.append("WAN egress accepted in \(chain.name): \(text)")
             }
         }
