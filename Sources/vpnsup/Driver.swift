@@ -415,7 +415,10 @@ actor Driver {
 
     private func startWatchers(_ configuration: Configuration) throws {
         let statusChannel = try StatusChannel.listen(at: configuration.runtimeDirectory + "/status.sock") { [status] in
-            status.json()
+            // Read on the status thread through a socket of its own: a status request never waits
+            // for the driver, and shows what the kernel counts right now.
+            let counters = try? Firewall().dropCounters()
+            return status.json(blocked: counters?.mapValues { BlockedCount(packets: $0.packets, bytes: $0.bytes) })
         }
         self.statusChannel = statusChannel
         let management = try ManagementChannel.listen(at: managementSocketPath(configuration))
