@@ -51,6 +51,71 @@ public struct AddressConfigurator: Sendable {
         }
     }
 
+    // MARK: Policy routing
+
+    /// RTM_NEWROUTE `unreachable default metric 4294967295 table <table>`: the table's last word,
+    /// so a packet routed by it never falls through to another table. Idempotent (EEXIST).
+    public func ensureUnreachableDefault(table: UInt32) throws {
+        let operation = "add unreachable default to table \(table)"
+        let socket = try RouteRequestSocket(operation: operation)
+        try socket.transact(operation: operation, tolerating: [EEXIST]) { header in
+            Self.putDefaultRoute(header, table: table, type: UInt8(RTN_UNREACHABLE),
+                                 scope: UInt8(RT_SCOPE_UNIVERSE.rawValue))
+            mnl_attr_put_u32(header, UInt16(RTA_PRIORITY.rawValue), UInt32.max)
+        }
+    }
+
+    /// RTM_NEWROUTE `default dev <interface> table <table>` (metric 0, scope link). Idempotent
+    /// (EEXIST). The kernel removes the route when the interface goes down or away, and refuses it
+    /// (ENETDOWN) while the interface is down: add it again each time the interface comes up.
+    public func ensureDefaultRoute(dev interface: String, table: UInt32) throws {
+        let operation = "add default dev \(interface) to table \(table)"
+        let index = try Self.index(of: interface, operation: operation)
+        let socket = try RouteRequestSocket(operation: operation)
+        try socket.transact(operation: operation, tolerating: [EEXIST]) { header in
+            Self.putDefaultRoute(header, table: table, type: UInt8(RTN_UNICAST), scope: UInt8(RT_SCOPE_LINK.rawValue))
+            mnl_attr_put_u32(header, UInt16(RTA_OIF.rawValue), index)
+        }
+    }
+
+    /// RTM_NEWRULE (IPv4) `iif <interface> lookup <table> priority <priority>`. Idempotent: with
+    /// NLM_F_EXCL the kernel answers EEXIST for an identical rule instead of adding a duplicate.
+    /// The interface need not exist (the rule matches by name).
+    public func ensureRule(inputInterface interface: String, table: UInt32, priority: UInt32) throws {
+        let operation = "add rule iif \(interface) lookup \(table) priority \(priority)"
+        guard !interface.isEmpty, interface.utf8.count < Int(IFNAMSIZ) else {
+            throw NetlinkError(operation: operation, errno: EINVAL)
+        }
+        let socket = try RouteRequestSocket(operation: operation)
+        try socket.transact(operation: operation, tolerating: [EEXIST]) { header in
+            header.pointee.nlmsg_type = UInt16(RTM_NEWRULE)
+            header.pointee.nlmsg_flags = UInt16(NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+            let message = mnl_nlmsg_put_extra_header(header, MemoryLayout<fib_rule_hdr>.size)!
+                .assumingMemoryBound(to: fib_rule_hdr.self)
+            message.pointee.family = UInt8(AF_INET)
+            message.pointee.table = UInt8(RT_TABLE_UNSPEC.rawValue)  // the real id goes in FRA_TABLE
+            message.pointee.action = UInt8(FR_ACT_TO_TBL)
+            mnl_attr_put_strz(header, UInt16(FRA_IIFNAME), interface)
+            mnl_attr_put_u32(header, UInt16(FRA_PRIORITY), priority)
+            mnl_attr_put_u32(header, UInt16(FRA_TABLE), table)
+        }
+    }
+
+    /// The header, rtmsg and RTA_TABLE of an IPv4 default route (0.0.0.0/0) in `table`.
+    private static func putDefaultRoute(_ header: UnsafeMutablePointer<nlmsghdr>, table: UInt32, type: UInt8, scope: UInt8) {
+        header.pointee.nlmsg_type = UInt16(RTM_NEWROUTE)
+        header.pointee.nlmsg_flags = UInt16(NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+        let message = mnl_nlmsg_put_extra_header(header, MemoryLayout<rtmsg>.size)!
+            .assumingMemoryBound(to: rtmsg.self)
+        message.pointee.rtm_family = UInt8(AF_INET)
+        message.pointee.rtm_dst_len = 0
+        message.pointee.rtm_table = UInt8(RT_TABLE_UNSPEC.rawValue)  // ids above 255 need RTA_TABLE
+        message.pointee.rtm_protocol = UInt8(RTPROT_STATIC)
+        message.pointee.rtm_scope = scope
+        message.pointee.rtm_type = type
+        mnl_attr_put_u32(header, UInt16(RTA_TABLE.rawValue), table)
+    }
+
     /// Whether an interface of that name exists in this network namespace.
     public static func interfaceExists(_ name: String) -> Bool {
         if_nametoindex(name) != 0
@@ -74,6 +139,9 @@ public struct NetlinkError: Error, CustomStringConvertible, Sendable, Hashable {
         self.errno = errno
         self.message = message
     }
+
+    /// The interface a request named is missing (ENODEV) or down (ENETDOWN).
+    public var interfaceMissingOrDown: Bool { errno == ENODEV || errno == ENETDOWN }
 
     public var description: String {
         "\(operation): \(String(cString: strerror(errno)))" + (message.map { " (\($0))" } ?? "")

@@ -7,6 +7,8 @@
 #include <linux/rtnetlink.h>
 #include <linux/if_link.h>
 #include <linux/if_addr.h>
+// Policy routing rules (AddressConfigurator.ensureRule): struct fib_rule_hdr, FRA_*, FR_ACT_*.
+#include <linux/fib_rules.h>
 // The nftables monitor (NftablesMonitor): nfnetlink subsystem, message and attribute numbers,
 // and classic BPF opcodes to drop vpnsup's own notifications in the kernel.
 #include <linux/netfilter.h>

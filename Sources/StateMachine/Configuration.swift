@@ -42,6 +42,11 @@ public struct Configuration: Hashable, Sendable {
     public static let tunnelInterface = "tun0"
     /// fwmark for OpenVPN's transport socket ("vpn" and a 1).
     public static let transportMark: UInt32 = 0x7670_6e01
+    /// vpnsup's own routing table ("vp"): `unreachable default` and, while tun0 exists,
+    /// `default dev tun0`. Everything that arrives on the LAN interface is routed by it alone.
+    public static let routingTable: UInt32 = 0x7670
+    /// Priority of the rule `iif LAN_IF lookup routingTable`: after `local` (0), before `main` (32766).
+    public static let routingRulePriority: UInt32 = 100
 
     public var openvpnConfigPath: String
     public var gateway: IPv4Interface

@@ -123,6 +123,8 @@ actor Driver {
             && address.address == configuration.gateway.address:
             feed(added ? .lanAddressPresent : .lanAddressMissing)
         case .link(let name, _, let up) where name == Configuration.tunnelInterface:
+            // The kernel dropped the table's tunnel route when tun0 went down or away.
+            if up { ensureTunnelRoute(quietIfDown: false) }
             feed(up ? .tunnelLinkUp : .tunnelLinkDown)
         case .linkRemoved(let name, _) where name == Configuration.tunnelInterface:
             feed(.tunnelLinkDown)
@@ -188,10 +190,11 @@ actor Driver {
             do {
                 try addresses.setLinkUp(configuration.lanInterface)
                 try addresses.ensureAddress(configuration.gateway, on: configuration.lanInterface)
-                return nil // netlink confirms
             } catch {
                 return .addressFailed("\(error)")
             }
+            ensurePolicyRouting(configuration)
+            return nil // netlink confirms
         case .spawnOpenVPN:
             return spawnOpenVPN()
         case .requestStateNotifications:
@@ -274,6 +277,37 @@ actor Driver {
         } catch {
             logger.error("the \(policy) ruleset was not committed: \(error)")
             return .firewallFailed(policy, "\(error)")
+        }
+    }
+
+    // MARK: Policy routing
+
+    /// Defence in depth under the kill switch: whatever nftables holds (even nothing, for the
+    /// moments before a repair), what arrives on the LAN interface is routed by vpnsup's table
+    /// alone, which knows only tun0 and `unreachable`. Idempotent; runs with every LAN address
+    /// step. A failure is logged, not fatal: the nftables kill switch still stands.
+    private func ensurePolicyRouting(_ configuration: Configuration) {
+        let table = Configuration.routingTable
+        do {
+            try addresses.ensureUnreachableDefault(table: table)
+            try addresses.ensureRule(inputInterface: configuration.lanInterface, table: table,
+                                     priority: Configuration.routingRulePriority)
+        } catch {
+            logger.error("policy routing for \(configuration.lanInterface) is not in place: \(error)")
+            return
+        }
+        ensureTunnelRoute(quietIfDown: true)
+    }
+
+    /// `default dev tun0` in vpnsup's table. The kernel refuses it while tun0 is missing or down
+    /// and removes it when tun0 goes down or away; the next `tunnelLinkUp` adds it again.
+    private func ensureTunnelRoute(quietIfDown: Bool) {
+        do {
+            try addresses.ensureDefaultRoute(dev: Configuration.tunnelInterface, table: Configuration.routingTable)
+        } catch let error as NetlinkError where quietIfDown && error.interfaceMissingOrDown {
+            return
+        } catch {
+            logger.warning("LAN traffic stays unreachable while tun0 has no route in table \(Configuration.routingTable): \(error)")
         }
     }
 

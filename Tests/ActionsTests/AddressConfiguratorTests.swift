@@ -101,6 +101,70 @@ import Testing
         #expect(!AddressConfigurator.interfaceExists(name))
         #expect(!AddressConfigurator.interfaceExists(peer))
     }
+
+    /// vpnsup's policy routing: what arrives on the LAN is routed by its own table, which holds
+    /// only the tunnel and `unreachable`, even though the main table has a default via the WAN.
+    /// veths and a tun stand in for eth1, eth0 and tun0 (names of their own: suites share this namespace).
+    @Test(.enabled(if: isolatedRootNetns, "needs root in a private network namespace (unshare --net)"))
+    func policyRoutingSendsLANTrafficIntoTheTunnelOrNowhere() throws {
+        let (lan, wan, tunnel) = ("vnpr-lan", "vnpr-wan", "vnpr-tun")
+        let table = Configuration.routingTable
+        let priority = Configuration.routingRulePriority
+        func cleanUp() {
+            for link in [lan, wan, tunnel] { _ = try? run("ip", "link", "del", link) }
+            while (try? run("ip", "rule", "del", "iif", lan, "table", "\(table)")) != nil {}
+            _ = try? run("ip", "route", "flush", "table", "\(table)")
+        }
+        cleanUp()
+        defer { cleanUp() }
+        for link in [lan, wan] {  // veth pairs: up with carrier once both ends are up
+            try run("ip", "link", "add", link, "type", "veth", "peer", "name", link + "p")
+            try run("ip", "link", "set", link + "p", "up")
+            try run("ip", "link", "set", link, "up")
+        }
+        try run("ip", "tuntap", "add", "dev", tunnel, "mode", "tun")  // no carrier without OpenVPN: still routable
+        try run("ip", "link", "set", tunnel, "up")
+        try run("ip", "addr", "add", "172.22.0.1/24", "dev", lan)
+        try run("ip", "addr", "add", "203.0.113.2/24", "dev", wan)
+        try run("ip", "route", "add", "default", "via", "203.0.113.1", "dev", wan)
+        try run("sysctl", "-qw", "net.ipv4.conf.\(lan).forwarding=1")
+        func routeFromLAN() -> String {
+            do { return try run("ip", "route", "get", "198.51.100.1", "iif", lan, "from", "172.22.0.10") }
+            catch { return "\(error)" }
+        }
+        // Plain Linux routing: out by the WAN. This is the leak the table closes.
+        #expect(routeFromLAN().contains("dev \(wan)"), "\(routeFromLAN())")
+
+        let configurator = AddressConfigurator()
+        for _ in 0 ..< 2 {  // the second round meets EEXIST everywhere: success, no duplicates
+            try configurator.ensureUnreachableDefault(table: table)
+            try configurator.ensureRule(inputInterface: lan, table: table, priority: priority)
+            try configurator.ensureDefaultRoute(dev: tunnel, table: table)
+        }
+        let rules = try run("ip", "-4", "rule", "show")
+        #expect(rules.components(separatedBy: "\(priority):\tfrom all iif \(lan) lookup \(table)").count == 2, "\(rules)")
+        let routes = try run("ip", "-4", "route", "show", "table", "\(table)")
+        #expect(routes == "default dev \(tunnel) proto static scope link linkdown \nunreachable default proto static metric 4294967295 \n",
+                "\(routes)")
+        #expect(routeFromLAN().contains("dev \(tunnel) table \(table)"), "\(routeFromLAN())")
+        // The router itself is still reached from the LAN: `local` comes first.
+        #expect(try run("ip", "route", "get", "172.22.0.1", "iif", lan, "from", "172.22.0.10").hasPrefix("local 172.22.0.1 "))
+
+        // Tunnel gone: the kernel drops its route; LAN traffic is unreachable, not sent by the WAN.
+        try run("ip", "link", "del", tunnel)
+        #expect(try run("ip", "-4", "route", "show", "table", "\(table)").hasPrefix("unreachable default"))
+        #expect(routeFromLAN().contains("No route to host"), "\(routeFromLAN())")
+        let missing = #expect(throws: NetlinkError.self) { try configurator.ensureDefaultRoute(dev: tunnel, table: table) }
+        #expect(missing?.interfaceMissingOrDown == true)
+
+        // Back, but down: refused until it is up; then the route is added again.
+        try run("ip", "tuntap", "add", "dev", tunnel, "mode", "tun")
+        let down = #expect(throws: NetlinkError.self) { try configurator.ensureDefaultRoute(dev: tunnel, table: table) }
+        #expect(down?.errno == ENETDOWN && down?.interfaceMissingOrDown == true)
+        try configurator.setLinkUp(tunnel)
+        try configurator.ensureDefaultRoute(dev: tunnel, table: table)
+        #expect(routeFromLAN().contains("dev \(tunnel) table \(table)"), "\(routeFromLAN())")
+    }
 }
 
 // MARK: - Helpers

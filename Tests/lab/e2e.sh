@@ -199,9 +199,26 @@ tap_check "server back: same vpnsup process (pid $VPNSUP_PID), status TunnelUp" 
 # 4b. Drift repair: `nft flush ruleset` from outside while the client keeps sending. vpnsup hears
 # it on the nftables notification group (it does not poll) and commits its table again; the
 # leak capture (step 7) covers the window with no rules. Only this test polls, with nft list.
+# Meanwhile the client floods the ISP's WAN address, which the router's main table reaches by
+# eth0: only vpnsup's policy routing (iif eth1 -> its own table: tun0 or unreachable) keeps those
+# packets off the WAN while no ruleset stands. Counted from the running capture.
+lan_sourced_on_wan() {
+    tcpdump -nn -r "$(cat "$LAB_RUNDIR/capture/current")" "ip src net $LAB_LAN_NET" 2>/dev/null | wc -l | tr -d ' '
+}
+policy_rule() { lab_exec router ip -4 rule show | grep -q "^100:.*iif eth1 lookup 30320"; }
+tap_check "policy routing: rule iif eth1 lookup 30320 (priority 100) in the router" policy_rule
+policy_routes() {
+    local routes
+    routes=$(lab_exec router ip -4 route show table 30320)
+    grep -q '^default dev tun0' <<<"$routes" && grep -q '^unreachable default' <<<"$routes"
+}
+tap_check "policy routing: table 30320 holds default dev tun0 and unreachable default" policy_routes
 lab_daemon_start drift-ping client ping -n -i 0.05 "$LAB_ECHO_IP"
 lab_daemon_start drift-http client bash -c "while :; do curl -s --max-time 1 -o /dev/null $LAB_ECHO_URL; sleep 0.1; done"
 sleep 1
+lan_before=$(lan_sourced_on_wan)
+lab_daemon_start drift-flood client ping -n -q -i 0.002 -c 300 "$LAB_ISP_WAN_IP"
+sleep 0.1
 repair_ms=$(lab_exec router bash -c 't0=${EPOCHREALTIME/./}; nft flush ruleset
     until nft list table inet vpnsup >/dev/null 2>&1; do ((${EPOCHREALTIME/./} - t0 < 5000000)) || exit 1; done
     echo $(((${EPOCHREALTIME/./} - t0) / 1000))') || repair_ms=""
@@ -220,6 +237,14 @@ tap_check "after the repair: the client's traffic flows through the tunnel" lab_
 lab_daemon_stop drift-http
 lab_daemon_stop drift-ping INT
 tap_note "client ping across the flush: $(grep -h 'packets transmitted' "$LAB_RUNDIR/logs/drift-ping.log" || echo '?')"
+flood_done() { ! lab_daemon_pid drift-flood >/dev/null || grep -q 'packets transmitted' "$LAB_RUNDIR/logs/drift-flood.log"; }
+lab_wait_for 5 flood_done || true
+lab_daemon_stop drift-flood INT
+sleep 0.2  # the capture writes each packet at once (-U); let the last ones land
+lan_leaked=$(( $(lan_sourced_on_wan) - lan_before ))
+tap_note "client flood of $LAB_ISP_WAN_IP across the flush: $(grep -h 'packets transmitted' "$LAB_RUNDIR/logs/drift-flood.log" || echo '?')"
+tap_note "figure: drift repair: LAN-source packets on the WAN during the flush: $lan_leaked"
+tap_check "across the flush: no LAN-source packet on the WAN ($lan_leaked; policy routing holds)" test "$lan_leaked" -eq 0
 
 # 5. vpnsup and OpenVPN SIGKILLed: the committed ruleset still holds.
 # vpnsup by its recorded pid, OpenVPN (its child, or whatever it spawned) by name in the router.
