@@ -31,5 +31,10 @@ lab-test: build
 demo: build
 	VPNSUP=$(VPNSUP) bash lab/demo.sh
 
+# Firewall commit timings with 1, 1,000 and 10,000 port forwards (release build, private namespace).
+.PHONY: bench-firewall
+bench-firewall: deps
+	SWIFT=$(SWIFT) bash scripts/bench-firewall.sh
+
 clean:
 	rm -rf .build

@@ -31,6 +31,9 @@ let package = Package(
             ]
         ),
 
+        // Commit timings of the firewall (make bench-firewall); never part of the image.
+        .executableTarget(name: "vpnsup-bench", dependencies: ["StateMachine", "Actions"]),
+
         .testTarget(
             name: "StateMachineTests",
             dependencies: ["StateMachine", .product(name: "PropertyBased", package: "swift-property-based")]

@@ -242,7 +242,7 @@ struct FirewallTranslationTests {
     }
 
     @Test func verificationReportsEveryDifference() throws {
-        let expected = try everyMatch.chains.map { NftChainState($0, rules: try $0.rules.map(NftTranslator.expressions(for:))) }
+        let expected = try everyMatch.chains.map { NftChainState($0, rules: try $0.rules.map { try NftTranslator.expressions(for: $0) }) }
         #expect(NftChainState.differences(expected: expected, actual: expected).isEmpty)
 
         var actual = expected
@@ -298,56 +298,8 @@ enum FirewallTestEnvironment {
     }
 }
 
-/// Runs a tool and returns its exit status and combined output. posix_spawn rather than
-/// Foundation's Process: in a fresh namespace (loopback down) CFSocket cannot create its wakeup
-/// socket pair and Process hangs.
-@discardableResult
-private func run(_ tool: String, _ arguments: [String], input: String? = nil) throws -> (status: Int32, output: String) {
-    struct SpawnError: Error { var what: String; var code: Int32 }
-    var outPipe: [Int32] = [-1, -1], inPipe: [Int32] = [-1, -1]
-    guard pipe(&outPipe) == 0, pipe(&inPipe) == 0 else { throw SpawnError(what: "pipe", code: errno) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
-    posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-    posix_spawn_file_actions_adddup2(&actions, outPipe[1], 2)
-    for fd in inPipe + outPipe { posix_spawn_file_actions_addclose(&actions, fd) }
-    let argv: [UnsafeMutablePointer<CChar>?] = ([tool] + arguments).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, tool, &actions, nil, argv, environ)
-    close(inPipe[0]); close(outPipe[1])
-    guard spawned == 0 else { close(inPipe[1]); close(outPipe[0]); throw SpawnError(what: "posix_spawn \(tool)", code: spawned) }
-    if let input {
-        // Small inputs only (a ruleset text): fits the pipe buffer, so no writer thread is needed.
-        let bytes = Array(input.utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { write(inPipe[1], $0.baseAddress, $0.count) }
-            guard written > 0 else { break }
-            offset += written
-        }
-    }
-    close(inPipe[1])
-    var output: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let count = read(outPipe[0], &buffer, buffer.count)
-        if count < 0 && errno == EINTR { continue }
-        guard count > 0 else { break }
-        output += buffer[0..<count]
-    }
-    close(outPipe[0])
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    // WIFEXITED/WEXITSTATUS are macros: decode the wait status by hand.
-    let exitStatus = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    return (exitStatus, String(decoding: output, as: UTF8.self))
-}
-
 private func nft(_ arguments: String..., input: String? = nil) throws -> (status: Int32, output: String) {
-    try run(FirewallTestEnvironment.nft!, arguments, input: input)
+    try runTool(FirewallTestEnvironment.nft!, arguments, input: input)
 }
 
 /// `nft list table inet NAME`, with counter values normalised away.
@@ -422,6 +374,7 @@ final class FirewallKernelTests {
         ("lockdown", Ruleset.lockdown),
         ("connecting", Ruleset.build(.connecting, for: layout)),
         ("up", Ruleset.build(.up, for: layout)),
+        ("up with DNS and forwards", Ruleset.build(.up, for: forwardingLayout)),
     ])
     func bytecodeIsWhatNftGenerates(name: String, ruleset: Ruleset) throws {
         try firewall.commit(ruleset)
@@ -513,7 +466,7 @@ final class FirewallKernelTests {
 
     @Test(.enabled(if: FirewallTestEnvironment.ip != nil, "needs ip(8) to bring lo up"))
     func countersCountDroppedPackets() throws {
-        #expect(try run(FirewallTestEnvironment.ip!, ["link", "set", "lo", "up"]).status == 0)
+        #expect(try runTool(FirewallTestEnvironment.ip!, ["link", "set", "lo", "up"]).status == 0)
         let discard = Ruleset(chains: [
             Chain(name: "output", kind: .filter, hook: .output, priority: 0, policy: .accept, rules: [
                 Rule([.destinationPort(.udp, 9)], counted: true, .drop),
