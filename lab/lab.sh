@@ -44,7 +44,10 @@
 #   lab_emulate_router_start tunnel|leaky, lab_emulate_router_stop
 #                               a hand-made router (openvpn + nft masquerade, or plain forwarding)
 #                               for validating the lab without vpnsup
-# Files for vpnsup: <rundir>/config/client.ovpn, <rundir>/credentials (0600).
+# Files for vpnsup: <rundir>/config/client.ovpn (remote by host name, LAB_VPN_NAME),
+# <rundir>/config/client-ip.ovpn (the same with the server's address), <rundir>/credentials (0600).
+# The router resolves host names with the ISP's resolver (dnsmasq on LAB_RESOLVER_IP:53, log
+# <rundir>/isp/dns.log), named in /etc/netns/<router ns>/resolv.conf, which `ip netns exec` mounts.
 
 # ---- fixed addresses (they exist only inside the lab's namespaces) ----
 # shellcheck disable=SC2034 # constants for the scripts that source this file
@@ -62,6 +65,8 @@ LAB_ISP_INET_IP=203.0.113.1
 LAB_ECHO_IP=203.0.113.10
 LAB_ECHO_URL=http://203.0.113.10/
 LAB_DNS_NAME=echo.lab
+LAB_VPN_NAME=vpn.lab.test
+LAB_RESOLVER_IP=198.51.100.1
 LAB_CAPTURE_IF=rtr0
 
 LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -346,7 +351,7 @@ EOF
 client
 dev tun
 proto udp
-remote $LAB_VPN_SERVER_IP $LAB_VPN_PORT
+remote $LAB_VPN_NAME $LAB_VPN_PORT
 nobind
 remote-cert-tls server
 auth-user-pass
@@ -364,6 +369,8 @@ EOF
         cat "$p/tc.key"
         echo "</tls-crypt>"
     } >"$LAB_RUNDIR/config/client.ovpn"
+    sed "s/^remote $LAB_VPN_NAME /remote $LAB_VPN_SERVER_IP /" "$LAB_RUNDIR/config/client.ovpn" \
+        >"$LAB_RUNDIR/config/client-ip.ovpn"
 }
 
 _lab_echo_script() {
@@ -430,6 +437,36 @@ _lab_inet_services_start() {
     lab_wait_for 10 _lab_listening inet udp 53 || { _lab_log "dnsmasq not listening"; return 1; }
 }
 
+# The ISP's resolver, which the router's resolv.conf names: answers LAB_VPN_NAME with the VPN
+# server's address, and nothing else (NXDOMAIN for the rest of .test, REFUSED beyond).
+_lab_resolver_start() {
+    local d=$LAB_RUNDIR/isp etc
+    mkdir -p "$d"
+    : >"$d/dns.log"
+    lab_daemon_start resolver isp dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv \
+        --no-hosts --bind-interfaces --listen-address="$LAB_RESOLVER_IP" --user=root --group=root \
+        --pid-file --local=/test/ --host-record="$LAB_VPN_NAME,$LAB_VPN_SERVER_IP" \
+        --log-queries=extra --log-facility="$d/dns.log"
+    lab_wait_for 10 _lab_listening isp udp 53 || { _lab_log "the ISP's resolver is not listening"; return 1; }
+    etc=/etc/netns/$(lab_ns router)
+    mkdir -p "$etc"
+    echo "nameserver $LAB_RESOLVER_IP" >"$etc/resolv.conf"
+}
+
+# Remove /etc/netns/<ns>/ (what `ip netns exec` mounts over /etc) of every namespace of PREFIX.
+_lab_netns_etc_remove() {
+    local d
+    for d in /etc/netns/"$1"*; do
+        [ -d "$d" ] && rm -rf "$d"
+    done
+    return 0
+}
+
+# Queries the ISP's resolver logged, one "TYPE NAME SOURCE" line each.
+lab_resolver_queries() {
+    sed -n 's/.* query\[\([^]]*\)\] \([^ ]*\) from \([0-9a-fA-F.:]*\)$/\1 \2 \3/p' "$LAB_RUNDIR/isp/dns.log" 2>/dev/null || true
+}
+
 # ---- up / down ----
 
 lab_up() {
@@ -451,6 +488,7 @@ lab_up() {
     _lab_pki
     _lab_configs
     _lab_inet_services_start
+    _lab_resolver_start
     LAB_UP_MS=$(($(lab_now_ms) - t0))
     echo "$LAB_UP_MS" >"$LAB_RUNDIR/up-ms"
 }
@@ -474,6 +512,7 @@ lab_down() {
         _lab_kill_ns_procs "$ns" || true
         ip netns del "$ns" 2>/dev/null || _lab_log "could not delete namespace $ns"
     done
+    _lab_netns_etc_remove "$LAB_PREFIX"
     return 0
 }
 
@@ -498,6 +537,14 @@ lab_clean_stale() {
         fi
         _lab_kill_ns_procs "$ns" || true
         ip netns del "$ns" 2>/dev/null || _lab_log "could not delete namespace $ns"
+    done
+    # Resolver configurations of runs whose namespaces are gone already.
+    for d in /etc/netns/vpl*; do
+        [[ ${d##*/} =~ ^vpl([0-9]+)- ]] || continue
+        owner=${BASH_REMATCH[1]}
+        if [ "$all" -eq 1 ] || { ! kill -0 "$owner" 2>/dev/null && [ "${LAB_PREFIX:-}" != "vpl$owner-" ]; }; then
+            rm -rf "$d"
+        fi
     done
     if [ "$rundirs" -eq 1 ]; then
         for d in "${LAB_RUN_BASE:-$LAB_DIR/run}"/vpl*; do
@@ -568,6 +615,9 @@ lab_capture_stop() {
 # of it, which carry no UDP header); ARP is link housekeeping. Everything else the router sends
 # onto the WAN — other IPv4, any IPv6 — is a leak.
 LAB_TRANSPORT_FILTER="arp or (ip src $LAB_ROUTER_WAN_IP and ip dst $LAB_VPN_SERVER_IP and (udp dst port $LAB_VPN_PORT or ip[6:2] & 0x1fff != 0))"
+# vpnsup resolves the remote's host name with the router's configured resolver before OpenVPN
+# starts: DNS over UDP or TCP from the router's WAN address to that resolver only is not a leak.
+LAB_RESOLUTION_FILTER="ip src $LAB_ROUTER_WAN_IP and ip dst $LAB_RESOLVER_IP and (udp dst port 53 or tcp dst port 53)"
 
 # Stop the capture (flushed) and print how many captured packets were leaks; the leaked packets
 # are listed in <rundir>/capture/leaks.txt.
@@ -583,7 +633,8 @@ lab_leaks() {
         _lab_log "capture incomplete (captured '${captured}', received '${received}'): cannot count leaks"
         return 1
     fi
-    if ! tcpdump -nn -r "$pcap" "not ($LAB_TRANSPORT_FILTER)" >"$out" 2>"$LAB_RUNDIR/logs/tcpdump-read.log"; then
+    if ! tcpdump -nn -r "$pcap" "not ($LAB_TRANSPORT_FILTER) and not ($LAB_RESOLUTION_FILTER)" >"$out" \
+        2>"$LAB_RUNDIR/logs/tcpdump-read.log"; then
         _lab_log "reading $pcap failed: $(cat "$LAB_RUNDIR/logs/tcpdump-read.log")"
         return 1
     fi

@@ -28,6 +28,12 @@ actor Driver {
     private var configuration: Configuration?
     private var deferredLog: Logger.Message?
     private var endpoints: [Endpoint] = []
+    /// The remotes with their resolved addresses: answers OpenVPN's `>REMOTE:` queries.
+    private var pins = RemotePins(remotes: [])
+    /// The resolving ruleset is committed: name resolution is open until the lockdown is back.
+    private var resolutionOpen = false
+    /// The policy the kernel holds, as far as this process committed it.
+    private var committedPolicy: FirewallPolicy?
     private var credentials: Credentials?
     private let addresses = AddressConfigurator()
 
@@ -164,6 +170,11 @@ actor Driver {
             }
             logger.info("OpenVPN state \(record.state.name) \(record.detail)")
             feed(.openvpnState(record.state))
+        case .remote(let host, let port, let proto):
+            // Answered here: a query about the pinned endpoints, not a change of state.
+            let answer = pins.answer(host: host, port: port, proto: proto)
+            logger.info("OpenVPN asks for remote \(host) \(port.map(String.init) ?? "?") \(proto): \(answer.command)")
+            _ = sendManagement(answer.command)
         case .fatal(let text):
             logger.error("OpenVPN fatal: \(text)")
             feed(.openvpnFatal(text))
@@ -226,6 +237,8 @@ actor Driver {
             timers.removeValue(forKey: id)?.cancel()
             return nil
         case .exit(let code, let message):
+            // SIGTERM while resolving: the lockdown, not the resolving ruleset, must stay.
+            if resolutionOpen { _ = closeResolution() }
                         if let message, code != ExitCode.success { StandardError.writeLine(message) }
             notifier.stopping()
             statusChannel?.close()
@@ -258,6 +271,7 @@ actor Driver {
             let started = clock.now
             try firewall!.commit(ruleset)
             let elapsed = clock.now - started
+            committedPolicy = policy
             status.update { $0.policy = policy.rawValue }
             let line: Logger.Message = "committed the \(policy) ruleset in \(Self.milliseconds(elapsed)) ms"
             // Until the configuration is judged, a bad one must get stderr to itself: one line.
@@ -380,7 +394,7 @@ actor Driver {
         return "\(micro / 1000).\(String(micro % 1000 + 1000).dropFirst())"
     }
 
-    private func loadConfiguration() -> Event {
+    private func loadConfiguration() -> Event? {
         let configuration: Configuration
         do {
             configuration = try Configuration(settings.values)
@@ -401,15 +415,6 @@ actor Driver {
         guard !remotes.isEmpty else {
             return .configurationRejected("CONFIG=\(configPath) has no remote line")
         }
-        let endpoints = remotes.compactMap(\.endpoint)
-        guard !endpoints.isEmpty else {
-            return .configurationRejected("CONFIG=\(configPath) has no remote given as an IPv4 address "
-                + "(host names are not resolved yet): \(remotes.map(\.host).joined(separator: ", "))")
-        }
-        let unpinned = remotes.filter { $0.endpoint == nil }
-        if !unpinned.isEmpty {
-            logger.warning("remotes given by host name are not pinned and will be unreachable: \(unpinned.map(\.description).joined(separator: ", "))")
-        }
         let credentialsText: String
         switch TextFile.read(configuration.credentialsFile) {
         case .success(let text): credentialsText = text
@@ -426,16 +431,110 @@ actor Driver {
         } catch {
             return .configurationRejected("RUNTIME_DIR=\(configuration.runtimeDirectory) cannot be prepared: \(error)")
         }
+        let names = RemotePins.hostNames(in: remotes)
+        // Without a committed lockdown there is no kill switch to open for resolution, and the
+        // machine exits 71 once the configuration is loaded anyway.
+        guard !names.isEmpty, committedPolicy == .lockdown, let firewall else {
+            return finishLoading(configuration, pins: RemotePins(remotes: remotes), requireEndpoint: names.isEmpty)
+        }
+        return resolve(names, for: configuration, remotes: remotes, firewall: firewall)
+    }
+
+    /// Opens name resolution (the resolving ruleset), resolves `names` on a thread of its own so
+    /// that signals are still handled, and finishes loading once the lockdown is back.
+    private func resolve(_ names: [String], for configuration: Configuration, remotes: [Remote],
+                         firewall: Firewall) -> Event? {
+        let nameservers: [IPv4Address]
+        switch TextFile.read(ResolvConf.path) {
+        case .success(let text): nameservers = ResolvConf.nameservers(in: text)
+        case .failure: nameservers = ResolvConf.nameservers(in: "") // glibc's default: the local host
+        }
+        let started = ContinuousClock.now
+        do {
+            try firewall.commit(.resolving(nameservers: nameservers, wanInterface: configuration.wanInterface,
+                                           mark: Configuration.transportMark))
+        } catch {
+            // A commit is all or nothing: the lockdown still holds, and nothing can be resolved.
+            let failures = Dictionary(uniqueKeysWithValues: names.map { ($0, "the resolving ruleset was not committed: \(error)") })
+            return finishResolution(ResolverOutcome(failures: failures), names: names, nameservers: nameservers,
+                                    started: started, configuration: configuration, remotes: remotes)
+        }
+        resolutionOpen = true
+        let resolver = Resolver(nameservers: nameservers, mark: Configuration.transportMark)
+        Task { [weak self] in
+            let outcome = await resolver.resolveOnOwnThread(names)
+            await self?.resolved(outcome, names: names, nameservers: nameservers, started: started,
+                                 configuration: configuration, remotes: remotes)
+        }
+        return nil
+    }
+
+    private func resolved(_ outcome: ResolverOutcome, names: [String], nameservers: [IPv4Address],
+                          started: ContinuousClock.Instant, configuration: Configuration, remotes: [Remote]) {
+        // Shut down meanwhile: the exit already closed resolution.
+        guard exited != nil, resolutionOpen else { return }
+        if let failure = closeResolution() {
+            // Only marked DNS stays open, but the kill switch is not what it must be: exit 71.
+            feed(.firewallFailed(.lockdown, "closing name resolution: \(failure)"))
+        }
+        feed(finishResolution(outcome, names: names, nameservers: nameservers, started: started,
+                              configuration: configuration, remotes: remotes))
+    }
+
+    private func finishResolution(_ outcome: ResolverOutcome, names: [String], nameservers: [IPv4Address],
+                                  started: ContinuousClock.Instant, configuration: Configuration,
+                                  remotes: [Remote]) -> Event {
+        let elapsed = Self.milliseconds(ContinuousClock.now - started)
+        let pins = RemotePins(remotes: remotes, resolved: outcome.addresses)
+        let servers = nameservers.map(\.description).joined(separator: ", ")
+        let found = names.compactMap { name in outcome.addresses[name].map { "\(name) -> \($0.map(\.description).joined(separator: " "))" } }
+        log(.info, "resolved \(found.count) of \(names.count) remote host names in \(elapsed) ms via \(servers.isEmpty ? "no nameserver" : servers), resolution closed: \(found.joined(separator: ", "))")
+        let failures = names.compactMap { name in outcome.failures[name].map { "\(name) (\($0))" } }
+        if !failures.isEmpty {
+            log(.warning, "remotes whose host name did not resolve are skipped: \(failures.joined(separator: ", "))")
+        }
+        if pins.endpoints.isEmpty {
+            return .configurationRejected("CONFIG=\(configuration.openvpnConfigPath) has no remote that resolves to an IPv4 address: "
+                + failures.joined(separator: ", "))
+        }
+        return finishLoading(configuration, pins: pins, requireEndpoint: true)
+    }
+
+    /// Re-commits the lockdown after resolution; returns the error if that failed.
+    private func closeResolution() -> String? {
+        resolutionOpen = false
+        do {
+            try firewall?.commit(.lockdown)
+            committedPolicy = .lockdown
+            return nil
+        } catch {
+            log(.error, "the lockdown ruleset was not re-committed after name resolution: \(error)")
+            return "\(error)"
+        }
+    }
+
+    private func finishLoading(_ configuration: Configuration, pins: RemotePins, requireEndpoint: Bool) -> Event {
+        let endpoints = pins.endpoints
+        if endpoints.isEmpty && requireEndpoint {
+            return .configurationRejected("CONFIG=\(configuration.openvpnConfigPath) has no remote given as an IPv4 address "
+                + "or a host name: \(pins.remotes.map(\.host).joined(separator: ", "))")
+        }
         self.configuration = configuration
         self.endpoints = endpoints
+        self.pins = pins
         if let deferredLog {
             logger.info(deferredLog)
             self.deferredLog = nil
         }
         for (level, message) in deferredLogs { logger.log(level: level, message) }
         deferredLogs = []
+        let unpinned = pins.remotes.filter { $0.endpoint == nil && !$0.isHostName }
+        if !unpinned.isEmpty {
+            logger.warning("IPv6 remotes are not pinned (the WAN carries IPv4 only) and are skipped: \(unpinned.map(\.description).joined(separator: ", "))")
+        }
         status.update {
             $0.endpoints = endpoints.map(\.description)
+            $0.resolvedRemotes = pins.resolved.isEmpty ? nil : pins.resolved.mapValues { $0.map(\.description) }
             $0.lanInterface = configuration.lanInterface
             $0.gateway = configuration.gateway.description
         }
@@ -479,6 +578,9 @@ actor Driver {
             // vpnsup listens and OpenVPN connects: no start-up race, and OpenVPN exits when its supervisor goes.
             "--management", managementSocketPath(configuration), "unix", "--management-client",
             "--management-hold", "--management-query-passwords", "--auth-user-pass", "--auth-nocache",
+            // OpenVPN asks before using each remote: a host name gets a pinned address, since its
+            // own DNS would be dropped; an unpinned remote is skipped.
+            "--management-query-remote",
             // Only packets with this mark may leave by the WAN.
             "--mark", String(Configuration.transportMark),
             // Kernel data-channel offload bypasses the socket the mark is set on; keep it in user space.

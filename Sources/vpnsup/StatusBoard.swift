@@ -22,6 +22,8 @@ struct StatusSnapshot: Codable, Sendable, Equatable {
     var lanInterface: String?
     var gateway: String?
     var endpoints: [String] = []
+    /// Host names of `remote` lines -> the addresses pinned for them.
+    var resolvedRemotes: [String: [String]]?
     var openvpnPID: Int32?
     var openvpnState: String?
     var tunnelAddress: String?

@@ -65,7 +65,7 @@ RUNTIME=$LAB_RUNDIR/runtime
 # cannot change what is tested).
 vpnsup_env() {
     echo PATH="$PATH"
-    echo CONFIG="$LAB_RUNDIR/config/client.ovpn"
+    echo CONFIG="${VPNSUP_CONFIG:-$LAB_RUNDIR/config/client.ovpn}" # remote by host name; step 6: by address
     echo IP_ADDR="$LAB_LAN_GW_CIDR"
     echo LAN_IF=eth1
     echo WAN_IF=eth0
@@ -158,6 +158,21 @@ fi
 seen=$(client_fetch 5 || true)
 tap_check "the client reaches the echo, which sees the tunnel address ($seen), not $LAB_CLIENT_IP" \
     via_tunnel "$seen"
+
+# 2a. The remote is a host name: vpnsup resolved it before OpenVPN started, pinned its address,
+# and answered OpenVPN's >REMOTE query with that address (OpenVPN's own DNS would be dropped).
+json=$(status_json || true)
+hostname_pinned() {
+    jq -e --arg name "$LAB_VPN_NAME" --arg ip "$LAB_VPN_SERVER_IP" --arg port "$LAB_VPN_PORT" \
+        '.resolvedRemotes[$name] == [$ip] and .endpoints == ["\($ip):\($port)/udp"] and .remote == "\($ip):\($port)"' \
+        <<<"$json" >/dev/null
+}
+tap_check "a hostname remote connects: $LAB_VPN_NAME pinned as $LAB_VPN_SERVER_IP, OpenVPN connected there" hostname_pinned
+tap_last_failed && tap_note "status: $(jq -c '{resolvedRemotes, endpoints, remote}' <<<"$json" 2>/dev/null || echo "$json")"
+tap_check "OpenVPN got 'remote MOD $LAB_VPN_SERVER_IP $LAB_VPN_PORT' for $LAB_VPN_NAME" \
+    grep -qF "MANAGEMENT: CMD 'remote MOD $LAB_VPN_SERVER_IP $LAB_VPN_PORT'" "$LAB_RUNDIR/logs/vpnsup.log"
+resolved=$(grep -o 'resolved [0-9]* of [0-9]* remote host names in [0-9.]* ms' "$LAB_RUNDIR/logs/vpnsup.log" | head -n 1)
+tap_note "figure: ${resolved:-no resolution logged}"
 
 # 2b. Tunnel up: DNS enforced for the client and the router, port forwards from the VPN side,
 # IPv6 goes nowhere, SYNs into the tunnel clamped.
@@ -265,7 +280,7 @@ tap_check "after SIGKILL of vpnsup and OpenVPN: DNS from the client does not get
 
 # 6. A fresh vpnsup (after the SIGKILL, from the lockdown it left) comes back up; SIGTERM then
 # stops OpenVPN and exits 0, leaving the lockdown committed.
-mapfile -t vars < <(vpnsup_env)
+mapfile -t vars < <(VPNSUP_CONFIG=$LAB_RUNDIR/config/client-ip.ovpn vpnsup_env) # a literal remote
 (exec ip netns exec "$(lab_ns router)" env -i "${vars[@]}" "$VPNSUP" run >>"$LAB_RUNDIR/logs/vpnsup-term.log" 2>&1 </dev/null) &
 term_pid=$!
 t0=$(lab_now_ms)
@@ -276,6 +291,8 @@ if lab_wait_for "$TUNNEL_UP_TIMEOUT" client_via_tunnel; then
 else
     tap_not_ok "a new vpnsup recovers from the killed one's ruleset (not within $TUNNEL_UP_TIMEOUT s)"
 fi
+tap_check "a literal remote ($LAB_VPN_SERVER_IP) is accepted as pinned: OpenVPN got 'remote ACCEPT'" \
+    grep -qF "MANAGEMENT: CMD 'remote ACCEPT'" "$LAB_RUNDIR/logs/vpnsup-term.log"
 t0=$(lab_now_ms)
 kill -TERM "$term_pid"
 rc=0
@@ -328,6 +345,15 @@ else
     tap_not_ok "zero leaked packets on the WAN (the capture could not be read)"
 fi
 feature_capture_checks
+# The resolver on the WAN heard only vpnsup's own questions: A records of the remote's name (from
+# each start with the host-name configuration), nothing from OpenVPN (which would also ask AAAA).
+queries=$(lab_resolver_queries | sort | uniq -c | xargs)
+only_vpnsup_queries() {
+    local other
+    other=$(lab_resolver_queries | grep -vxF "A $LAB_VPN_NAME $LAB_ROUTER_WAN_IP" || true)
+    [ -n "$(lab_resolver_queries)" ] && [ -z "$other" ]
+}
+tap_check "the WAN resolver was asked only for the A records of $LAB_VPN_NAME ($queries)" only_vpnsup_queries
 sources=$(lab_echo_sources | tr '\n' ' ')
 only_tunnel_sources() {
     local src

@@ -61,6 +61,8 @@ tap_note "VPN server started in $(lab_ms_to_s $(($(lab_now_ms) - t0))) s"
 t0=$(lab_now_ms)
 lab_emulate_router_start tunnel
 tap_note "plain openvpn client connected in $(lab_ms_to_s $(($(lab_now_ms) - t0))) s"
+resolved_by_isp() { lab_resolver_queries | grep -qxF "A $LAB_VPN_NAME $LAB_ROUTER_WAN_IP"; }
+tap_check "the router resolves the remote $LAB_VPN_NAME with the ISP's resolver (/etc/netns resolv.conf)" resolved_by_isp
 
 seen=$(lab_exec client curl -sS --max-time 5 "$LAB_ECHO_URL" || true)
 tap_check "through the tunnel the echo sees the tunnel address ($seen)" \
@@ -108,7 +110,7 @@ lab_down
 gone() {
     local ns
     for ns in $(ip netns list | awk '{print $1}'); do [[ $ns != "$LAB_PREFIX"* ]] || return 1; done
-    [ "$(host_links)" = "$host_before" ]
+    [ ! -e "/etc/netns/$(lab_ns router)" ] && [ "$(host_links)" = "$host_before" ]
 }
 tap_check "lab_down removes every namespace of the run" gone
 lab_down

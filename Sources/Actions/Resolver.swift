@@ -1,0 +1,282 @@
+import Glibc
+import StateMachine
+
+/// What resolving a set of names gave.
+public struct ResolverOutcome: Hashable, Sendable {
+    /// Name (as asked) -> its IPv4 addresses; only names that resolved.
+    public var addresses: [String: [IPv4Address]] = [:]
+    /// Name (as asked) -> why it did not resolve, for the log.
+    public var failures: [String: String] = [:]
+
+    public init(addresses: [String: [IPv4Address]] = [:], failures: [String: String] = [:]) {
+        self.addresses = addresses
+        self.failures = failures
+    }
+}
+
+/// A minimal DNS stub resolver for the host names of OpenVPN `remote` lines (A records only).
+///
+/// Every socket it opens carries `mark` (SO_MARK), so the resolving ruleset can let exactly these
+/// packets out through the WAN. Queries go over UDP, over TCP when an answer is truncated. All
+/// names are asked at once, one nameserver at a time, like glibc's resolver: each try waits at
+/// most `timeout`, and there are `attempts` rounds over the nameservers, within `budget` overall.
+/// Blocking: run it on a thread of its own.
+public struct Resolver: Sendable {
+    public var nameservers: [IPv4Address]
+    public var port: UInt16
+    public var mark: UInt32
+    public var timeout: Duration
+    public var attempts: Int
+    public var budget: Duration
+
+    public init(nameservers: [IPv4Address], port: UInt16 = 53, mark: UInt32,
+                timeout: Duration = .seconds(2), attempts: Int = 2, budget: Duration = .seconds(10)) {
+        self.nameservers = nameservers
+        self.port = port
+        self.mark = mark
+        self.timeout = timeout
+        self.attempts = attempts
+        self.budget = budget
+    }
+
+    public func resolve(_ names: [String]) -> ResolverOutcome {
+        var outcome = ResolverOutcome()
+        var pending: [String] = []
+        for name in names where !pending.contains(name) {
+            if DNSMessage.encode(name) == nil {
+                outcome.failures[name] = "not a DNS name"
+            } else {
+                pending.append(name)
+            }
+        }
+        guard !nameservers.isEmpty else {
+            for name in pending { outcome.failures[name] = "no IPv4 nameserver to ask" }
+            return outcome
+        }
+        let clock = ContinuousClock()
+        let end = clock.now + budget
+        var lastError: [String: String] = [:]
+        rounds: for _ in 0..<max(1, attempts) {
+            for server in nameservers {
+                guard !pending.isEmpty else { break rounds }
+                let now = clock.now
+                guard now < end else { break rounds }
+                let deadline = min(now + timeout, end)
+                let answers = ask(server, pending, until: deadline)
+                for name in pending {
+                    switch answers[name] {
+                    case .some(.resolved(let addresses)):
+                        outcome.addresses[name] = addresses
+                    case .some(.final(let why)):
+                        outcome.failures[name] = "\(server): \(why)"
+                    case .some(.retry(let why)):
+                        lastError[name] = "\(server): \(why)"
+                    case .none:
+                        lastError[name] = "\(server): no answer within \(Self.text(deadline - now))"
+                    }
+                }
+                pending.removeAll { outcome.addresses[$0] != nil || outcome.failures[$0] != nil }
+            }
+        }
+        for name in pending { outcome.failures[name] = lastError[name] ?? "no answer within \(Self.text(budget))" }
+        return outcome
+    }
+
+    /// One name's answer from one server.
+    enum Answer: Hashable {
+        case resolved([IPv4Address])
+        /// An authoritative no: NXDOMAIN, or no A record.
+        case final(String)
+        /// This server could not answer; another may.
+        case retry(String)
+    }
+
+    /// Asks `server` for every name at once over UDP; names whose answer is truncated are asked
+    /// again over TCP. Returns what arrived before `deadline`.
+    func ask(_ server: IPv4Address, _ names: [String], until deadline: ContinuousClock.Instant) -> [String: Answer] {
+        var answers: [String: Answer] = [:]
+        var truncated: [String] = []
+        do {
+            let socket = try MarkedSocket(.udp, mark: mark)
+            try socket.connect(server, port: port, until: deadline)
+            var waiting: [UInt16: (name: String, query: [UInt8])] = [:]
+            for name in names {
+                var id = UInt16.random(in: .min ... .max)
+                while waiting[id] != nil { id = UInt16.random(in: .min ... .max) }
+                guard let query = DNSMessage.query(id: id, name: name) else { continue }
+                waiting[id] = (name, query)
+                try socket.send(query)
+            }
+            while !waiting.isEmpty, let datagram = try socket.receiveDatagram(until: deadline) {
+                guard datagram.count >= 2 else { continue }
+                let id = UInt16(datagram[0]) << 8 | UInt16(datagram[1])
+                guard let (name, _) = waiting[id],
+                      let response = DNSMessage.response(datagram, id: id, name: name) else { continue }
+                waiting[id] = nil
+                if response.truncated {
+                    truncated.append(name)
+                } else {
+                    answers[name] = Self.judge(response)
+                }
+            }
+        } catch {
+            for name in names where answers[name] == nil && !truncated.contains(name) {
+                answers[name] = .retry("\(error)")
+            }
+        }
+        for name in truncated {
+            answers[name] = askOverTCP(server, name, until: deadline)
+        }
+        return answers
+    }
+
+    func askOverTCP(_ server: IPv4Address, _ name: String, until deadline: ContinuousClock.Instant) -> Answer? {
+        let id = UInt16.random(in: .min ... .max)
+        guard let query = DNSMessage.query(id: id, name: name) else { return .final("not a DNS name") }
+        do {
+            let socket = try MarkedSocket(.tcp, mark: mark)
+            try socket.connect(server, port: port, until: deadline)
+            // RFC 1035 4.2.2: each message is preceded by its length.
+            try socket.send([UInt8(query.count >> 8), UInt8(query.count & 0xff)] + query, until: deadline)
+            guard let prefix = try socket.receive(exactly: 2, until: deadline) else { return nil }
+            let length = Int(prefix[0]) << 8 | Int(prefix[1])
+            guard let message = try socket.receive(exactly: length, until: deadline) else { return nil }
+            guard let response = DNSMessage.response(message, id: id, name: name), !response.truncated else {
+                return .retry("unusable answer over TCP")
+            }
+            return Self.judge(response)
+        } catch {
+            return .retry("TCP: \(error)")
+        }
+    }
+
+    static func judge(_ response: DNSResponse) -> Answer {
+        switch response.responseCode {
+        case DNSResponse.noError where !response.addresses.isEmpty: .resolved(response.addresses)
+        case DNSResponse.noError: .final("no IPv4 address (NOERROR without A record)")
+        case DNSResponse.nameError: .final("no such name (NXDOMAIN)")
+        default: .retry(response.responseCodeName)
+        }
+    }
+
+    static func text(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        let milliseconds = seconds * 1000 + attoseconds / 1_000_000_000_000_000
+        return milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
+    }
+}
+
+/// A non-blocking IPv4 socket with SO_MARK set, closed on deinit. Every wait is bounded by a
+/// deadline. Not Sendable: used on one thread.
+final class MarkedSocket {
+    enum Kind { case udp, tcp }
+    struct Failure: Error, CustomStringConvertible {
+        var call: String
+        var code: Int32
+        var description: String { "\(call): \(String(cString: strerror(code)))" }
+    }
+
+    private let fd: Int32
+
+    init(_ kind: Kind, mark: UInt32) throws {
+        let type = kind == .udp ? Int32(SOCK_DGRAM.rawValue) : Int32(SOCK_STREAM.rawValue)
+        fd = socket(AF_INET, type | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { throw Failure(call: "socket", code: errno) }
+        var mark = mark
+        guard setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, socklen_t(MemoryLayout<UInt32>.size)) == 0 else {
+            let code = errno
+            close(fd)
+            throw Failure(call: "setsockopt SO_MARK", code: code)
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// For UDP this only fixes the peer (and lets an ICMP port unreachable end the wait early).
+    func connect(_ address: IPv4Address, port: UInt16, until deadline: ContinuousClock.Instant) throws {
+        var peer = sockaddr_in()
+        peer.sin_family = sa_family_t(AF_INET)
+        peer.sin_port = port.bigEndian
+        peer.sin_addr.s_addr = address.value.bigEndian
+        let result = withUnsafePointer(to: &peer) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        if result == 0 { return }
+        guard errno == EINPROGRESS else { throw Failure(call: "connect", code: errno) }
+        guard try wait(for: Int16(POLLOUT), until: deadline) else { throw Failure(call: "connect", code: ETIMEDOUT) }
+        var code: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length) == 0 else { throw Failure(call: "getsockopt", code: errno) }
+        if code != 0 { throw Failure(call: "connect", code: code) }
+    }
+
+    /// One datagram (UDP).
+    func send(_ bytes: [UInt8]) throws {
+        let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard sent == bytes.count else { throw Failure(call: "send", code: sent < 0 ? errno : EMSGSIZE) }
+    }
+
+    /// All of `bytes` (TCP).
+    func send(_ bytes: [UInt8], until deadline: ContinuousClock.Instant) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent > 0 {
+                offset += sent
+            } else if sent < 0, errno == EAGAIN || errno == EINTR {
+                guard try wait(for: Int16(POLLOUT), until: deadline) else { throw Failure(call: "send", code: ETIMEDOUT) }
+            } else {
+                throw Failure(call: "send", code: sent < 0 ? errno : EPIPE)
+            }
+        }
+    }
+
+    /// The next datagram, or nil at the deadline.
+    func receiveDatagram(until deadline: ContinuousClock.Instant) throws -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: 65535)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if count >= 0 { return Array(buffer[0..<count]) }
+            guard errno == EAGAIN || errno == EINTR else { throw Failure(call: "recv", code: errno) }
+            guard try wait(for: Int16(POLLIN), until: deadline) else { return nil }
+        }
+    }
+
+    /// Exactly `count` bytes of the stream, or nil at the deadline.
+    func receive(exactly count: Int, until deadline: ContinuousClock.Instant) throws -> [UInt8]? {
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: max(1, count))
+        while bytes.count < count {
+            let wanted = count - bytes.count
+            let got = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, wanted, 0) }
+            if got > 0 {
+                bytes += buffer[0..<got]
+            } else if got == 0 {
+                throw Failure(call: "recv", code: ECONNRESET) // closed before the whole message
+            } else if errno == EAGAIN || errno == EINTR {
+                guard try wait(for: Int16(POLLIN), until: deadline) else { return nil }
+            } else {
+                throw Failure(call: "recv", code: errno)
+            }
+        }
+        return bytes
+    }
+
+    /// Whether `events` became ready before the deadline. Errors (POLLERR) count as ready: the
+    /// next call reports them.
+    private func wait(for events: Int16, until deadline: ContinuousClock.Instant) throws -> Bool {
+        while true {
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else { return false }
+            let (seconds, attoseconds) = remaining.components
+            // Round up, so a wait never ends just before the deadline and spins.
+            let milliseconds = Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+            var descriptor = pollfd(fd: fd, events: events, revents: 0)
+            let ready = poll(&descriptor, 1, milliseconds)
+            if ready > 0 { return true }
+            if ready < 0, errno != EINTR { throw Failure(call: "poll", code: errno) }
+        }
+    }
+}
