@@ -128,6 +128,8 @@ tap_note "lab up in $(lab_ms_to_s "$LAB_UP_MS") s (prefix $LAB_PREFIX, vpnsup $V
 feature_setup # rogue resolver, port-forward targets, IPv6 (not yet the router's), LAN MTU
 lab_capture_start # from before vpnsup starts: its start-up window is watched too
 start_vpnsup
+# `ip netns exec` enters the namespace a moment after the fork: wait for it before recording the pid.
+lab_wait_for 5 lab_daemon_pid vpnsup >/dev/null || true
 VPNSUP_PID=$(lab_daemon_pid vpnsup || echo none)
 feature_router_ipv6 # once the lockdown is committed: the router's own IPv6 chatter is then dropped
 
