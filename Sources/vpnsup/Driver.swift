@@ -578,14 +578,17 @@ actor Driver {
             // vpnsup listens and OpenVPN connects: no start-up race, and OpenVPN exits when its supervisor goes.
             "--management", managementSocketPath(configuration), "unix", "--management-client",
             "--management-hold", "--management-query-passwords", "--auth-user-pass", "--auth-nocache",
-            // OpenVPN asks before using each remote: a host name gets a pinned address, since its
-            // own DNS would be dropped; an unpinned remote is skipped.
-            "--management-query-remote",
             // Only packets with this mark may leave by the WAN.
             "--mark", String(Configuration.transportMark),
             // Kernel data-channel offload bypasses the socket the mark is set on; keep it in user space.
             "--disable-dco",
         ]
+        if pins.remotes.contains(where: { $0.endpoint == nil }) {
+            // OpenVPN asks before using each remote: a host name gets a pinned address, since its
+            // own DNS would be dropped; an unpinned remote is skipped. Only when a name needs it:
+            // OpenVPN waits for the answer in one-second ticks, adding a second to every attempt.
+            arguments.append("--management-query-remote")
+        }
         arguments += settings.openvpnArguments
         do {
             let pid = try Spawner.spawn(executable: settings.openvpnExecutable, arguments: arguments,
