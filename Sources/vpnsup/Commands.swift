@@ -9,7 +9,7 @@ struct Vpnsup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vpnsup",
         abstract: "Routes an isolated network through OpenVPN, with a kill switch that fails closed.",
-        subcommands: [Run.self, Status.self, Rules.self]
+        subcommands: [Run.self, Status.self, Rules.self, Health.self]
     )
 }
 
@@ -163,6 +163,43 @@ struct Status: AsyncParsableCommand {
         }
         let snapshot = try JSONDecoder().decode(StatusSnapshot.self, from: Data(bytes))
         print(StatusReport.human(snapshot), terminator: "")
+    }
+}
+
+/// `vpnsup health`: for Docker's HEALTHCHECK and scripts. Healthy means TunnelUp, nothing less.
+struct Health: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Exit 0 only while the tunnel is up (TunnelUp); otherwise exit 1 and say why."
+    )
+
+    @Option(help: "Directory of vpnsup's sockets. Env: RUNTIME_DIR (default /run/vpnsup).")
+    var runtimeDir: String?
+
+    mutating func run() async throws { try await execute() }
+
+    func execute() async throws {
+        let directory = runtimeDir ?? ProcessInfo.processInfo.environment["RUNTIME_DIR"] ?? Configuration.defaultRuntimeDirectory
+        let snapshot: StatusSnapshot
+        do {
+            let bytes = try StatusChannel.fetch(from: directory + "/status.sock")
+            snapshot = try JSONDecoder().decode(StatusSnapshot.self, from: Data(bytes))
+        } catch {
+            print("unhealthy: no supervisor answers at \(directory)/status.sock (\(error))")
+            throw ExitCode(1)
+        }
+        print(HealthVerdict.text(snapshot))
+        if !HealthVerdict.healthy(snapshot) { throw ExitCode(1) }
+    }
+}
+
+enum HealthVerdict {
+    static func healthy(_ s: StatusSnapshot) -> Bool { s.state == State.tunnelUp.rawValue }
+
+    static func text(_ s: StatusSnapshot) -> String {
+        if healthy(s) {
+            return "healthy: TunnelUp since \(s.since)" + (s.tunnelAddress.map { ", tunnel \($0)" } ?? "")
+        }
+        return "unhealthy: \(s.state) since \(s.since)" + (s.reason.map { ": \($0)" } ?? "")
     }
 }
 

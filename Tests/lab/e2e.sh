@@ -144,6 +144,9 @@ else
     tap_not_ok "status --json answers with state and since (none within 10 s)"
     tap_not_ok "status is not TunnelUp while no server runs"
 fi
+vpnsup_health() { timeout 5 ip netns exec "$(lab_ns router)" "$VPNSUP" health --runtime-dir "$RUNTIME" >"$LAB_RUNDIR/logs/health.out" 2>&1; }
+unhealthy_saying_why() { ! vpnsup_health && grep -q '^unhealthy: ' "$LAB_RUNDIR/logs/health.out"; }
+tap_check "no server: vpnsup health exits non-zero and says why" unhealthy_saying_why
 tap_check "vpnsup puts $LAB_LAN_GW_CIDR on eth1" lab_wait_for 10 gateway_on_lan
 tap_check "no server: the client cannot reach the internet" client_blocked
 
@@ -157,6 +160,7 @@ if lab_wait_for "$TUNNEL_UP_TIMEOUT" state_is TunnelUp; then
 else
     tap_not_ok "TunnelUp after the server starts (not within $TUNNEL_UP_TIMEOUT s; state $(vpnsup_state || echo '?'))"
 fi
+tap_check "TunnelUp: vpnsup health exits 0" vpnsup_health
 seen=$(client_fetch 5 || true)
 tap_check "the client reaches the echo, which sees the tunnel address ($seen), not $LAB_CLIENT_IP" \
     via_tunnel "$seen"

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import StateMachine
 @testable import vpnsup
 
 /// Root tests in the private network namespace `make test` runs them in (`unshare --net`): never
@@ -185,6 +186,27 @@ struct StatusReportTests {
         #expect(repair["change"] as? String == "table inet vpnsup: table deleted by nft (pid 7)")
         #expect(repair["milliseconds"] as? Double == 1.5)
         #expect(repair["policy"] as? String == "lockdown")
+    }
+
+    @Test func healthIsTunnelUpAndNothingElse() {
+        var snapshot = StatusSnapshot(since: "2026-11-28T05:00:00.000Z", pid: 42, startedAt: "2026-11-28T04:59:59.000Z")
+        for state in State.allCases {
+            snapshot.state = state.rawValue
+            #expect(HealthVerdict.healthy(snapshot) == (state == .tunnelUp), "\(state)")
+        }
+        snapshot.state = "Degraded"
+        snapshot.reason = "OpenVPN reports RECONNECTING"
+        #expect(HealthVerdict.text(snapshot) == "unhealthy: Degraded since 2026-11-28T05:00:00.000Z: OpenVPN reports RECONNECTING")
+        snapshot.state = "TunnelUp"
+        snapshot.tunnelAddress = "10.8.0.2"
+        #expect(HealthVerdict.text(snapshot) == "healthy: TunnelUp since 2026-11-28T05:00:00.000Z, tunnel 10.8.0.2")
+    }
+
+    @Test func healthWithoutSupervisorIsUnhealthy() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vpnsup-none-\(UUID().uuidString)")
+        let outcome = try execute(vpnsupBinary(), ["health", "--runtime-dir", directory.path])
+        #expect(outcome.status == 1)
+        #expect(outcome.stdout.hasPrefix("unhealthy: no supervisor answers at \(directory.path)/status.sock"))
     }
 
     @Test func jsonCarriesStateAndSince() throws {
