@@ -267,6 +267,43 @@ tap_note "client flood of $LAB_ISP_WAN_IP across the flush: $(grep -h 'packets t
 tap_note "figure: drift repair: LAN-source packets on the WAN during the flush: $lan_leaked"
 tap_check "across the flush: no LAN-source packet on the WAN ($lan_leaked; policy routing holds)" test "$lan_leaked" -eq 0
 
+# 4c. OpenVPN SIGKILLed ten times in a row: vpnsup respawns it every time, traffic flows again,
+# the same vpnsup runs throughout and no zombie is left behind.
+openvpn_in_router() {
+    local pid
+    for pid in $(ip netns pids "$(lab_ns router)"); do
+        [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != openvpn ] || echo "$pid"
+    done
+}
+# Children of vpnsup in state Z, found through every process's PPid (zombies have no readable
+# namespace link, so `ip netns pids` would not list them).
+zombies_of_vpnsup() {
+    awk -v parent="$1" '$1 == "State:" { state = $2 } $1 == "PPid:" && $2 == parent && state == "Z" { print FILENAME }' \
+        /proc/[0-9]*/status 2>/dev/null
+}
+children_of_vpnsup() { awk -v parent="$1" '$1 == "PPid:" && $2 == parent { print FILENAME }' /proc/[0-9]*/status 2>/dev/null; }
+recovered=0
+slowest=0
+for round in 1 2 3 4 5 6 7 8 9 10; do
+    victim=$(openvpn_in_router | head -n 1)
+    [ -n "$victim" ] || break
+    t0=$(lab_now_ms)
+    kill -KILL "$victim"
+    # Back once a different OpenVPN carries the client's traffic.
+    new_openvpn_carries() { local p; p=$(openvpn_in_router | head -n 1); [ -n "$p" ] && [ "$p" != "$victim" ] && client_via_tunnel; }
+    lab_wait_for "$RECOVER_TIMEOUT" new_openvpn_carries || break
+    took=$(($(lab_now_ms) - t0))
+    [ "$took" -le "$slowest" ] || slowest=$took
+    recovered=$round
+done
+tap_note "figure: OpenVPN SIGKILL -> client traffic through the tunnel again: slowest of $recovered rounds $(lab_ms_to_s "$slowest") s"
+tap_check "OpenVPN SIGKILLed 10 times: recovered every time (recovered $recovered)" test "$recovered" -eq 10
+tap_check "after 10 OpenVPN kills: the same vpnsup process (pid $VPNSUP_PID)" \
+    test "$(lab_daemon_pid vpnsup || echo gone)" = "$VPNSUP_PID"
+# The scan must see vpnsup's live child (OpenVPN), or finding no zombie would prove nothing.
+tap_check "after 10 OpenVPN kills: the child scan sees vpnsup's OpenVPN" test -n "$(children_of_vpnsup "$VPNSUP_PID")"
+tap_check "after 10 OpenVPN kills: no zombie child of vpnsup" test -z "$(zombies_of_vpnsup "$VPNSUP_PID")"
+
 # 5. vpnsup and OpenVPN SIGKILLed: the committed ruleset still holds.
 # vpnsup by its recorded pid, OpenVPN (its child, or whatever it spawned) by name in the router.
 router_openvpns() {
