@@ -353,6 +353,29 @@ lockdown_after_term() {
 tap_check "after SIGTERM: the lockdown table is what stays committed" lockdown_after_term
 tap_last_failed && tap_note_file 20 "$LAB_RUNDIR/logs/term.nft"
 
+# 6b. Wrong password: the server rejects it, vpnsup goes Killswitched and says why, and does not
+# retry with the rejected credentials.
+printf 'lab-user\nnot-the-password\n' >"$LAB_RUNDIR/credentials-wrong"
+chmod 0600 "$LAB_RUNDIR/credentials-wrong"
+mapfile -t vars < <(vpnsup_env | sed "s|^CREDENTIALS_FILE=.*|CREDENTIALS_FILE=$LAB_RUNDIR/credentials-wrong|")
+(exec ip netns exec "$(lab_ns router)" env -i "${vars[@]}" "$VPNSUP" run >>"$LAB_RUNDIR/logs/vpnsup-wrong.log" 2>&1 </dev/null) &
+wrong_pid=$!
+t0=$(lab_now_ms)
+if lab_wait_for 30 state_is Killswitched; then
+    took=$(seconds_since "$t0")
+    tap_note "figure: vpnsup start with a wrong password -> Killswitched: $took s"
+    tap_ok "wrong password: Killswitched ($took s)"
+else
+    tap_not_ok "wrong password: Killswitched (state $(vpnsup_state || echo '?') after 30 s)"
+fi
+reason=$(status_json | jq -r '.reason // ""' 2>/dev/null || true)
+tap_check "wrong password: status says why ($reason)" grep -q 'authentication failed' <<<"$reason"
+tap_check "wrong password: the client cannot get out" client_blocked
+sleep 2
+tap_check "wrong password: no OpenVPN retries with the rejected credentials" test -z "$(router_openvpns)"
+kill -TERM "$wrong_pid" 2>/dev/null || true
+wait "$wrong_pid" 2>/dev/null || true
+
 # Bad configuration, in a throwaway namespace: exit 78, one line naming IP_ADDR and the value,
 # and the lockdown table committed all the same.
 bad_ns=$(lab_ns bad)
