@@ -22,6 +22,10 @@ actor Driver {
     private let logger: Logger
     private let status: StatusBoard
     private let notifier = ServiceNotifier()
+    /// READY=1 goes out once, when the tunnel first comes up.
+    private var readySent = false
+    /// Sends WATCHDOG=1 through the actor: a wedged driver stops the pings.
+    private var watchdogTask: Task<Void, Never>?
 
     private var firewall: Firewall?
     private var firewallUnavailable: String?
@@ -67,6 +71,8 @@ actor Driver {
         watcherTasks.append(Task { [weak self] in
             for await signal in signals.events { await self?.received(signal) }
         })
+        notifier.status("\(machine.state)")
+        startWatchdog()
         return await withCheckedContinuation { continuation in
             exited = continuation
             feed(.start)
@@ -100,7 +106,29 @@ actor Driver {
                       metadata: ["from": "\(from)", "to": "\(to)", "event": "\(cause.label)"])
         status.transition(from: from, to: to, cause: cause.label, reason: machine.reason)
         notifier.status("\(to)\(reason)")
-        if to == .tunnelUp { notifier.ready() }
+        if to == .tunnelUp && !readySent {
+            readySent = true
+            notifier.ready()
+        }
+    }
+
+    /// A timer, not a check of state: every half interval the task calls into the actor, which
+    /// pings only when it gets to run.
+    private func startWatchdog() {
+        guard let interval = ServiceNotifier.watchdogInterval() else { return }
+        log(.info, "systemd watchdog: WATCHDOG=1 every \(Self.milliseconds(interval / 2)) ms")
+        watchdogTask = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval / 2)
+                guard !Task.isCancelled, let self else { return }
+                await self.watchdogTick()
+            }
+        }
+    }
+
+    private func watchdogTick() {
+        guard exited != nil else { return }
+        notifier.watchdog()
     }
 
     private func received(_ signal: SignalEvent) {
@@ -240,6 +268,8 @@ actor Driver {
             // SIGTERM while resolving: the lockdown, not the resolving ruleset, must stay.
             if resolutionOpen { _ = closeResolution() }
                         if let message, code != ExitCode.success { StandardError.writeLine(message) }
+            watchdogTask?.cancel()
+            watchdogTask = nil
             notifier.stopping()
             statusChannel?.close()
             management?.close()
