@@ -21,7 +21,10 @@ let package = Package(
         // The pure core: no Glibc, no I/O, no clocks.
         .target(name: "StateMachine"),
         .target(name: "Watchers", dependencies: ["StateMachine", "CMnl"]),
-        .target(name: "Actions", dependencies: ["StateMachine", "CMnl", "CNftnl", "CSystemd"]),
+        .target(
+            name: "Actions",
+            dependencies: ["StateMachine", "CMnl", "CNftnl", "CSystemd", .product(name: "Logging", package: "swift-log")]
+        ),
         .executableTarget(
             name: "vpnsup",
             dependencies: [
@@ -40,7 +43,10 @@ let package = Package(
         ),
         // Actions: the nftables monitor is tested against commits through vpnsup's own Firewall.
         .testTarget(name: "WatchersTests", dependencies: ["Watchers", "StateMachine", "Actions"]),
-        .testTarget(name: "ActionsTests", dependencies: ["Actions", "StateMachine"]),
+        .testTarget(
+            name: "ActionsTests",
+            dependencies: ["Actions", "StateMachine", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(name: "vpnsupTests", dependencies: ["vpnsup", "StateMachine"]),
     ],
     swiftLanguageModes: [.v6]

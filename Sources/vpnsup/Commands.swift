@@ -34,9 +34,18 @@ struct Run: AsyncParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let values = settings.values(environment: environment)
 
+        // Under systemd (stderr is the journal stream) structured entries go to the journal;
+        // otherwise one readable line per entry on stderr.
+        let level = environment["VPNSUP_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+        let journal = JournalStream.stderrIsJournal(environment: environment)
         LoggingSystem.bootstrap { label in
+            if journal {
+                var handler = JournalLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
             var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = environment["VPNSUP_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+            handler.logLevel = level
             return handler
         }
         let logger = Logger(label: "vpnsup")
