@@ -269,7 +269,7 @@ tap_check "across the flush: no LAN-source packet on the WAN ($lan_leaked; polic
 
 # 4c. OpenVPN SIGKILLed ten times in a row: vpnsup respawns it every time, traffic flows again,
 # the same vpnsup runs throughout and no zombie is left behind.
-openvpn_in_router() {
+router_openvpns() {
     local pid
     for pid in $(ip netns pids "$(lab_ns router)"); do
         [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != openvpn ] || echo "$pid"
@@ -285,12 +285,12 @@ children_of_vpnsup() { awk -v parent="$1" '$1 == "PPid:" && $2 == parent { print
 recovered=0
 slowest=0
 for round in 1 2 3 4 5 6 7 8 9 10; do
-    victim=$(openvpn_in_router | head -n 1)
+    victim=$(router_openvpns | head -n 1)
     [ -n "$victim" ] || break
     t0=$(lab_now_ms)
     kill -KILL "$victim"
     # Back once a different OpenVPN carries the client's traffic.
-    new_openvpn_carries() { local p; p=$(openvpn_in_router | head -n 1); [ -n "$p" ] && [ "$p" != "$victim" ] && client_via_tunnel; }
+    new_openvpn_carries() { local p; p=$(router_openvpns | head -n 1); [ -n "$p" ] && [ "$p" != "$victim" ] && client_via_tunnel; }
     lab_wait_for "$RECOVER_TIMEOUT" new_openvpn_carries || break
     took=$(($(lab_now_ms) - t0))
     [ "$took" -le "$slowest" ] || slowest=$took
@@ -306,12 +306,6 @@ tap_check "after 10 OpenVPN kills: no zombie child of vpnsup" test -z "$(zombies
 
 # 5. vpnsup and OpenVPN SIGKILLed: the committed ruleset still holds.
 # vpnsup by its recorded pid, OpenVPN (its child, or whatever it spawned) by name in the router.
-router_openvpns() {
-    local pid
-    for pid in $(ip netns pids "$(lab_ns router)"); do
-        [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != openvpn ] || echo "$pid"
-    done
-}
 victims=$(echo "$(lab_daemon_pid vpnsup || true) $(router_openvpns)" | xargs)
 tap_note "SIGKILL to vpnsup and openvpn: ${victims:-nothing alive}"
 for pid in $victims; do kill -KILL "$pid" 2>/dev/null || true; done
