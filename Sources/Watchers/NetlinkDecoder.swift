@@ -115,8 +115,8 @@ public struct NetlinkDecoder {
     mutating func decodeItems(_ bytes: [UInt8]) -> [Item] {
         var items: [Item] = []
         var offset = 0
-        while let header = MessageHeader(bytes, at: offset) {
-            let body = offset + MessageHeader.size ..< offset + header.length
+        while let header = NetlinkMessageHeader(bytes, at: offset) {
+            let body = offset + NetlinkMessageHeader.size ..< offset + header.length
             switch header.type {
             case UInt16(NLMSG_DONE):
                 // Its payload is the dump's result as a negated errno (absent from old kernels).
@@ -156,7 +156,7 @@ public struct NetlinkDecoder {
               let flags = bytes.uint32(at: body.lowerBound + 8, within: body), index > 0
         else { return [] }
         var name: String?
-        for attribute in Attributes(bytes, body.lowerBound + fixed ..< body.upperBound)
+        for attribute in NetlinkAttributes(bytes, body.lowerBound + fixed ..< body.upperBound)
         where attribute.type == UInt16(IFLA_IFNAME) {
             name = bytes.cString(in: attribute.payload)
         }
@@ -199,7 +199,7 @@ public struct NetlinkDecoder {
         var local: IPv4Address?
         var peer: IPv4Address?
         var label: String?
-        for attribute in Attributes(bytes, body.lowerBound + fixed ..< body.upperBound) {
+        for attribute in NetlinkAttributes(bytes, body.lowerBound + fixed ..< body.upperBound) {
             switch attribute.type {
             case UInt16(IFA_LOCAL): local = bytes.ipv4(attribute.payload)
             case UInt16(IFA_ADDRESS): peer = bytes.ipv4(attribute.payload)
@@ -236,7 +236,7 @@ public struct NetlinkDecoder {
         var destination = IPv4Address(0)
         var gateway: IPv4Address?
         var index: Int32?
-        for attribute in Attributes(bytes, body.lowerBound + fixed ..< body.upperBound) {
+        for attribute in NetlinkAttributes(bytes, body.lowerBound + fixed ..< body.upperBound) {
             switch attribute.type {
             case UInt16(RTA_TABLE.rawValue): table = bytes.uint32(at: attribute.payload.lowerBound, within: attribute.payload) ?? table
             case UInt16(RTA_DST.rawValue): destination = bytes.ipv4(attribute.payload) ?? destination
@@ -294,89 +294,4 @@ public struct NetlinkDecoder {
 
     /// NLMSG_ALIGN / RTA_ALIGN: messages and attributes start on 4-byte boundaries.
     static func align(_ length: Int) -> Int { (length + 3) & ~3 }
-}
-
-// MARK: - Bounds-checked reading
-
-/// A validated struct nlmsghdr: its length covers at least itself and lies within the buffer.
-private struct MessageHeader {
-    static let size = 16
-    let length: Int
-    let type: UInt16
-    let flags: UInt16
-    let sequence: UInt32
-    let portID: UInt32
-
-    init?(_ bytes: [UInt8], at offset: Int) {
-        let all = 0 ..< bytes.count
-        guard offset >= 0, bytes.count - offset >= Self.size,
-              let length = bytes.uint32(at: offset, within: all),
-              Int(length) >= Self.size, Int(length) <= bytes.count - offset,
-              let type = bytes.uint16(at: offset + 4, within: all),
-              let flags = bytes.uint16(at: offset + 6, within: all),
-              let sequence = bytes.uint32(at: offset + 8, within: all),
-              let portID = bytes.uint32(at: offset + 12, within: all)
-        else { return nil }
-        self.length = Int(length)
-        self.type = type
-        self.flags = flags
-        self.sequence = sequence
-        self.portID = portID
-    }
-}
-
-/// The struct rtattr TLVs in a range; iteration stops at the first malformed one.
-private struct Attributes: Sequence, IteratorProtocol {
-    struct Attribute { let type: UInt16; let payload: Range<Int> }
-
-    private let bytes: [UInt8]
-    private var range: Range<Int>
-
-    init(_ bytes: [UInt8], _ range: Range<Int>) {
-        self.bytes = bytes
-        self.range = range.clamped(to: 0 ..< bytes.count)
-    }
-
-    mutating func next() -> Attribute? {
-        guard range.count >= 4,
-              let length = bytes.uint16(at: range.lowerBound, within: range).map(Int.init),
-              let type = bytes.uint16(at: range.lowerBound + 2, within: range),
-              length >= 4, length <= range.count
-        else { return nil }
-        let payload = range.lowerBound + 4 ..< range.lowerBound + length
-        let next = Swift.min(range.lowerBound + NetlinkDecoder.align(length), range.upperBound)
-        range = next ..< range.upperBound
-        // The top two bits are NLA_F_NESTED / NLA_F_NET_BYTEORDER, not part of the type.
-        return Attribute(type: type & 0x3fff, payload: payload)
-    }
-}
-
-// fileprivate: other readers in this module have their own byte helpers.
-fileprivate extension [UInt8] {
-    /// Host-order integers, as netlink sends them; nil unless entirely inside `range`.
-    private func load<T: FixedWidthInteger>(_: T.Type, at offset: Int, within range: Range<Int>) -> T? {
-        let size = MemoryLayout<T>.size
-        guard offset >= range.lowerBound, offset <= range.upperBound - size,
-              range.lowerBound >= 0, range.upperBound <= count else { return nil }
-        return withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
-    }
-
-    func uint16(at offset: Int, within range: Range<Int>) -> UInt16? { load(UInt16.self, at: offset, within: range) }
-    func uint32(at offset: Int, within range: Range<Int>) -> UInt32? { load(UInt32.self, at: offset, within: range) }
-    func int32(at offset: Int, within range: Range<Int>) -> Int32? { load(Int32.self, at: offset, within: range) }
-
-    /// An IPv4 address attribute: exactly four bytes in network order.
-    func ipv4(_ payload: Range<Int>) -> IPv4Address? {
-        guard payload.count == 4, payload.lowerBound >= 0, payload.upperBound <= count else { return nil }
-        return IPv4Address(self[payload.lowerBound], self[payload.lowerBound + 1],
-                           self[payload.lowerBound + 2], self[payload.lowerBound + 3])
-    }
-
-    /// A NUL-terminated string attribute (the terminator is optional; invalid UTF-8 is repaired).
-    func cString(in payload: Range<Int>) -> String? {
-        guard payload.lowerBound >= 0, payload.upperBound <= count else { return nil }
-        let slice = self[payload]
-        let end = slice.firstIndex(of: 0) ?? slice.endIndex
-        return String(decoding: slice[..<end], as: UTF8.self)
-    }
 }

@@ -188,25 +188,10 @@ private final class Reader: @unchecked Sendable {
 
     /// Reads until the socket would block. False when the watcher must end.
     private func drainSocket() -> Bool {
-        while true {
-            let count = buffer.withUnsafeMutableBytes {
-                // MSG_TRUNC: report the real length, so a truncated message is noticed.
-                recv(socket.descriptor, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_TRUNC))
-            }
-            if count < 0 {
-                switch errno {
-                case EAGAIN, EWOULDBLOCK: return true
-                case EINTR: continue
-                case ENOBUFS: guard overflowed() else { return false }  // multicast messages were dropped
-                default: return false
-                }
-            } else if count > buffer.count {
-                // A message was cut, so lost; if it was part of the dump, so is the dump.
-                dumpDamaged = dump != nil
-                guard overflowed() else { return false }
-            } else if !handle(Array(buffer[..<count])) {
-                return false
-            }
+        NetlinkReceiver.drain(socket.descriptor, into: &buffer, message: handle) { truncated in
+            // A cut message is lost; if it was part of the dump, so is the dump.
+            if truncated { dumpDamaged = dump != nil }
+            return overflowed()
         }
     }
 

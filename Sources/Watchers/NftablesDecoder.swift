@@ -230,9 +230,9 @@ public struct NftablesDecoder {
     mutating func decodeItems(_ bytes: [UInt8]) -> [Item] {
         var items: [Item] = []
         var offset = 0
-        while let header = Header(bytes, at: offset) {
-            let body = offset + Header.size ..< offset + header.length
-            offset += Self.align(header.length)
+        while let header = NetlinkMessageHeader(bytes, at: offset) {
+            let body = offset + NetlinkMessageHeader.size ..< offset + header.length
+            offset += NetlinkDecoder.align(header.length)
             if header.type == UInt16(NLMSG_OVERRUN) {
                 items.append(.overrun)
                 continue
@@ -240,7 +240,7 @@ public struct NftablesDecoder {
             guard header.type >> 8 == UInt16(NFNL_SUBSYS_NFTABLES), body.count >= 4 else { continue }
             // struct nfgenmsg: family u8, version u8, res_id be16.
             let messageFamily = bytes[body.lowerBound]
-            let attributes = Attributes(bytes, body.lowerBound + 4 ..< body.upperBound)
+            let attributes = NetlinkAttributes(bytes, body.lowerBound + 4 ..< body.upperBound)
             let message = UInt32(header.type & 0xff)
             if message == NFT_MSG_NEWGEN.rawValue {
                 var id: UInt32?, pid: UInt32?, name: String?
@@ -322,71 +322,11 @@ public struct NftablesDecoder {
         static let flowtable: UInt32 = 32
     }
 
-    /// NLMSG_ALIGN / NLA_ALIGN: messages and attributes start on 4-byte boundaries.
-    static func align(_ length: Int) -> Int { (length + 3) & ~3 }
 }
 
-// MARK: - Bounds-checked reading
-
-/// A validated struct nlmsghdr: its length covers at least itself and lies within the buffer.
-private struct Header {
-    static let size = 16
-    let length: Int
-    let type: UInt16
-    let portID: UInt32
-
-    init?(_ bytes: [UInt8], at offset: Int) {
-        let all = 0 ..< bytes.count
-        guard offset >= 0, bytes.count - offset >= Self.size,
-              let length = bytes.hostUInt32(at: offset, within: all),
-              Int(length) >= Self.size, Int(length) <= bytes.count - offset,
-              let type = bytes.hostUInt16(at: offset + 4, within: all),
-              let portID = bytes.hostUInt32(at: offset + 12, within: all)
-        else { return nil }
-        self.length = Int(length)
-        self.type = type
-        self.portID = portID
-    }
-}
-
-/// The struct nlattr TLVs in a range; iteration stops at the first malformed one.
-private struct Attributes: Sequence, IteratorProtocol {
-    struct Attribute { let type: UInt16; let payload: Range<Int> }
-
-    private let bytes: [UInt8]
-    private var range: Range<Int>
-
-    init(_ bytes: [UInt8], _ range: Range<Int>) {
-        self.bytes = bytes
-        self.range = range.clamped(to: 0 ..< bytes.count)
-    }
-
-    mutating func next() -> Attribute? {
-        guard range.count >= 4,
-              let length = bytes.hostUInt16(at: range.lowerBound, within: range).map(Int.init),
-              let type = bytes.hostUInt16(at: range.lowerBound + 2, within: range),
-              length >= 4, length <= range.count
-        else { return nil }
-        let payload = range.lowerBound + 4 ..< range.lowerBound + length
-        let next = Swift.min(range.lowerBound + NftablesDecoder.align(length), range.upperBound)
-        range = next ..< range.upperBound
-        // The top two bits are NLA_F_NESTED / NLA_F_NET_BYTEORDER, not part of the type.
-        return Attribute(type: type & 0x3fff, payload: payload)
-    }
-}
+// MARK: - Bounds-checked reading (the shared pieces are in NetlinkMessage.swift)
 
 fileprivate extension [UInt8] {
-    /// Host-order integers (netlink headers); nil unless entirely inside `range`.
-    private func load<T: FixedWidthInteger>(_: T.Type, at offset: Int, within range: Range<Int>) -> T? {
-        let size = MemoryLayout<T>.size
-        guard offset >= range.lowerBound, offset <= range.upperBound - size,
-              range.lowerBound >= 0, range.upperBound <= count else { return nil }
-        return withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }
-    }
-
-    func hostUInt16(at offset: Int, within range: Range<Int>) -> UInt16? { load(UInt16.self, at: offset, within: range) }
-    func hostUInt32(at offset: Int, within range: Range<Int>) -> UInt32? { load(UInt32.self, at: offset, within: range) }
-
     /// nf_tables sends its numeric attributes in network order; exactly the integer's size.
     func bigEndianUInt32(_ payload: Range<Int>) -> UInt32? {
         guard payload.count == 4 else { return nil }
@@ -396,13 +336,5 @@ fileprivate extension [UInt8] {
     func bigEndianUInt64(_ payload: Range<Int>) -> UInt64? {
         guard payload.count == 8 else { return nil }
         return load(UInt64.self, at: payload.lowerBound, within: payload).map(UInt64.init(bigEndian:))
-    }
-
-    /// A NUL-terminated string attribute (the terminator is optional; invalid UTF-8 is repaired).
-    func cString(in payload: Range<Int>) -> String? {
-        guard payload.lowerBound >= 0, payload.upperBound <= count else { return nil }
-        let slice = self[payload]
-        let end = slice.firstIndex(of: 0) ?? slice.endIndex
-        return String(decoding: slice[..<end], as: UTF8.self)
     }
 }

@@ -182,27 +182,12 @@ private final class MonitorReader: @unchecked Sendable {
 
     /// Reads until the socket would block. False when the monitor must end.
     private func drainSocket() -> Bool {
-        while true {
-            let count = buffer.withUnsafeMutableBytes {
-                // MSG_TRUNC: report the real length, so a truncated datagram is noticed.
-                recv(socket.descriptor, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_TRUNC))
-            }
-            if count < 0 {
-                switch errno {
-                case EAGAIN, EWOULDBLOCK: return true
-                case EINTR: continue
-                case ENOBUFS: guard overflowed() else { return false }
-                default: return false
-                }
-            } else if count > buffer.count {
-                guard overflowed() else { return false }
-            } else {
-                let events = decoder.decode(Array(buffer[..<count]))
-                control.counters.withLock { $0.ignoredMessages = decoder.ignoredMessages }
-                if events.contains(.resync) { control.counters.withLock { $0.overflows += 1 } }
-                guard emit(events) else { return false }
-            }
-        }
+        NetlinkReceiver.drain(socket.descriptor, into: &buffer, message: { bytes in
+            let events = decoder.decode(bytes)
+            control.counters.withLock { $0.ignoredMessages = decoder.ignoredMessages }
+            if events.contains(.resync) { control.counters.withLock { $0.overflows += 1 } }
+            return emit(events)
+        }, overflow: { _ in overflowed() })
     }
 
     /// Notifications were lost: what was seen of a transaction is incomplete, and the table may

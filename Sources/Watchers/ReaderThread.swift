@@ -95,3 +95,32 @@ public final class WakeupEvent: Sendable {
 
     deinit { close(descriptor) }
 }
+
+/// The receive loop both netlink readers share: datagrams until the socket would block.
+enum NetlinkReceiver {
+    /// Calls `message` with each datagram, and `overflow` when the kernel dropped messages
+    /// (ENOBUFS, `truncated` false) or cut one too long for `buffer` (`truncated` true). Returns
+    /// true once the socket would block, false as soon as a callback or the socket says the reader
+    /// must end.
+    static func drain(_ descriptor: Int32, into buffer: inout [UInt8], message: ([UInt8]) -> Bool,
+                      overflow: (_ truncated: Bool) -> Bool) -> Bool {
+        while true {
+            let count = buffer.withUnsafeMutableBytes {
+                // MSG_TRUNC: report the real length, so a truncated datagram is noticed.
+                recv(descriptor, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_TRUNC))
+            }
+            if count < 0 {
+                switch errno {
+                case EAGAIN, EWOULDBLOCK: return true
+                case EINTR: continue
+                case ENOBUFS: guard overflow(false) else { return false }
+                default: return false
+                }
+            } else if count > buffer.count {
+                guard overflow(true) else { return false }
+            } else if !message(Array(buffer[..<count])) {
+                return false
+            }
+        }
+    }
+}
