@@ -178,7 +178,8 @@ final class MarkedSocket {
 
     private let fd: Int32
 
-    init(_ kind: Kind, mark: UInt32) throws {
+    /// `device`: send through this interface only (SO_BINDTODEVICE), whatever the routes say.
+    init(_ kind: Kind, mark: UInt32, device: String? = nil) throws {
         let type = kind == .udp ? Int32(SOCK_DGRAM.rawValue) : Int32(SOCK_STREAM.rawValue)
         fd = socket(AF_INET, type | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw Failure(call: "socket", code: errno) }
@@ -187,6 +188,14 @@ final class MarkedSocket {
             let code = errno
             close(fd)
             throw Failure(call: "setsockopt SO_MARK", code: code)
+        }
+        if let device {
+            let bound = device.withCString { setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, $0, socklen_t(strlen($0) + 1)) }
+            guard bound == 0 else {
+                let code = errno
+                close(fd)
+                throw Failure(call: "setsockopt SO_BINDTODEVICE \(device)", code: code)
+            }
         }
     }
 

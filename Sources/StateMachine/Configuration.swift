@@ -31,6 +31,26 @@ public struct PortForward: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "\(publicPort)/\(transport) -> \(target):\(targetPort)" }
 }
 
+/// The DNS probe: a question sent through the tunnel to a resolver every `interval`; any
+/// well-formed answer (NXDOMAIN included) proves the tunnel carries traffic both ways.
+public struct ProbeSettings: Hashable, Sendable {
+    public static let defaultName = "example.com"
+    public static let defaultInterval: Duration = .seconds(10)
+    public static let defaultTimeout: Duration = .seconds(2)
+    public static let defaultFailures = 3
+
+    /// PROBE_SERVER, or DNS when unset; nil: nobody to ask, no probe.
+    public var server: IPv4Address?
+    public var name: String
+    /// nil: PROBE_INTERVAL=0, no probe.
+    public var interval: Duration?
+    public var timeout: Duration
+    public var failures: Int
+
+    /// The interval when there is a server to ask.
+    public var effectiveInterval: Duration? { server == nil ? nil : interval }
+}
+
 /// Everything `vpnsup run` needs, validated. Built from variables named as in the environment.
 public struct Configuration: Hashable, Sendable {
     public static let defaultConfigDirectory = "/config"
@@ -56,6 +76,7 @@ public struct Configuration: Hashable, Sendable {
     public var wanInterface: String
     public var credentialsFile: String
     public var runtimeDirectory: String
+    public var probe: ProbeSettings
 
     /// Validates `values`, keyed by variable name (CONFIG, CONFIG_DIR, IP_ADDR, DNS, PORT_FWD, LAN_IF,
     /// WAN_IF, CREDENTIALS_FILE, RUNTIME_DIR). Empty values count as unset.
@@ -113,6 +134,58 @@ public struct Configuration: Hashable, Sendable {
 
         credentialsFile = try Configuration.absolutePath("CREDENTIALS_FILE", value("CREDENTIALS_FILE") ?? Configuration.defaultCredentialsFile)
         runtimeDirectory = try Configuration.absolutePath("RUNTIME_DIR", value("RUNTIME_DIR") ?? Configuration.defaultRuntimeDirectory)
+
+        var probeServer = dns
+        if let serverText = value("PROBE_SERVER") {
+            guard let server = IPv4Address(serverText) else {
+                throw ConfigurationError("PROBE_SERVER", serverText, "is not an IPv4 address")
+            }
+            probeServer = server
+        }
+        let probeName = value("PROBE_NAME") ?? ProbeSettings.defaultName
+        guard Configuration.isDNSName(probeName) else {
+            throw ConfigurationError("PROBE_NAME", probeName, "is not a DNS name (labels of 1 to 63 letters, digits, '-' or '_', 253 bytes at most)")
+        }
+        let interval = try value("PROBE_INTERVAL").map { text throws(ConfigurationError) in
+            try Configuration.seconds("PROBE_INTERVAL", text, allowZero: true, range: "0 (no probe) or 1...86400")
+        } ?? ProbeSettings.defaultInterval
+        let timeout = try value("PROBE_TIMEOUT").map { text throws(ConfigurationError) in
+            try Configuration.seconds("PROBE_TIMEOUT", text, allowZero: false, range: "1...86400")
+        } ?? ProbeSettings.defaultTimeout
+        if interval != .zero, timeout >= interval {
+            throw ConfigurationError("PROBE_TIMEOUT", value("PROBE_TIMEOUT") ?? "2",
+                                     "is not shorter than PROBE_INTERVAL (\(interval.components.seconds) s)")
+        }
+        var failures = ProbeSettings.defaultFailures
+        if let failuresText = value("PROBE_FAILURES") {
+            guard failuresText.count <= 3, failuresText.allSatisfy({ $0.isASCII && $0.isNumber }),
+                  let count = Int(failuresText), (1...100).contains(count) else {
+                throw ConfigurationError("PROBE_FAILURES", failuresText, "is not a count in 1...100")
+            }
+            failures = count
+        }
+        probe = ProbeSettings(server: probeServer, name: probeName, interval: interval == .zero ? nil : interval,
+                              timeout: timeout, failures: failures)
+    }
+
+    /// Whole seconds, 1...86400 (0 too when `allowZero`).
+    static func seconds(_ variable: String, _ text: String, allowZero: Bool, range: String) throws(ConfigurationError) -> Duration {
+        guard text.count <= 5, text.allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(text),
+              value <= 86400, value > 0 || (allowZero && value == 0) else {
+            throw ConfigurationError(variable, text, "is not a number of seconds in \(range)")
+        }
+        return .seconds(value)
+    }
+
+    /// Host names as DNS carries them: dot-separated labels of 1...63 bytes (letters, digits,
+    /// '-', '_'), 253 bytes in all; a trailing dot is allowed.
+    static func isDNSName(_ name: String) -> Bool {
+        let trimmed = name.hasSuffix(".") ? String(name.dropLast()) : name
+        guard !trimmed.isEmpty, trimmed.utf8.count <= 253 else { return false }
+        return trimmed.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+            (1...63).contains(label.utf8.count)
+                && label.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-" || $0 == "_") }
+        }
     }
 
     public func layout(endpoints: [Endpoint]) -> NetworkLayout {

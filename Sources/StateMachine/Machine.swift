@@ -26,6 +26,10 @@ public enum TimerID: String, Hashable, Sendable, CaseIterable {
     case retry
     /// OpenVPN did not stop on SIGTERM in time during shutdown.
     case stopDeadline
+    /// Time to ask the resolver through the tunnel again (the DNS probe).
+    case probe
+    /// The window in which `crashLoopExits` OpenVPN exits count as a crash loop has passed.
+    case crashWindow
 }
 
 public enum Event: Hashable, Sendable {
@@ -57,6 +61,20 @@ public enum Event: Hashable, Sendable {
     /// notifications were lost and the table no longer reads back as committed. The kernel no
     /// longer holds what was committed: the policy is requested again.
     case firewallTampered(String)
+    /// The WAN interface is up with carrier again.
+    case wanLinkUp
+    /// The WAN interface went down, lost its carrier or was removed.
+    case wanLinkDown
+    /// The resolver answered through the tunnel.
+    case probeSucceeded
+    /// The resolver did not answer through the tunnel (why).
+    case probeFailed(String)
+    /// SIGHUP: re-read the credentials and the OpenVPN configuration.
+    case reloadRequested
+    /// The new credentials and configuration were read and are in use from now on.
+    case configurationReloaded
+    /// The new credentials or configuration were refused; the old ones stay in use.
+    case reloadRefused(String)
 }
 
 public enum Action: Hashable, Sendable {
@@ -72,6 +90,13 @@ public enum Action: Hashable, Sendable {
     case stopOpenVPN
     /// SIGKILL to OpenVPN.
     case killOpenVPN
+    /// `signal SIGUSR1` over management: OpenVPN drops the connection and connects again.
+    case reconnectOpenVPN
+    /// Ask the resolver a name through the tunnel; reported as `probeSucceeded` / `probeFailed`.
+    case probeTunnel
+    /// Re-read the credentials and the OpenVPN configuration; reported as `configurationReloaded`
+    /// or `reloadRefused`.
+    case reloadConfiguration
     case scheduleTimer(TimerID, after: Duration)
     case cancelTimer(TimerID)
     case exit(code: Int32, message: String?)
@@ -89,15 +114,55 @@ public enum ExitCode {
 public struct Timings: Hashable, Sendable {
     public var respawnBase: Duration
     public var respawnCap: Duration
+    /// Each backoff delay is shortened by a random fraction up to this (0...1), so that many
+    /// routers restarting together do not retry in lock-step.
+    public var jitter: Double
     public var retry: Duration
     public var stopGrace: Duration
+    /// This many OpenVPN exits (or failed spawns) without the tunnel coming up, within
+    /// `crashLoopWindow`, are a crash loop: Killswitched, then a retry after `crashLoopBackoff`
+    /// (doubling per loop, up to `crashLoopCap`). nil: never.
+    public var crashLoopExits: Int?
+    public var crashLoopWindow: Duration
+    public var crashLoopBackoff: Duration
+    public var crashLoopCap: Duration
+    /// How often the DNS probe asks through the tunnel; nil: no probe.
+    public var probeInterval: Duration?
+    /// Consecutive probe failures that make TunnelUp Degraded and reconnect OpenVPN.
+    public var probeFailures: Int
 
     public init(respawnBase: Duration = .milliseconds(250), respawnCap: Duration = .seconds(30),
-                retry: Duration = .seconds(5), stopGrace: Duration = .milliseconds(1500)) {
+                jitter: Double = 0.2, retry: Duration = .seconds(5), stopGrace: Duration = .milliseconds(1500),
+                crashLoopExits: Int? = 5, crashLoopWindow: Duration = .seconds(60),
+                crashLoopBackoff: Duration = .seconds(10), crashLoopCap: Duration = .seconds(300),
+                probeInterval: Duration? = nil, probeFailures: Int = 3) {
         self.respawnBase = respawnBase
         self.respawnCap = respawnCap
+        self.jitter = min(max(jitter, 0), 1)
         self.retry = retry
         self.stopGrace = stopGrace
+        self.crashLoopExits = crashLoopExits.map { max(1, $0) }
+        self.crashLoopWindow = crashLoopWindow
+        self.crashLoopBackoff = crashLoopBackoff
+        self.crashLoopCap = crashLoopCap
+        self.probeInterval = probeInterval
+        self.probeFailures = max(1, probeFailures)
+    }
+}
+
+/// SplitMix64: a small deterministic generator, so that jitter keeps the machine pure and
+/// repeatable (the driver seeds it).
+struct JitterSource: Hashable, Sendable {
+    var state: UInt64
+
+    /// A fraction in [0, 1).
+    mutating func next() -> Double {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        return Double(z >> 11) / Double(UInt64(1) << 53)
     }
 }
 
@@ -111,6 +176,8 @@ public struct Machine: Hashable, Sendable {
     enum OpenVPNPhase: Hashable, Sendable { case stopped, starting, running }
     enum Failure: Hashable, Sendable {
         case authentication
+        /// OpenVPN kept exiting: retried after a growing delay.
+        case crashLoop
         /// Firewall or address failure: retried on a timer.
         case transient
         case shutdown
@@ -129,9 +196,21 @@ public struct Machine: Hashable, Sendable {
     var holdPending = false
     var respawnAttempt = 0
     var failure: Failure?
+    var wanUp = true
+    /// Consecutive DNS probe failures.
+    var probeFailures = 0
+    var probeScheduled = false
+    /// OpenVPN exits since the tunnel was last up, within the current crash window.
+    var exitsWithoutTunnel = 0
+    /// Crash loops since the tunnel was last up (their backoff doubles).
+    var crashLoops = 0
+    /// OpenVPN is being stopped to start again with a reloaded configuration.
+    var restartAfterExit = false
+    var jitterSource: JitterSource
 
-    public init(timings: Timings = Timings()) {
+    public init(timings: Timings = Timings(), seed: UInt64 = 0) {
         self.timings = timings
+        jitterSource = JitterSource(state: seed)
     }
 
     /// The policy the machine last asked for (the kernel holds it once `firewallCommitted` arrives).
@@ -226,22 +305,28 @@ public struct Machine: Hashable, Sendable {
             guard openvpn == .starting else { return [] }
             openvpn = .stopped
             reason = "OpenVPN could not be started: \(message)"
-            return state == .tunnelConnecting ? scheduleRespawn() : []
+            return state == .tunnelConnecting ? afterOpenVPNEnded() : []
 
         case .openvpnExited(let status):
             guard openvpn != .stopped else { return [] }
             openvpn = .stopped
             connected = false
             holdPending = false
+            if restartAfterExit, state == .tunnelConnecting {
+                // Stopped to start again with a reloaded configuration: no backoff.
+                restartAfterExit = false
+                return spawn()
+            }
+            restartAfterExit = false
             switch state {
             case .tunnelUp, .degraded:
                 var actions = enter(.tunnelConnecting)
                 reason = "OpenVPN \(status)"
-                actions += scheduleRespawn()
+                actions += afterOpenVPNEnded()
                 return actions
             case .tunnelConnecting:
                 reason = "OpenVPN \(status)"
-                return scheduleRespawn()
+                return afterOpenVPNEnded()
             case .initial, .addressAssigned, .killswitched:
                 return []
             }
@@ -269,6 +354,8 @@ public struct Machine: Hashable, Sendable {
             guard openvpn != .stopped else { return [] }
             if openvpnState == .connected {
                 connected = true
+                // A new connection: the old one's probe failures say nothing about it.
+                probeFailures = 0
                 return connectedAndUp()
             }
             connected = false
@@ -284,7 +371,8 @@ public struct Machine: Hashable, Sendable {
             return spawn()
 
         case .timerFired(.retry):
-            guard state == .killswitched, failure == .transient else { return [] }
+            guard state == .killswitched, failure == .transient || failure == .crashLoop else { return [] }
+            exitsWithoutTunnel = 0
             if addressPresent {
                 failure = nil
                 return enter(.addressAssigned)
@@ -293,6 +381,54 @@ public struct Machine: Hashable, Sendable {
 
         case .timerFired(.stopDeadline):
             return []
+
+        case .timerFired(.crashWindow):
+            exitsWithoutTunnel = 0
+            return []
+
+        case .timerFired(.probe):
+            probeScheduled = false
+            guard let interval = timings.probeInterval, tunnelRunning,
+                  state == .tunnelUp || state == .degraded else { return [] }
+            probeScheduled = true
+            return [.probeTunnel, .scheduleTimer(.probe, after: interval)]
+
+        case .probeSucceeded:
+            guard state == .tunnelUp || state == .degraded else { return [] }
+            probeFailures = 0
+            return connectedAndUp()
+
+        case .probeFailed(let why):
+            guard state == .tunnelUp || state == .degraded, tunnelRunning, wanUp else { return [] }
+            probeFailures += 1
+            guard probeFailures % timings.probeFailures == 0 else { return [] }
+            // Every `probeFailures` failures in a row: the tunnel carries nothing; OpenVPN,
+            // which may not have noticed, connects again.
+            var actions: [Action] = []
+            if state == .tunnelUp {
+                actions += degrade("the DNS probe failed \(probeFailures) times in a row: \(why)")
+            } else {
+                reason = "the DNS probe failed \(probeFailures) times in a row: \(why)"
+            }
+            actions.append(.reconnectOpenVPN)
+            return actions
+
+        case .wanLinkDown:
+            wanUp = false
+            return state == .tunnelUp ? degrade("the WAN link is down") : []
+
+        case .wanLinkUp:
+            wanUp = true
+            return connectedAndUp()
+
+        case .reloadRequested:
+            return configured ? [.reloadConfiguration] : []
+
+        case .reloadRefused:
+            return []
+
+        case .configurationReloaded:
+            return reloaded()
 
         case .firewallTampered:
             return recommit()
@@ -359,15 +495,89 @@ public struct Machine: Hashable, Sendable {
     }
 
     private mutating func scheduleRespawn() -> [Action] {
-        let delay = min(timings.respawnCap, timings.respawnBase * (1 << min(respawnAttempt, 20)))
+        let delay = jittered(min(timings.respawnCap, timings.respawnBase * (1 << min(respawnAttempt, 20))))
         respawnAttempt += 1
         return [.scheduleTimer(.respawn, after: delay)]
     }
 
+    /// OpenVPN says CONNECTED and tun0 is up.
+    private var tunnelRunning: Bool { connected && tunnelLinkUp }
+
     private mutating func connectedAndUp() -> [Action] {
-        guard connected, tunnelLinkUp, state == .tunnelConnecting || state == .degraded else { return [] }
+        guard tunnelRunning, wanUp, probeFailures < timings.probeFailures,
+              state == .tunnelConnecting || state == .degraded else { return [] }
         respawnAttempt = 0
-        return enter(.tunnelUp)
+        exitsWithoutTunnel = 0
+        crashLoops = 0
+        probeFailures = 0
+        var actions = enter(.tunnelUp)
+        if let interval = timings.probeInterval, !probeScheduled {
+            probeScheduled = true
+            actions.append(.scheduleTimer(.probe, after: interval))
+        }
+        return actions
+    }
+
+    /// OpenVPN exited or could not be started while the tunnel is wanted: respawn after a
+    /// backoff, unless this makes a crash loop.
+    private mutating func afterOpenVPNEnded() -> [Action] {
+        guard let limit = timings.crashLoopExits else { return scheduleRespawn() }
+        exitsWithoutTunnel += 1
+        if exitsWithoutTunnel >= limit {
+            let window = timings.crashLoopWindow
+            exitsWithoutTunnel = 0
+            let delay = jittered(min(timings.crashLoopCap, timings.crashLoopBackoff * (1 << min(crashLoops, 20))))
+            crashLoops += 1
+            var actions = killswitch(.crashLoop, "crash loop: OpenVPN ended \(limit) times within \(window) without bringing the tunnel up")
+            actions += [.cancelTimer(.crashWindow), .scheduleTimer(.retry, after: delay)]
+            return actions
+        }
+        var actions: [Action] = []
+        if exitsWithoutTunnel == 1 { actions.append(.scheduleTimer(.crashWindow, after: timings.crashLoopWindow)) }
+        return actions + scheduleRespawn()
+    }
+
+    /// New credentials and configuration are in use: whatever held the machine back because of
+    /// the old ones is lifted, OpenVPN starts again with the new ones, and the ruleset (endpoints,
+    /// DNS, forwards) is committed again.
+    private mutating func reloaded() -> [Action] {
+        switch state {
+        case .initial, .addressAssigned:
+            return recommit()
+        case .killswitched:
+            failure = nil
+            exitsWithoutTunnel = 0
+            crashLoops = 0
+            respawnAttempt = 0
+            var actions: [Action] = [.cancelTimer(.retry)]
+            if addressPresent, committed == .lockdown {
+                actions += enter(.addressAssigned)
+            } else {
+                actions.append(.ensureLANAddress)
+                actions += recommit()
+            }
+            return actions
+        case .tunnelConnecting, .tunnelUp, .degraded:
+            respawnAttempt = 0
+            exitsWithoutTunnel = 0
+            var actions = enter(.tunnelConnecting)
+            if actions.isEmpty { actions = recommit() }
+            switch openvpn {
+            case .stopped:
+                actions.append(.cancelTimer(.respawn))
+                actions += spawn()
+            case .starting, .running:
+                restartAfterExit = true
+                connected = false
+                actions.append(.stopOpenVPN)
+            }
+            return actions
+        }
+    }
+
+    private mutating func jittered(_ delay: Duration) -> Duration {
+        guard timings.jitter > 0 else { return delay }
+        return delay - delay * (timings.jitter * jitterSource.next())
     }
 
     private mutating func degrade(_ why: String) -> [Action] {

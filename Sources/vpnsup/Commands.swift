@@ -225,6 +225,21 @@ enum StatusReport {
         lines.append(("endpoints", s.endpoints.isEmpty ? "-" : s.endpoints.joined(separator: ", ")))
         lines.append(("openvpn", [s.openvpnPID.map { "pid \($0)" } ?? "not running", s.openvpnState].compactMap { $0 }.joined(separator: ", ")))
         if let address = s.tunnelAddress { lines.append(("tunnel", "\(Configuration.tunnelInterface) \(address)" + (s.remote.map { " via \($0)" } ?? ""))) }
+        if s.bytesIn != nil || s.bytesOut != nil {
+            lines.append(("traffic", "\(s.bytesIn ?? 0) bytes in, \(s.bytesOut ?? 0) bytes out"))
+        }
+        if let forwards = s.portForwards {
+            lines.append(("forwards", forwards.isEmpty ? "none" : forwards.joined(separator: ", ")))
+        }
+        if let probe = s.probe {
+            let last = probe.lastAt.map { ", last at \($0): \(probe.lastResult ?? "-")" } ?? ", not run yet"
+            let failing = probe.consecutiveFailures > 0 ? " (\(probe.consecutiveFailures) failures in a row)" : ""
+            lines.append(("probe", "\(probe.name) @\(probe.server) every \(Int(probe.intervalSeconds)) s\(last)\(failing)"))
+        }
+        if let reconnects = s.reconnects, reconnects > 0 { lines.append(("reconnects", "\(reconnects) (probe failures)")) }
+        if let reload = s.lastReload {
+            lines.append(("reload", "\(s.reloads ?? 0) accepted; last at \(reload.at) \(reload.accepted ? "accepted" : "refused"): \(reload.message)"))
+        }
         if let blocked = s.blocked {
             let total = blocked.values.reduce((0 as UInt64, 0 as UInt64)) { ($0.0 + $1.packets, $0.1 + $1.bytes) }
             let parts = blocked.keys.sorted().map { "\($0) \(blocked[$0]!.packets)" }.joined(separator: ", ")

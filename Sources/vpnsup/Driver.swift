@@ -51,6 +51,11 @@ actor Driver {
     /// Lines logged before the configuration is judged wait for it (see `log`).
     private var deferredLogs: [(Logger.Level, Logger.Message)] = []
     private var openvpnPID: Int32?
+    /// As netlink last reported the WAN link (for the log).
+    private var wanUp = true
+    private var reconnects = 0
+    private var reloads = 0
+    private var probeFailures = 0
     private var timers: [TimerID: Task<Void, Never>] = [:]
     private var watcherTasks: [Task<Void, Never>] = []
 
@@ -61,7 +66,13 @@ actor Driver {
     init(settings: RunSettings, logger: Logger) {
         self.settings = settings
         self.logger = logger
-        machine = Machine(timings: settings.timings)
+        var timings = settings.timings
+        // The machine exists before the configuration is judged; a bad one never gets this far.
+        if let probe = (try? Configuration(settings.values))?.probe, let interval = probe.effectiveInterval {
+            timings.probeInterval = interval
+            timings.probeFailures = probe.failures
+        }
+        machine = Machine(timings: timings, seed: UInt64.random(in: .min ... .max))
         status = StatusBoard(startedAt: Date())
     }
 
@@ -137,7 +148,8 @@ actor Driver {
             logger.notice("signal \(number): shutting down")
             feed(.shutdownRequested)
         case .reload:
-            logger.warning("SIGHUP: reloading the configuration is not supported yet; ignored")
+            logger.notice("SIGHUP: reloading the credentials and the OpenVPN configuration")
+            feed(.reloadRequested)
         case .childExited(let pid, let exitStatus):
             if pid == openvpnPID {
                 openvpnPID = nil
@@ -162,6 +174,16 @@ actor Driver {
             feed(up ? .tunnelLinkUp : .tunnelLinkDown)
         case .linkRemoved(let name, _) where name == Configuration.tunnelInterface:
             feed(.tunnelLinkDown)
+        case .link(let name, _, let up) where name == configuration.wanInterface:
+            if up != wanUp {
+                wanUp = up
+                logger.notice("WAN \(name) is \(up ? "up" : "down")")
+            }
+            feed(up ? .wanLinkUp : .wanLinkDown)
+        case .linkRemoved(let name, _) where name == configuration.wanInterface:
+            wanUp = false
+            logger.notice("WAN \(name) was removed")
+            feed(.wanLinkDown)
         default:
             break
         }
@@ -203,6 +225,11 @@ actor Driver {
             let answer = pins.answer(host: host, port: port, proto: proto)
             logger.info("OpenVPN asks for remote \(host) \(port.map(String.init) ?? "?") \(proto): \(answer.command)")
             _ = sendManagement(answer.command)
+        case .byteCount(let received, let sent):
+            status.update {
+                $0.bytesIn = received
+                $0.bytesOut = sent
+            }
         case .fatal(let text):
             logger.error("OpenVPN fatal: \(text)")
             feed(.openvpnFatal(text))
@@ -237,7 +264,24 @@ actor Driver {
         case .spawnOpenVPN:
             return spawnOpenVPN()
         case .requestStateNotifications:
-            return sendManagement("state on all")
+            // Byte counts every 5 s, for status: OpenVPN sends them only while connected.
+            return sendManagement("state on all") ?? sendManagement("bytecount 5")
+        case .reconnectOpenVPN:
+            reconnects += 1
+            status.update { $0.reconnects = reconnects }
+            logger.notice("asking OpenVPN to reconnect (signal SIGUSR1, reconnect \(reconnects))")
+            return sendManagement("signal SIGUSR1")
+        case .probeTunnel:
+            guard let configuration, let server = configuration.probe.server else { return nil }
+            let probe = TunnelProbe(server: server, name: configuration.probe.name,
+                                    device: Configuration.tunnelInterface, timeout: configuration.probe.timeout)
+            Task { [weak self] in
+                let failure = await probe.runOnOwnThread()
+                await self?.probed(failure)
+            }
+            return nil
+        case .reloadConfiguration:
+            return reloadConfiguration()
         case .releaseHold:
             return sendManagement("hold release")
         case .sendCredentials:
@@ -279,6 +323,79 @@ actor Driver {
             exited = nil
             return nil
         }
+    }
+
+    private func probed(_ failure: String?) {
+        guard exited != nil else { return }
+        probeFailures = failure == nil ? 0 : probeFailures + 1
+        let now = StatusBoard.timestamp(Date())
+        status.update {
+            $0.probe?.lastAt = now
+            $0.probe?.lastResult = failure ?? "answered"
+            $0.probe?.consecutiveFailures = probeFailures
+        }
+        if let failure {
+            logger.warning("DNS probe through \(Configuration.tunnelInterface) failed (\(probeFailures) in a row): \(failure)")
+            feed(.probeFailed(failure))
+        } else {
+            logger.debug("DNS probe through \(Configuration.tunnelInterface) answered")
+            feed(.probeSucceeded)
+        }
+    }
+
+    /// SIGHUP: reads the credentials file and the OpenVPN configuration again. Whatever is wrong
+    /// with them is refused, and the ones in use stay. The environment cannot change, and host
+    /// names are resolved only at start (the pinned endpoints), so a new host name is refused too.
+    private func reloadConfiguration() -> Event {
+        guard let configuration else { return .reloadRefused("no configuration yet") }
+        func refuse(_ message: String) -> Event {
+            logger.error("SIGHUP: reload refused, the configuration in use stays: \(message)")
+            let at = StatusBoard.timestamp(Date())
+            status.update { $0.lastReload = .init(at: at, accepted: false, message: message) }
+            return .reloadRefused(message)
+        }
+        let configPath = configuration.openvpnConfigPath
+        let configText: String
+        switch TextFile.read(configPath) {
+        case .success(let text): configText = text
+        case .failure(let error): return refuse("CONFIG=\(configPath) cannot be read: \(error)")
+        }
+        let remotes = OpenVPNConfigFile.remotes(in: configText)
+        guard !remotes.isEmpty else { return refuse("CONFIG=\(configPath) has no remote line") }
+        let newCredentials: Credentials
+        switch TextFile.read(configuration.credentialsFile) {
+        case .success(let text):
+            do {
+                newCredentials = try Credentials(fileContents: text, path: configuration.credentialsFile)
+            } catch {
+                return refuse(error.description)
+            }
+        case .failure(let error):
+            return refuse("CREDENTIALS_FILE=\(configuration.credentialsFile) cannot be read: \(error)")
+        }
+        let names = RemotePins.hostNames(in: remotes)
+        let unpinned = names.filter { pins.resolved[$0] == nil }
+        guard unpinned.isEmpty else {
+            return refuse("CONFIG=\(configPath) names host(s) not resolved at start (\(unpinned.joined(separator: ", "))); "
+                + "restart vpnsup to pin new host names")
+        }
+        let newPins = RemotePins(remotes: remotes, resolved: pins.resolved.filter { names.contains($0.key) })
+        guard !newPins.endpoints.isEmpty else {
+            return refuse("CONFIG=\(configPath) has no remote with an IPv4 address")
+        }
+        credentials = newCredentials
+        pins = newPins
+        endpoints = newPins.endpoints
+        reloads += 1
+        let message = "\(newPins.endpoints.count) endpoint(s): \(newPins.endpoints.map(\.description).joined(separator: ", "))"
+        logger.notice("SIGHUP: reloaded the credentials and \(configPath), \(message)")
+        let at = StatusBoard.timestamp(Date())
+        status.update {
+            $0.endpoints = newPins.endpoints.map(\.description)
+            $0.reloads = reloads
+            $0.lastReload = .init(at: at, accepted: true, message: message)
+        }
+        return .configurationReloaded
     }
 
     private func timerFired(_ id: TimerID) {
@@ -567,6 +684,18 @@ actor Driver {
             $0.resolvedRemotes = pins.resolved.isEmpty ? nil : pins.resolved.mapValues { $0.map(\.description) }
             $0.lanInterface = configuration.lanInterface
             $0.gateway = configuration.gateway.description
+            $0.portForwards = configuration.portForwards.map(\.description)
+            $0.reconnects = 0
+            $0.reloads = 0
+            if let server = configuration.probe.server, let interval = configuration.probe.effectiveInterval {
+                $0.probe = .init(server: server.description, name: configuration.probe.name,
+                                 intervalSeconds: Double(interval.components.seconds), consecutiveFailures: 0)
+            }
+        }
+        if configuration.probe.effectiveInterval == nil {
+            logger.info(configuration.probe.server == nil
+                ? "no DNS probe: neither DNS nor PROBE_SERVER names a resolver to ask through the tunnel"
+                : "no DNS probe: PROBE_INTERVAL=0")
         }
         do {
             try startWatchers(configuration)
@@ -669,6 +798,13 @@ extension Event {
         case .timerFired(let t): "timerFired(\(t.rawValue))"
         case .shutdownRequested: "shutdownRequested"
         case .firewallTampered: "firewallTampered"
+        case .wanLinkUp: "wanLinkUp"
+        case .wanLinkDown: "wanLinkDown"
+        case .probeSucceeded: "probeSucceeded"
+        case .probeFailed: "probeFailed"
+        case .reloadRequested: "reloadRequested"
+        case .configurationReloaded: "configurationReloaded"
+        case .reloadRefused: "reloadRefused"
         }
     }
 }

@@ -18,3 +18,18 @@ extension Resolver {
         }
     }
 }
+
+extension TunnelProbe {
+    /// Runs the probe on a thread of its own, so that the driver keeps handling events.
+    func runOnOwnThread() async -> String? {
+        await withCheckedContinuation { continuation in
+            do {
+                try ReaderThread.start(name: "vpnsup-probe") {
+                    continuation.resume(returning: self.run())
+                }
+            } catch {
+                continuation.resume(returning: "no thread for the probe: \(error)")
+            }
+        }
+    }
+}

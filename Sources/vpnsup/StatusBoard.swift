@@ -35,6 +35,33 @@ struct StatusSnapshot: Codable, Sendable, Equatable {
     /// so that `status` still reads an older supervisor's JSON.
     var firewallRepairs: Int? = 0
     var lastRepair: Repair?
+    /// Bytes through the tunnel as OpenVPN last reported them (every 5 s while connected).
+    var bytesIn: UInt64?
+    var bytesOut: UInt64?
+    /// PORT_FWD as applied, e.g. `8080/tcp -> 172.22.0.10:80`.
+    var portForwards: [String]?
+    /// The DNS probe: where it asks, and how the last one went.
+    var probe: Probe?
+    /// `signal SIGUSR1` sent to OpenVPN because the probe kept failing.
+    var reconnects: Int?
+    /// SIGHUP reloads: how many were accepted, and the last one's outcome.
+    var reloads: Int?
+    var lastReload: Reload?
+
+    struct Probe: Codable, Sendable, Equatable {
+        var server: String
+        var name: String
+        var intervalSeconds: Double
+        var lastAt: String?
+        var lastResult: String?
+        var consecutiveFailures: Int
+    }
+
+    struct Reload: Codable, Sendable, Equatable {
+        var at: String
+        var accepted: Bool
+        var message: String
+    }
 
     struct Repair: Codable, Sendable, Equatable {
         var at: String

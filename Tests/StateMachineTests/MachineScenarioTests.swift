@@ -6,7 +6,7 @@ struct MachineScenarioTests {
     // MARK: Start and configuration
 
     @Test func firstActionOfANewMachineIsTheLockdown() {
-        var machine = Machine()
+        var machine = Machine(timings: .exact)
         let actions = machine.handle(.start)
         #expect(actions.first == .applyFirewall(.lockdown))
         #expect(actions == [.applyFirewall(.lockdown), .loadConfiguration])
@@ -15,7 +15,7 @@ struct MachineScenarioTests {
     }
 
     @Test func startTwiceDoesNothingTheSecondTime() {
-        var machine = Machine()
+        var machine = Machine(timings: .exact)
         _ = machine.handle(.start)
         let before = machine
         #expect(machine.handle(.start) == [])
@@ -23,7 +23,7 @@ struct MachineScenarioTests {
     }
 
     @Test func rejectedConfigurationExitsWith78AndTheMessage() {
-        var machine = Machine()
+        var machine = Machine(timings: .exact)
         _ = machine.handle(.start)
         _ = machine.handle(.firewallCommitted(.lockdown))
         let message = "IP_ADDR=garbage is not an IPv4 address with prefix length"
@@ -32,7 +32,7 @@ struct MachineScenarioTests {
     }
 
     @Test func lockdownFailureBeforeConfigurationExits71AfterConfigurationLoaded() {
-        var machine = Machine()
+        var machine = Machine(timings: .exact)
         _ = machine.handle(.start)
         // The failure is remembered, not acted on: the configuration decides between 78 and 71.
         #expect(machine.handle(.firewallFailed(.lockdown, "netlink: EPERM")) == [])
@@ -42,14 +42,14 @@ struct MachineScenarioTests {
     }
 
     @Test func lockdownFailureBeforeARejectedConfigurationStillExits78() {
-        var machine = Machine()
+        var machine = Machine(timings: .exact)
         _ = machine.handle(.start)
         _ = machine.handle(.firewallFailed(.lockdown, "EPERM"))
         #expect(machine.handle(.configurationRejected("CONFIG= is required")) == [.exit(code: 78, message: "CONFIG= is required")])
     }
 
     @Test func lockdownFailureAfterConfigurationExits71Immediately() {
-        var machine = Machine()
+        var machine = Machine(timings: .exact)
         _ = feed(&machine, [.start, .configurationLoaded])
         #expect(machine.handle(.firewallFailed(.lockdown, "EPERM"))
                 == [.exit(code: 71, message: "cannot commit the lockdown ruleset: EPERM")])
@@ -65,7 +65,7 @@ struct MachineScenarioTests {
     // MARK: Happy path
 
     @Test func happyPathInitToTunnelUp() {
-        var machine = Machine()
+        var machine = Machine(timings: .exact)
         let steps: [(Event, State, [Action])] = [
             (.start, .initial, [.applyFirewall(.lockdown), .loadConfiguration]),
             (.firewallCommitted(.lockdown), .initial, []),
@@ -115,7 +115,8 @@ struct MachineScenarioTests {
         // OpenVPN's hold arrives before that commit and must wait for it.
         var machine = machine(in: .tunnelUp)
         #expect(machine.handle(.openvpnExited(.signaled(9)))
-                == [.applyFirewall(.connecting), .scheduleTimer(.respawn, after: .milliseconds(250))])
+                == [.applyFirewall(.connecting), .scheduleTimer(.crashWindow, after: .seconds(60)),
+                    .scheduleTimer(.respawn, after: .milliseconds(250))])
         #expect(machine.handle(.timerFired(.respawn)) == [.spawnOpenVPN])
         #expect(machine.handle(.openvpnStarted) == [])
         #expect(machine.handle(.managementConnected) == [.requestStateNotifications])
@@ -144,7 +145,9 @@ struct MachineScenarioTests {
     // MARK: Respawn backoff
 
     @Test func respawnBackoffDoublesIsCappedAndResetsAfterTunnelUp() {
-        var machine = machine(in: .tunnelConnecting)
+        // Without the crash-loop limit, which would end this after five exits.
+        var machine = Machine(timings: Timings(jitter: 0, crashLoopExits: nil))
+        _ = feed(&machine, Scenario.tunnelConnecting.path)
         let expected: [Duration] = [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(4),
                                     .seconds(8), .seconds(16), .seconds(30), .seconds(30), .seconds(30)]
         for delay in expected {
@@ -166,7 +169,7 @@ struct MachineScenarioTests {
     }
 
     @Test func respawnUsesTheConfiguredTimings() {
-        var machine = Machine(timings: Timings(respawnBase: .seconds(1), respawnCap: .seconds(3)))
+        var machine = Machine(timings: Timings(respawnBase: .seconds(1), respawnCap: .seconds(3), jitter: 0, crashLoopExits: nil))
         _ = feed(&machine, Scenario.tunnelConnecting.path)
         var delays: [Duration] = []
         for _ in 0..<4 {
@@ -241,7 +244,8 @@ struct MachineScenarioTests {
         #expect(machine.handle(.timerFired(.retry)) == [.applyFirewall(.connecting)])
         #expect(machine.handle(.firewallCommitted(.connecting)) == []) // no second OpenVPN
         #expect(machine.state == .tunnelConnecting)
-        #expect(machine.handle(.openvpnExited(.signaled(15))) == [.scheduleTimer(.respawn, after: .milliseconds(250))])
+        #expect(machine.handle(.openvpnExited(.signaled(15)))
+                == [.scheduleTimer(.crashWindow, after: .seconds(60)), .scheduleTimer(.respawn, after: .milliseconds(250))])
         #expect(machine.handle(.timerFired(.respawn)) == [.spawnOpenVPN])
     }
 
@@ -342,7 +346,7 @@ struct MachineScenarioTests {
     // MARK: Drift repair (outside changes to table inet vpnsup)
 
     @Test func tamperingBeforeStartIsIgnored() {
-        var machine = Machine()
+        var machine = Machine(timings: .exact)
         #expect(machine.handle(tampered) == [])
         #expect(machine.requestedPolicy == nil)
         #expect(machine.handle(.start) == [.applyFirewall(.lockdown), .loadConfiguration])

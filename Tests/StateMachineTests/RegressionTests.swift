@@ -10,12 +10,12 @@ struct RegressionTests {
     /// longer pre-start sequence leaves the machine in AddressAssigned while `.start` then
     /// requests the lockdown (requestedPolicy != state.policy).
     @Test func eventsBeforeStartAreIgnored() {
-        var machine = Machine()
+        var machine = Machine(timings: .exact)
         #expect(machine.handle(.configurationLoaded) == [])
         #expect(machine.handle(.configurationRejected("late")) == [])
         #expect(machine.handle(.start).first == .applyFirewall(.lockdown))
 
-        var other = Machine()
+        var other = Machine(timings: .exact)
         _ = feed(&other, [.configurationLoaded, .addressFailed("x"), .firewallCommitted(.lockdown), .lanAddressPresent])
         _ = other.handle(.start)
         #expect(other.state == .initial)
@@ -27,7 +27,7 @@ struct RegressionTests {
     /// (`ensureLANAddress` is emitted on `configurationLoaded`, so nothing orders netlink's
     /// confirmation after the commit's result.)
     @Test func addressSeenBeforeTheLockdownCommitStillAdvances() {
-        var machine = Machine()
+        var machine = Machine(timings: .exact)
         _ = feed(&machine, [.start, .configurationLoaded])
         #expect(machine.handle(.lanAddressPresent) == []) // the lockdown is not committed yet: wait
         #expect(machine.handle(.firewallCommitted(.lockdown)) == [.applyFirewall(.connecting)])

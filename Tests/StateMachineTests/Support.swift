@@ -18,8 +18,12 @@ let representativeEvents: [Event] = [
     .openvpnState(.connected), .openvpnState(.reconnecting), .openvpnState(.wait),
     .openvpnFatal("TLS Error: TLS handshake failed"),
     .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
+    .timerFired(.probe), .timerFired(.crashWindow),
     .shutdownRequested,
     tampered,
+    .wanLinkUp, .wanLinkDown,
+    .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
+    .reloadRequested, .configurationReloaded, .reloadRefused("CONFIG=/config/new.ovpn has no remote line"),
 ]
 
 /// The nftables monitor's report of an outside change to table inet vpnsup.
@@ -51,6 +55,13 @@ func caseName(_ event: Event) -> String {
     case .timerFired: "timerFired"
     case .shutdownRequested: "shutdownRequested"
     case .firewallTampered: "firewallTampered"
+    case .wanLinkUp: "wanLinkUp"
+    case .wanLinkDown: "wanLinkDown"
+    case .probeSucceeded: "probeSucceeded"
+    case .probeFailed: "probeFailed"
+    case .reloadRequested: "reloadRequested"
+    case .configurationReloaded: "configurationReloaded"
+    case .reloadRefused: "reloadRefused"
     }
 }
 
@@ -59,7 +70,8 @@ let allEventCaseNames: Set<String> = [
     "lanAddressPresent", "lanAddressMissing", "addressFailed", "tunnelLinkUp", "tunnelLinkDown",
     "openvpnStarted", "openvpnSpawnFailed", "openvpnExited", "managementConnected", "openvpnHold",
     "credentialsRequested", "credentialsRejected", "openvpnState", "openvpnFatal", "timerFired",
-    "shutdownRequested", "firewallTampered",
+    "shutdownRequested", "firewallTampered", "wanLinkUp", "wanLinkDown", "probeSucceeded", "probeFailed",
+    "reloadRequested", "configurationReloaded", "reloadRefused",
 ]
 
 /// A named way of reaching a state from a new machine, through events only.
@@ -71,7 +83,7 @@ struct Scenario: Hashable, Sendable, CustomStringConvertible {
     var description: String { name }
 
     func machine() -> Machine {
-        var machine = Machine()
+        var machine = Machine(timings: .exact)
         for event in path { _ = machine.handle(event) }
         return machine
     }
@@ -179,6 +191,9 @@ func label(_ action: Action) -> String {
     case .sendCredentials: "sendCredentials"
     case .stopOpenVPN: "stopOpenVPN"
     case .killOpenVPN: "killOpenVPN"
+    case .reconnectOpenVPN: "reconnectOpenVPN"
+    case .probeTunnel: "probeTunnel"
+    case .reloadConfiguration: "reloadConfiguration"
     case .scheduleTimer(let timer, let after): "scheduleTimer(\(timer.rawValue), \(label(after)))"
     case .cancelTimer(let timer): "cancelTimer(\(timer.rawValue))"
     case .exit(let code, let message): message == nil ? "exit(\(code))" : "exit(\(code), message)"
@@ -202,3 +217,8 @@ let exampleLayout = NetworkLayout(
     lanInterface: "eth1", wanInterface: "eth0", tunnelInterface: "tun0",
     endpoints: [Endpoint(address: IPv4Address(192, 0, 2, 1), port: 1194, transport: .udp)],
     transportMark: Configuration.transportMark)
+
+extension Timings {
+    /// The product's timings without jitter, so that tests can name every delay.
+    static let exact = Timings(jitter: 0)
+}

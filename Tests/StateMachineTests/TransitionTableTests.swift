@@ -10,6 +10,8 @@ import Testing
 private let retry = Action.scheduleTimer(.retry, after: .seconds(5))
 private let respawn = Action.scheduleTimer(.respawn, after: .milliseconds(250))
 private let stopDeadline = Action.scheduleTimer(.stopDeadline, after: .milliseconds(1500))
+/// The first OpenVPN exit opens the window in which five make a crash loop.
+private let crashWindow = Action.scheduleTimer(.crashWindow, after: .seconds(60))
 private let exitSuccess = Action.exit(code: 0, message: nil)
 private let lockdown = Action.applyFirewall(.lockdown)
 /// What every failure that kills the switch does while OpenVPN runs.
@@ -37,6 +39,8 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
     switch scenario {
     case .initial:
         return ExpectedTable(rows: [
+            ExpectedRow(.reloadRequested, .initial, [.reloadConfiguration]),
+            ExpectedRow(.configurationReloaded, .initial, [lockdown]),
             // The kernel lost the committed ruleset (outside change): commit it again, in every state.
             ExpectedRow(tampered, .initial, [lockdown]),
             ExpectedRow(.firewallFailed(.lockdown, "EPERM"), .initial,
@@ -46,6 +50,8 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, [.cancelTimer(.respawn), retry]),
             ExpectedRow(.shutdownRequested, .killswitched, [.cancelTimer(.respawn), .cancelTimer(.retry), exitSuccess]),
         ], ignored: [
+            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
+            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp, .wanLinkDown,
             .start, .configurationLoaded,
             .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
             .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
@@ -60,6 +66,8 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .addressAssigned:
         return ExpectedTable(rows: [
+            ExpectedRow(.reloadRequested, .addressAssigned, [.reloadConfiguration]),
+            ExpectedRow(.configurationReloaded, .addressAssigned, [.applyFirewall(.connecting)]),
             ExpectedRow(tampered, .addressAssigned, [.applyFirewall(.connecting)]),
             ExpectedRow(.firewallCommitted(.connecting), .tunnelConnecting, [.spawnOpenVPN]),
             ExpectedRow(.firewallFailed(.connecting, "EPERM"), .killswitched, [lockdown, .cancelTimer(.respawn), retry]),
@@ -67,6 +75,8 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, [lockdown, .cancelTimer(.respawn), retry]),
             ExpectedRow(.shutdownRequested, .killswitched, [lockdown, .cancelTimer(.respawn), .cancelTimer(.retry), exitSuccess]),
         ], ignored: [
+            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
+            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp, .wanLinkDown,
             .start, .configurationLoaded,
             .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
             .firewallCommitted(.lockdown), .firewallCommitted(.up),
@@ -81,17 +91,21 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .tunnelConnecting:
         return ExpectedTable(rows: [
+            ExpectedRow(.reloadRequested, .tunnelConnecting, [.reloadConfiguration]),
+            ExpectedRow(.configurationReloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopOpenVPN]),
             ExpectedRow(tampered, .tunnelConnecting, [.applyFirewall(.connecting)]),
             ExpectedRow(.firewallFailed(.connecting, "EPERM"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.lanAddressMissing, .tunnelConnecting, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
-            ExpectedRow(.openvpnExited(.exited(1)), .tunnelConnecting, [respawn]),
+            ExpectedRow(.openvpnExited(.exited(1)), .tunnelConnecting, [crashWindow, respawn]),
             ExpectedRow(.managementConnected, .tunnelConnecting, [.requestStateNotifications]),
             ExpectedRow(.openvpnHold, .tunnelConnecting, [.releaseHold]),
             ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
             ExpectedRow(.credentialsRejected, .killswitched, killswitchAuthRunning),
             ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
         ], ignored: [
+            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
+            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp, .wanLinkDown,
             .start, .configurationLoaded,
             .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
             .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
@@ -105,18 +119,22 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .connectedAwaitingLink:
         return ExpectedTable(rows: [
+            ExpectedRow(.reloadRequested, .tunnelConnecting, [.reloadConfiguration]),
+            ExpectedRow(.configurationReloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopOpenVPN]),
             ExpectedRow(tampered, .tunnelConnecting, [.applyFirewall(.connecting)]),
             ExpectedRow(.firewallFailed(.connecting, "EPERM"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.lanAddressMissing, .tunnelConnecting, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.tunnelLinkUp, .tunnelUp, [.applyFirewall(.up)]),
-            ExpectedRow(.openvpnExited(.exited(1)), .tunnelConnecting, [respawn]),
+            ExpectedRow(.openvpnExited(.exited(1)), .tunnelConnecting, [crashWindow, respawn]),
             ExpectedRow(.managementConnected, .tunnelConnecting, [.requestStateNotifications]),
             ExpectedRow(.openvpnHold, .tunnelConnecting, [.releaseHold]),
             ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
             ExpectedRow(.credentialsRejected, .killswitched, killswitchAuthRunning),
             ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
         ], ignored: [
+            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
+            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp, .wanLinkDown,
             .start, .configurationLoaded,
             .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
             .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
@@ -130,18 +148,22 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .degradedLinkDown:
         return ExpectedTable(rows: [
+            ExpectedRow(.reloadRequested, .degraded, [.reloadConfiguration]),
+            ExpectedRow(.configurationReloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopOpenVPN]),
             ExpectedRow(tampered, .degraded, [.applyFirewall(.up)]),
             ExpectedRow(.firewallFailed(.up, "EPERM"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.lanAddressMissing, .degraded, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.tunnelLinkUp, .tunnelUp, []),
-            ExpectedRow(.openvpnExited(.exited(1)), .tunnelConnecting, [.applyFirewall(.connecting), respawn]),
+            ExpectedRow(.openvpnExited(.exited(1)), .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn]),
             ExpectedRow(.managementConnected, .degraded, [.requestStateNotifications]),
             ExpectedRow(.openvpnHold, .degraded, [.releaseHold]),
             ExpectedRow(.credentialsRequested, .degraded, [.sendCredentials]),
             ExpectedRow(.credentialsRejected, .killswitched, killswitchAuthRunning),
             ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
         ], ignored: [
+            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
+            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp, .wanLinkDown,
             .start, .configurationLoaded,
             .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
             .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
@@ -155,12 +177,16 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .tunnelUp:
         return ExpectedTable(rows: [
+            ExpectedRow(.reloadRequested, .tunnelUp, [.reloadConfiguration]),
+            ExpectedRow(.configurationReloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopOpenVPN]),
+            // The WAN is gone: the tunnel cannot carry anything until it is back.
+            ExpectedRow(.wanLinkDown, .degraded, []),
             ExpectedRow(tampered, .tunnelUp, [.applyFirewall(.up)]),
             ExpectedRow(.firewallFailed(.up, "EPERM"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.lanAddressMissing, .tunnelUp, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.tunnelLinkDown, .degraded, []),
-            ExpectedRow(.openvpnExited(.exited(1)), .tunnelConnecting, [.applyFirewall(.connecting), respawn]),
+            ExpectedRow(.openvpnExited(.exited(1)), .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn]),
             ExpectedRow(.managementConnected, .tunnelUp, [.requestStateNotifications]),
             ExpectedRow(.openvpnHold, .tunnelUp, [.releaseHold]),
             ExpectedRow(.credentialsRequested, .tunnelUp, [.sendCredentials]),
@@ -169,6 +195,8 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.openvpnState(.wait), .degraded, []),
             ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
         ], ignored: [
+            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
+            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp,
             .start, .configurationLoaded,
             .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
             .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
@@ -182,11 +210,13 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .degraded:
         return ExpectedTable(rows: [
+            ExpectedRow(.reloadRequested, .degraded, [.reloadConfiguration]),
+            ExpectedRow(.configurationReloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopOpenVPN]),
             ExpectedRow(tampered, .degraded, [.applyFirewall(.up)]),
             ExpectedRow(.firewallFailed(.up, "EPERM"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.lanAddressMissing, .degraded, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
-            ExpectedRow(.openvpnExited(.exited(1)), .tunnelConnecting, [.applyFirewall(.connecting), respawn]),
+            ExpectedRow(.openvpnExited(.exited(1)), .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn]),
             ExpectedRow(.managementConnected, .degraded, [.requestStateNotifications]),
             ExpectedRow(.openvpnHold, .degraded, [.releaseHold]),
             ExpectedRow(.credentialsRequested, .degraded, [.sendCredentials]),
@@ -194,6 +224,8 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.openvpnState(.connected), .tunnelUp, []),
             ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
         ], ignored: [
+            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
+            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp, .wanLinkDown,
             .start, .configurationLoaded,
             .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
             .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
@@ -207,6 +239,9 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .killswitched:
         return ExpectedTable(rows: [
+            ExpectedRow(.reloadRequested, .killswitched, [.reloadConfiguration]),
+            // New credentials: the authentication failure no longer holds the machine.
+            ExpectedRow(.configurationReloaded, .addressAssigned, [.cancelTimer(.retry), .applyFirewall(.connecting)]),
             ExpectedRow(tampered, .killswitched, [lockdown]),
             // An authentication failure waits for new credentials: a later lockdown failure must
             // not turn it into a transient failure that the retry timer leaves (see
@@ -215,6 +250,8 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.lanAddressMissing, .killswitched, [.ensureLANAddress]),
             ExpectedRow(.shutdownRequested, .killswitched, [.cancelTimer(.respawn), .cancelTimer(.retry), exitSuccess]),
         ], ignored: [
+            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
+            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp, .wanLinkDown,
             .start, .configurationLoaded,
             .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
             .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
@@ -229,6 +266,8 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
 
     case .killswitchedTransient:
         return ExpectedTable(rows: [
+            ExpectedRow(.reloadRequested, .killswitched, [.reloadConfiguration]),
+            ExpectedRow(.configurationReloaded, .addressAssigned, [.cancelTimer(.retry), .applyFirewall(.connecting)]),
             ExpectedRow(tampered, .killswitched, [lockdown]),
             ExpectedRow(.firewallFailed(.lockdown, "EPERM"), .killswitched, [.cancelTimer(.respawn), retry]),
             ExpectedRow(.lanAddressPresent, .addressAssigned, [.applyFirewall(.connecting)]),
@@ -236,6 +275,8 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.timerFired(.retry), .addressAssigned, [.applyFirewall(.connecting)]),
             ExpectedRow(.shutdownRequested, .killswitched, [.cancelTimer(.respawn), .cancelTimer(.retry), exitSuccess]),
         ], ignored: [
+            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
+            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp, .wanLinkDown,
             .start, .configurationLoaded,
             .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
             .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
@@ -257,6 +298,9 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.openvpnExited(.exited(1)), .killswitched, [.cancelTimer(.stopDeadline), exitSuccess]),
             ExpectedRow(.timerFired(.stopDeadline), .killswitched, [.killOpenVPN]),
         ], ignored: [
+            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
+            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp,
+            .wanLinkDown, .reloadRequested, .configurationReloaded,
             .start, .configurationLoaded,
             .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
             .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
