@@ -47,6 +47,14 @@ public struct ProbeSettings: Hashable, Sendable {
     public var timeout: Duration
     public var failures: Int
 
+    public init(server: IPv4Address?, name: String, interval: Duration?, timeout: Duration, failures: Int) {
+        self.server = server
+        self.name = name
+        self.interval = interval
+        self.timeout = timeout
+        self.failures = failures
+    }
+
     /// The interval when there is a server to ask.
     public var effectiveInterval: Duration? { server == nil ? nil : interval }
 }

@@ -76,8 +76,19 @@ struct SettingsOptions: ParsableArguments {
     var credentialsFile: String?
     @Option(help: "Directory for vpnsup's sockets. Env: RUNTIME_DIR (default /run/vpnsup).")
     var runtimeDir: String?
+    @Option(help: "Resolver the DNS probe asks through the tunnel. Env: PROBE_SERVER (default: DNS; neither: no probe).")
+    var probeServer: String?
+    @Option(help: "Name the DNS probe asks for; any answer counts. Env: PROBE_NAME (default example.com).")
+    var probeName: String?
+    @Option(help: "Seconds between DNS probes, 0 for none. Env: PROBE_INTERVAL (default 10).")
+    var probeInterval: String?
+    @Option(help: "Seconds a DNS probe waits for its answer. Env: PROBE_TIMEOUT (default 2).")
+    var probeTimeout: String?
+    @Option(help: "Failed probes in a row that make the tunnel Degraded and reconnect it. Env: PROBE_FAILURES (default 3).")
+    var probeFailures: String?
 
-    static let variables = ["CONFIG", "CONFIG_DIR", "IP_ADDR", "DNS", "PORT_FWD", "LAN_IF", "WAN_IF", "CREDENTIALS_FILE", "RUNTIME_DIR"]
+    static let variables = ["CONFIG", "CONFIG_DIR", "IP_ADDR", "DNS", "PORT_FWD", "LAN_IF", "WAN_IF", "CREDENTIALS_FILE", "RUNTIME_DIR",
+                            "PROBE_SERVER", "PROBE_NAME", "PROBE_INTERVAL", "PROBE_TIMEOUT", "PROBE_FAILURES"]
 
     /// The configuration values, keyed by variable name; flags win over the environment.
     func values(environment: [String: String]) -> [String: String] {
@@ -87,6 +98,8 @@ struct SettingsOptions: ParsableArguments {
             ("CONFIG", config), ("CONFIG_DIR", configDir), ("IP_ADDR", ipAddr), ("DNS", dns),
             ("PORT_FWD", portFwd), ("LAN_IF", lanIf), ("WAN_IF", wanIf),
             ("CREDENTIALS_FILE", credentialsFile), ("RUNTIME_DIR", runtimeDir),
+            ("PROBE_SERVER", probeServer), ("PROBE_NAME", probeName), ("PROBE_INTERVAL", probeInterval),
+            ("PROBE_TIMEOUT", probeTimeout), ("PROBE_FAILURES", probeFailures),
         ]
         for case let (name, value?) in flags { values[name] = value }
         return values

@@ -135,6 +135,37 @@ struct ConfigurationTests {
         #expect(error(["WAN_IF": "tun0"])?.description == "WAN_IF=tun0 is the tunnel's own interface name")
     }
 
+    @Test func probeDefaults() throws {
+        let none = try configuration([:]).probe
+        #expect(none.server == nil && none.effectiveInterval == nil, "no DNS, no PROBE_SERVER: no probe")
+        let probe = try configuration(["DNS": "9.9.9.9"]).probe
+        #expect(probe == ProbeSettings(server: IPv4Address(9, 9, 9, 9), name: "example.com", interval: .seconds(10),
+                                       timeout: .seconds(2), failures: 3))
+        #expect(probe.effectiveInterval == .seconds(10))
+        let custom = try configuration(["DNS": "9.9.9.9", "PROBE_SERVER": "10.8.0.1", "PROBE_NAME": "vpn.example.",
+                                        "PROBE_INTERVAL": "5", "PROBE_TIMEOUT": "4", "PROBE_FAILURES": "2"]).probe
+        #expect(custom == ProbeSettings(server: IPv4Address(10, 8, 0, 1), name: "vpn.example.", interval: .seconds(5),
+                                        timeout: .seconds(4), failures: 2))
+        #expect(try configuration(["DNS": "9.9.9.9", "PROBE_INTERVAL": "0"]).probe.effectiveInterval == nil)
+    }
+
+    @Test(arguments: [
+        (["PROBE_SERVER": "10.8.0"], "PROBE_SERVER=10.8.0 is not an IPv4 address"),
+        (["PROBE_NAME": "a..b"], "PROBE_NAME=a..b is not a DNS name (labels of 1 to 63 letters, digits, '-' or '_', 253 bytes at most)"),
+        (["PROBE_NAME": "bad name"], "PROBE_NAME=bad name is not a DNS name (labels of 1 to 63 letters, digits, '-' or '_', 253 bytes at most)"),
+        (["PROBE_INTERVAL": "-1"], "PROBE_INTERVAL=-1 is not a number of seconds in 0 (no probe) or 1...86400"),
+        (["PROBE_INTERVAL": "1.5"], "PROBE_INTERVAL=1.5 is not a number of seconds in 0 (no probe) or 1...86400"),
+        (["PROBE_INTERVAL": "86401"], "PROBE_INTERVAL=86401 is not a number of seconds in 0 (no probe) or 1...86400"),
+        (["PROBE_TIMEOUT": "0"], "PROBE_TIMEOUT=0 is not a number of seconds in 1...86400"),
+        (["PROBE_INTERVAL": "2", "PROBE_TIMEOUT": "2"], "PROBE_TIMEOUT=2 is not shorter than PROBE_INTERVAL (2 s)"),
+        (["PROBE_FAILURES": "0"], "PROBE_FAILURES=0 is not a count in 1...100"),
+        (["PROBE_FAILURES": "101"], "PROBE_FAILURES=101 is not a count in 1...100"),
+        (["PROBE_FAILURES": "three"], "PROBE_FAILURES=three is not a count in 1...100"),
+    ])
+    func badProbeSettings(_ values: [String: String], _ message: String) {
+        #expect(error(values)?.description == message)
+    }
+
     @Test func paths() {
         #expect(error(["CREDENTIALS_FILE": "creds"])?.description == "CREDENTIALS_FILE=creds is not an absolute path")
         #expect(error(["RUNTIME_DIR": "run"])?.description == "RUNTIME_DIR=run is not an absolute path")

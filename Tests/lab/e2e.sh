@@ -72,6 +72,10 @@ vpnsup_env() {
     echo CREDENTIALS_FILE="$LAB_RUNDIR/credentials"
     echo RUNTIME_DIR="$RUNTIME"
     feature_env # DNS, PORT_FWD
+    # The DNS probe asks DNS (the echo's dnsmasq) through tun0 every 2 s; 3 failures -> Degraded.
+    echo PROBE_INTERVAL=2
+    echo PROBE_TIMEOUT=1
+    echo PROBE_FAILURES=3
 }
 
 start_vpnsup() {
@@ -304,6 +308,83 @@ tap_check "after 10 OpenVPN kills: the same vpnsup process (pid $VPNSUP_PID)" \
 tap_check "after 10 OpenVPN kills: the child scan sees vpnsup's OpenVPN" test -n "$(children_of_vpnsup "$VPNSUP_PID")"
 tap_check "after 10 OpenVPN kills: no zombie child of vpnsup" test -z "$(zombies_of_vpnsup "$VPNSUP_PID")"
 
+# 4d. The tunnel silently black-holed: the server drops everything its tun carries while OpenVPN
+# and its keepalives live on. Only the DNS probe can tell: Degraded within the probe budget
+# (3 failures at 2 s), a reconnect over management, TunnelUp once the black hole is gone.
+blackhole_on() {
+    lab_exec isp nft -f - <<'NFTEOF'
+table ip lab_blackhole {
+    chain forward {
+        type filter hook forward priority -10; policy accept;
+        iifname "tun*" drop
+        oifname "tun*" drop
+    }
+}
+NFTEOF
+}
+blackhole_off() { lab_exec isp nft delete table ip lab_blackhole 2>/dev/null || true; }
+reconnects() { status_json | jq -r '.reconnects // 0'; }
+reconnects_before=$(reconnects || echo 0)
+t0=$(lab_now_ms)
+blackhole_on
+if lab_wait_for 20 state_is Degraded; then
+    took=$(seconds_since "$t0")
+    tap_note "figure: tunnel black-holed -> Degraded: $took s (probe budget 3 x 2 s + 1 s timeout)"
+    tap_ok "black-holed tunnel: Degraded within the probe budget ($took s)"
+else
+    tap_not_ok "black-holed tunnel: Degraded within the probe budget (state $(vpnsup_state || echo '?') after 20 s)"
+fi
+probe_reason() { status_json | jq -r '.reason // ""' | grep -q 'DNS probe failed'; }
+tap_check "black-holed tunnel: status says the DNS probe failed" probe_reason
+reconnected() { [ "$(reconnects || echo 0)" -gt "$reconnects_before" ]; }
+tap_check "black-holed tunnel: vpnsup asks OpenVPN to reconnect (signal SIGUSR1)" lab_wait_for 5 reconnected
+tap_check "black-holed tunnel: OpenVPN got the reconnect" \
+    grep -qF "MANAGEMENT: CMD 'signal SIGUSR1'" "$LAB_RUNDIR/logs/vpnsup.log"
+tap_check "black-holed tunnel: the client cannot get out" client_blocked
+t0=$(lab_now_ms)
+blackhole_off
+if lab_wait_for "$RECOVER_TIMEOUT" client_via_tunnel && lab_wait_for 10 state_is TunnelUp; then
+    took=$(seconds_since "$t0")
+    tap_note "figure: black hole removed -> TunnelUp and client traffic through the tunnel: $took s"
+    tap_ok "black hole removed: TunnelUp, traffic through the tunnel ($took s)"
+else
+    tap_not_ok "black hole removed: TunnelUp, traffic through the tunnel (state $(vpnsup_state || echo '?'))"
+fi
+
+# 4e. WAN link down: the tunnel is treated as lost (Degraded) until the WAN returns.
+t0=$(lab_now_ms)
+lab_exec router ip link set eth0 down
+if lab_wait_for 10 state_is Degraded; then
+    tap_note "figure: WAN down -> Degraded: $(seconds_since "$t0") s"
+    tap_ok "WAN down: Degraded"
+else
+    tap_not_ok "WAN down: Degraded (state $(vpnsup_state || echo '?'))"
+fi
+wan_reason() { status_json | jq -r '.reason // ""' | grep -q 'WAN link is down'; }
+tap_check "WAN down: status says the WAN link is down" wan_reason
+tap_check "WAN down: the client cannot get out" client_blocked
+t0=$(lab_now_ms)
+lab_exec router ip link set eth0 up
+lab_exec router ip route replace default via "$LAB_ISP_WAN_IP" dev eth0 2>/dev/null || true
+if lab_wait_for "$RECOVER_TIMEOUT" client_via_tunnel && lab_wait_for 10 state_is TunnelUp; then
+    took=$(seconds_since "$t0")
+    tap_note "figure: WAN back -> TunnelUp and client traffic through the tunnel: $took s"
+    tap_ok "WAN back: TunnelUp, traffic through the tunnel ($took s)"
+else
+    tap_not_ok "WAN back: TunnelUp, traffic through the tunnel (state $(vpnsup_state || echo '?'))"
+fi
+
+# 4f. The LAN gateway address removed from outside: netlink reports it, vpnsup puts it back.
+t0=$(lab_now_ms)
+lab_exec router ip addr del "$LAB_LAN_GW_CIDR" dev eth1
+if lab_wait_for 5 gateway_on_lan; then
+    tap_note "figure: LAN gateway address removed -> put back: $(seconds_since "$t0") s"
+    tap_ok "LAN gateway address removed from outside: put back"
+else
+    tap_not_ok "LAN gateway address removed from outside: put back (not within 5 s)"
+fi
+tap_check "after the address is back: the client's traffic flows through the tunnel" lab_wait_for 10 client_via_tunnel
+
 # 5. vpnsup and OpenVPN SIGKILLed: the committed ruleset still holds.
 # vpnsup by its recorded pid, OpenVPN (its child, or whatever it spawned) by name in the router.
 victims=$(echo "$(lab_daemon_pid vpnsup || true) $(router_openvpns)" | xargs)
@@ -367,6 +448,24 @@ tap_check "wrong password: status says why ($reason)" grep -q 'authentication fa
 tap_check "wrong password: the client cannot get out" client_blocked
 sleep 2
 tap_check "wrong password: no OpenVPN retries with the rejected credentials" test -z "$(router_openvpns)"
+# SIGHUP with a broken credentials file: refused, the machine stays where it was.
+printf 'lab-user\n' >"$LAB_RUNDIR/credentials-wrong"
+kill -HUP "$wrong_pid"
+reload_refused() { status_json | jq -e '.lastReload.accepted == false' >/dev/null 2>&1; }
+tap_check "SIGHUP with a one-line credentials file: reload refused" lab_wait_for 5 reload_refused
+tap_check "after the refused reload: still Killswitched, no OpenVPN" \
+    bash -c '[ "$1" = Killswitched ] && [ -z "$2" ]' _ "$(vpnsup_state || echo '?')" "$(router_openvpns)"
+# SIGHUP with the right password: TunnelUp.
+cp "$LAB_RUNDIR/credentials" "$LAB_RUNDIR/credentials-wrong"
+t0=$(lab_now_ms)
+kill -HUP "$wrong_pid"
+if lab_wait_for 30 state_is TunnelUp && lab_wait_for 10 client_via_tunnel; then
+    took=$(seconds_since "$t0")
+    tap_note "figure: SIGHUP with the right password -> TunnelUp and client traffic: $took s"
+    tap_ok "SIGHUP with the right password: TunnelUp, traffic through the tunnel ($took s)"
+else
+    tap_not_ok "SIGHUP with the right password: TunnelUp (state $(vpnsup_state || echo '?') after 30 s)"
+fi
 kill -TERM "$wrong_pid" 2>/dev/null || true
 wait "$wrong_pid" 2>/dev/null || true
 
