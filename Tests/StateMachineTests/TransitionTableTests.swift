@@ -245,7 +245,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(tampered, .killswitched, [lockdown]),
             // An authentication failure waits for new credentials: a later lockdown failure must
             // not turn it into a transient failure that the retry timer leaves (see
-            // KnownIssueTests.authFailureStaysSticky). Today the machine also schedules `retry`.
+            // RegressionTests.authFailureStaysSticky), so no `retry` is scheduled.
             ExpectedRow(.firewallFailed(.lockdown, "EPERM"), .killswitched, [.cancelTimer(.respawn)]),
             ExpectedRow(.lanAddressMissing, .killswitched, [.ensureLANAddress]),
             ExpectedRow(.shutdownRequested, .killswitched, [.cancelTimer(.respawn), .cancelTimer(.retry), exitSuccess]),
