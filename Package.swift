@@ -45,7 +45,8 @@ let package = Package(
         .testTarget(name: "WatchersTests", dependencies: ["Watchers", "StateMachine", "Actions"]),
         .testTarget(
             name: "ActionsTests",
-            dependencies: ["Actions", "StateMachine", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Actions", "StateMachine", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(name: "vpnsupTests", dependencies: ["vpnsup", "StateMachine"]),
     ],
