@@ -1,3 +1,4 @@
+import CMnl
 import Glibc
 import StateMachine
 

@@ -1,4 +1,5 @@
 import Glibc
+import StateMachine
 
 public struct SpawnError: Error, Sendable, Hashable, CustomStringConvertible {
     public enum Reason: Sendable, Hashable {
@@ -24,6 +25,19 @@ public struct SpawnError: Error, Sendable, Hashable, CustomStringConvertible {
 
 /// Starts and signals child processes without a shell. Children are reaped by the signal watcher
 /// (the process's only waiter), which reports their exit by pid.
+/// A finished run of a short-lived tool.
+public struct CapturedRun: Sendable, Hashable {
+    public var status: ExitStatus
+    public var output: String
+    public var errorOutput: String
+
+    public init(status: ExitStatus, output: String, errorOutput: String) {
+        self.status = status
+        self.output = output
+        self.errorOutput = errorOutput
+    }
+}
+
 public enum Spawner {
     /// Searched when neither the child's environment nor vpnsup's has a PATH.
     public static let defaultSearchPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -42,6 +56,67 @@ public enum Spawner {
     ///   only, so vpnsup alone decides when OpenVPN is stopped. (A terminal's Ctrl-C reaches the
     ///   whole foreground group, OpenVPN included; it exits and vpnsup sees that.)
     public static func spawn(executable: String, arguments: [String], environment: [String: String]) throws -> Int32 {
+        try spawn(executable: executable, arguments: arguments, environment: environment, output: nil)
+    }
+
+    /// Runs `executable` to its end and returns its exit status with what it wrote to stdout and
+    /// stderr (for short-lived tools: `docker network inspect`, `iptables`). Blocks.
+    public static func capture(executable: String, arguments: [String],
+                               environment: [String: String]) throws -> CapturedRun {
+        func failure(_ call: String) -> SpawnError {
+            SpawnError(executable: executable, reason: .system(call: call, errno: errno))
+        }
+        var outPipe: [Int32] = [-1, -1]
+        var errPipe: [Int32] = [-1, -1]
+        // pipe2 is not in Swift's Glibc module; no descriptor but 0-2 reaches a child anyway.
+        guard pipe(&outPipe) == 0 else { throw failure("pipe") }
+        guard pipe(&errPipe) == 0 else {
+            close(outPipe[0]); close(outPipe[1])
+            throw failure("pipe")
+        }
+        for fd in outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        let pid: Int32
+        do {
+            pid = try spawn(executable: executable, arguments: arguments, environment: environment,
+                            output: (outPipe[1], errPipe[1]))
+        } catch {
+            for fd in outPipe + errPipe { close(fd) }
+            throw error
+        }
+        close(outPipe[1])
+        close(errPipe[1])
+        // Both pipes at once, so that a child filling one while we wait on the other cannot stall.
+        var collected: [[UInt8]] = [[], []]
+        var descriptors = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0),
+                           pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)]
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while descriptors.contains(where: { $0.fd >= 0 }) {
+            if poll(&descriptors, 2, -1) < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            for index in 0..<2 where descriptors[index].fd >= 0 && descriptors[index].revents != 0 {
+                let count = buffer.withUnsafeMutableBytes { read(descriptors[index].fd, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    collected[index] += buffer[0..<count]
+                } else if count == 0 || errno != EINTR {
+                    close(descriptors[index].fd)
+                    descriptors[index].fd = -1
+                }
+            }
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            guard errno == EINTR else { throw failure("waitpid") }
+        }
+        // Without WUNTRACED, waitpid reports only an end.
+        return CapturedRun(status: ExitStatus(waitStatus: status) ?? .exited(-1),
+                           output: String(decoding: collected[0], as: UTF8.self),
+                           errorOutput: String(decoding: collected[1], as: UTF8.self))
+    }
+
+    private static func spawn(executable: String, arguments: [String], environment: [String: String],
+                              output: (stdout: Int32, stderr: Int32)?) throws -> Int32 {
         func failure(_ reason: SpawnError.Reason) -> SpawnError { SpawnError(executable: executable, reason: reason) }
 
         guard !executable.isEmpty, !executable.utf8.contains(0) else { throw failure(.invalidArgument("executable name")) }
@@ -60,6 +135,11 @@ public enum Spawner {
         defer { posix_spawn_file_actions_destroy(&fileActions) }
         code = posix_spawn_file_actions_addopen(&fileActions, 0, "/dev/null", O_RDONLY, 0)
         guard code == 0 else { throw failure(.system(call: "posix_spawn_file_actions_addopen", errno: code)) }
+        if let output {
+            code = posix_spawn_file_actions_adddup2(&fileActions, output.stdout, 1)
+            if code == 0 { code = posix_spawn_file_actions_adddup2(&fileActions, output.stderr, 2) }
+            guard code == 0 else { throw failure(.system(call: "posix_spawn_file_actions_adddup2", errno: code)) }
+        }
         // Libraries open descriptors without O_CLOEXEC (libmnl's mnl_socket_open): OpenVPN gets none.
         if let addCloseFrom {
             code = addCloseFrom(&fileActions, 3)

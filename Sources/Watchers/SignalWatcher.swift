@@ -156,7 +156,7 @@ public final class SignalWatcher: Sendable {
             var status: Int32 = 0
             let pid = waitpid(-1, &status, WNOHANG)
             if pid > 0 {
-                if let exit = exitStatus(waitStatus: status) { report(pid, exit) }
+                if let exit = ExitStatus(waitStatus: status) { report(pid, exit) }
                 continue
             }
             if pid < 0 && errno == EINTR { continue }
@@ -164,12 +164,4 @@ public final class SignalWatcher: Sendable {
         }
     }
 
-    /// Decodes a wait status (the W* macros do not import into Swift). Nil for stopped/continued,
-    /// which waitpid only reports when asked (WUNTRACED/WCONTINUED).
-    static func exitStatus(waitStatus status: Int32) -> ExitStatus? {
-        let low = status & 0x7f
-        if low == 0 { return .exited((status >> 8) & 0xff) }
-        if low != 0x7f { return .signaled(low) }
-        return nil
-    }
 }

@@ -20,6 +20,7 @@ Task.detached {
         case let status as Status: try await status.execute()
         case let rules as Rules: try await rules.execute()
         case let health as Health: try await health.execute()
+        case let hostRules as HostRules: try await hostRules.execute()
         default: try command.run()
         }
         Vpnsup.exit()

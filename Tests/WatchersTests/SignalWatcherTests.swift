@@ -37,12 +37,12 @@ let isWatcherProcess = getenv(watcherProcessVariable) != nil
     }
 
     @Test func decodesWaitStatuses() {
-        #expect(SignalWatcher.exitStatus(waitStatus: 0) == .exited(0))
-        #expect(SignalWatcher.exitStatus(waitStatus: 3 << 8) == .exited(3))
-        #expect(SignalWatcher.exitStatus(waitStatus: 255 << 8) == .exited(255))
-        #expect(SignalWatcher.exitStatus(waitStatus: 9) == .signaled(9))
-        #expect(SignalWatcher.exitStatus(waitStatus: 11 | 0x80) == .signaled(11))  // with a core dump
-        #expect(SignalWatcher.exitStatus(waitStatus: 0x137f) == nil)              // stopped by SIGSTOP
+        #expect(ExitStatus(waitStatus: 0) == .exited(0))
+        #expect(ExitStatus(waitStatus: 3 << 8) == .exited(3))
+        #expect(ExitStatus(waitStatus: 255 << 8) == .exited(255))
+        #expect(ExitStatus(waitStatus: 9) == .signaled(9))
+        #expect(ExitStatus(waitStatus: 11 | 0x80) == .signaled(11))  // with a core dump
+        #expect(ExitStatus(waitStatus: 0x137f) == nil)              // stopped by SIGSTOP
     }
 
 }
