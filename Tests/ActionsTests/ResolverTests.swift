@@ -57,6 +57,26 @@ private func nft(_ nft: String, _ arguments: [String]) throws {
     if let status = finish(pid) { #expect(status == 0, "nft \(arguments.joined(separator: " "))") }
 }
 
+/// A UDP socket bound to 127.0.0.1 on a port the kernel chose; it answers only what a test makes it.
+private func loopbackUDPSocket() -> (fd: Int32, port: UInt16)? {
+    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = IPv4Address(127, 0, 0, 1).value.bigEndian
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+            bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+        }
+    }
+    guard bound else {
+        close(fd)
+        return nil
+    }
+    return (fd, UInt16(bigEndian: address.sin_port))
+}
+
 @Suite("Resolver against dnsmasq", .serialized,
        .enabled(if: resolverTestEnvironment != nil, "needs root in a private network namespace, dnsmasq and nft"))
 struct ResolverTests {
@@ -116,21 +136,8 @@ struct ResolverTests {
 
     @Test func silentAndClosedServersFailWithinTheBounds() throws {
         // A socket that reads queries and never answers.
-        let silent = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        #expect(silent >= 0)
+        let (silent, port) = try #require(loopbackUDPSocket())
         defer { close(silent) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = loopback.value.bigEndian
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                bind(silent, pointer, length) == 0 && getsockname(silent, pointer, &length) == 0
-            }
-        }
-        #expect(bound)
-        let port = UInt16(bigEndian: address.sin_port)
 
         let clock = ContinuousClock()
         let resolver = Resolver(nameservers: [loopback], port: port, mark: Configuration.transportMark,
@@ -180,20 +187,8 @@ struct TunnelProbeTests {
     }
 
     @Test func aSilentServerFailsAtTheTimeoutAndStrayDatagramsAreNotAnswers() throws {
-        let silent = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        #expect(silent >= 0)
+        let (silent, port) = try #require(loopbackUDPSocket())
         defer { close(silent) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = loopback.value.bigEndian
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-                bind(silent, pointer, length) == 0 && getsockname(silent, pointer, &length) == 0
-            }
-        }
-        #expect(bound)
-        let port = UInt16(bigEndian: address.sin_port)
         // The "server" answers every query with garbage and with a reply to another id.
         let answering = Thread {
             var buffer = [UInt8](repeating: 0, count: 512)
