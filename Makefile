@@ -3,7 +3,7 @@ SWIFT ?= swift
 BUILD_FLAGS ?=
 VPNSUP := .build/debug/vpnsup
 
-.PHONY: all deps build test lab-test demo clean
+.PHONY: all deps build test lab-test docker-test image demo clean
 
 all: build
 
@@ -15,13 +15,27 @@ build: deps
 
 # Unit tests and root tests. The root tests run in a private network namespace (unshare --net),
 # so nothing they do to links, addresses or nftables can reach this machine's own network;
-# then the lab proves its own leak detector (selftest) and the end-to-end tests run against the
-# built binary.
+# then the lab proves its own leak detector (selftest), the end-to-end tests run against the
+# built binary, and the original Docker scenario runs with the image (Tests/docker/e2e.sh).
 test: build
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	unshare --net -- sh -c 'ip link set lo up && exec $(SWIFT) test --skip-build $(BUILD_FLAGS)'
 	bash Tests/lab/selftest.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
+	bash Tests/systemd/units.sh
+	SWIFT=$(SWIFT) bash scripts/build-static.sh
+	VPNSUP=dist/vpnsup bash Tests/docker/e2e.sh
+
+# Only the Docker scenario (starts dockerd when none runs).
+docker-test: deps
+	SWIFT=$(SWIFT) bash scripts/build-static.sh
+	VPNSUP=dist/vpnsup bash Tests/docker/e2e.sh
+
+# The image, from a binary built here (for the build in the Swift image: docker build -t vpnsup .).
+image: deps
+	SWIFT=$(SWIFT) bash scripts/build-static.sh
+	bash scripts/debian-base-image.sh
+	docker build --target prebuilt -t vpnsup .
 
 # Only the namespace lab's end-to-end tests (needs `make build` first).
 lab-test: build
@@ -37,4 +51,4 @@ bench-firewall: deps
 	SWIFT=$(SWIFT) bash scripts/bench-firewall.sh
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-static dist

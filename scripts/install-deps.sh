@@ -10,6 +10,9 @@ packages=(
   openvpn iproute2
   # tests and demo: namespaces lab, captures, servers, clients
   nftables tcpdump openssl curl socat dnsmasq-base bind9-dnsutils iperf3 python3 util-linux procps iputils-ping jq
+  # the container scenario and the systemd units: a Docker engine, a local base image, the
+  # host rules, the compose example, unit checks
+  docker.io docker-compose debootstrap iptables binutils python3-yaml systemd
 )
 
 missing=()

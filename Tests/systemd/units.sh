@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Tests/systemd/units.sh — the systemd packaging (packaging/systemd/):
+#  - both units pass `systemd-analyze verify` in a scratch root holding what they name (and a
+#    deliberately broken copy does not: the check can fail);
+#  - vpnsup-netns up/down for real: links moved into a new namespace, renamed, addressed, routed,
+#    resolv.conf written, forwarding left off; down brings them back and removes everything;
+#  - vpnsup runs inside that namespace the way the unit runs it (env file, RUNTIME_DIR) and
+#    commits its lockdown there, and nowhere else.
+# Every link lives in namespaces this test makes (a scratch "host" namespace stands in for the
+# machine); the EXIT trap removes them.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=Tests/lab/tap.sh
+. "$REPO/Tests/lab/tap.sh"
+UNITS=$REPO/packaging/systemd
+VPNSUP=${VPNSUP:-$REPO/.build/debug/vpnsup}
+[[ $VPNSUP == /* ]] || VPNSUP=$REPO/$VPNSUP
+
+HOST_NS=vpst$$-host
+ROUTER_NS=vpst$$-router
+SCRATCH=$(mktemp -d /var/tmp/vpnsup-units.XXXXXX)
+VPNSUP_PID=
+
+finish() {
+    local status=$?
+    trap - EXIT
+    set +e
+    [ -n "$VPNSUP_PID" ] && kill "$VPNSUP_PID" 2>/dev/null && wait "$VPNSUP_PID" 2>/dev/null
+    for ns in "$ROUTER_NS" "$HOST_NS"; do
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill -9
+        ip netns delete "$ns" 2>/dev/null
+        rm -rf "/etc/netns/$ns"
+    done
+    rm -rf "$SCRATCH"
+    tap_finish "$status"
+    exit $?
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+# ---- systemd-analyze verify ----
+
+root=$SCRATCH/root
+mkdir -p "$root/usr/local/bin" "$root/usr/local/lib/vpnsup" "$root/etc/systemd/system" "$root/bin" \
+    "$root/usr/lib/systemd"
+cp -r /usr/lib/systemd/system "$root/usr/lib/systemd/"
+cp /bin/sh "$root/bin/sh"
+install -m 0755 "$UNITS/vpnsup-netns" "$root/usr/local/lib/vpnsup/vpnsup-netns"
+printf '#!/bin/sh\n' >"$root/usr/local/bin/vpnsup" # verify checks that it is there and executable
+chmod 0755 "$root/usr/local/bin/vpnsup"
+cp "$UNITS/vpnsup@.service" "$UNITS/vpnsup-netns@.service" "$root/etc/systemd/system/"
+verify() { # prints what systemd-analyze says; succeeds only when it says nothing
+    local out
+    out=$(systemd-analyze verify --root="$root" vpnsup@lab.service vpnsup-netns@lab.service 2>&1) || true
+    [ -z "$out" ] || { echo "$out" | sed 's/^/#   /'; return 1; }
+}
+tap_check "systemd-analyze verify: vpnsup@.service and vpnsup-netns@.service are clean" verify
+sed -i 's/^Type=notify$/Type=notifyy/' "$root/etc/systemd/system/vpnsup@.service"
+tap_check "systemd-analyze verify catches a broken copy (Type=notifyy)" eval '! verify >/dev/null'
+tap_check "vpnsup@.service is Type=notify with a watchdog, a restart policy and the namespace path" \
+    sh -c "grep -qx 'Type=notify' '$UNITS/vpnsup@.service' && grep -qx 'WatchdogSec=10s' '$UNITS/vpnsup@.service' &&
+        grep -qx 'Restart=always' '$UNITS/vpnsup@.service' && grep -qx 'NetworkNamespacePath=/run/netns/%i' '$UNITS/vpnsup@.service'"
+
+# ---- vpnsup-netns up/down ----
+
+ip netns add "$HOST_NS"
+ip -n "$HOST_NS" link set lo up
+ip -n "$HOST_NS" link add wan0 type veth peer name isp0
+ip -n "$HOST_NS" link add lan0 type veth peer name sw0
+netns_script() { # up|down, in the stand-in host namespace, with the env file's variables
+    nsenter --net="/run/netns/$HOST_NS" env NETNS_WAN_LINK=wan0 NETNS_LAN_LINK=lan0 \
+        NETNS_WAN_ADDRESS=198.51.100.2/24 NETNS_WAN_GATEWAY=198.51.100.1 NETNS_NAMESERVER=198.51.100.1 \
+        NETNS_HOME="$HOST_NS" "$UNITS/vpnsup-netns" "$1" "$ROUTER_NS"
+}
+ip -n "$HOST_NS" addr add 198.51.100.1/24 dev isp0
+ip -n "$HOST_NS" link set isp0 up
+tap_check "vpnsup-netns up $ROUTER_NS succeeds" netns_script up
+in_router() { ip netns exec "$ROUTER_NS" "$@"; }
+tap_check "the WAN link is eth0 there, up, with 198.51.100.2/24 and the default route" \
+    sh -c "ip -n '$ROUTER_NS' -4 -o addr show dev eth0 | grep -q ' 198.51.100.2/24 ' &&
+        ip -n '$ROUTER_NS' route show default | grep -q 'via 198.51.100.1 dev eth0'"
+tap_check "the LAN link is eth1 there, up" sh -c "ip -n '$ROUTER_NS' link show dev eth1 | grep -q ',UP'"
+tap_check "the links left the host namespace" sh -c "! ip -n '$HOST_NS' link show dev wan0 2>/dev/null && ! ip -n '$HOST_NS' link show dev lan0 2>/dev/null"
+tap_check "resolv.conf for the namespace names 198.51.100.1" grep -qx 'nameserver 198.51.100.1' "/etc/netns/$ROUTER_NS/resolv.conf"
+tap_check "IP forwarding is off until the tunnel is up" test "$(in_router cat /proc/sys/net/ipv4/ip_forward)" = 0
+tap_check "vpnsup-netns up again leaves the namespace as it is" netns_script up
+bad_link() {
+    local out status=0
+    out=$(nsenter --net="/run/netns/$HOST_NS" env NETNS_WAN_LINK=nosuch0 NETNS_LAN_LINK=sw0 \
+        "$UNITS/vpnsup-netns" up "vpst$$-bad" 2>&1) || status=$?
+    [ "$status" -eq 78 ] && [[ $out == *"NETNS_WAN_LINK: no link 'nosuch0'"* ]] && [ ! -e "/run/netns/vpst$$-bad" ]
+}
+tap_check "a WAN link that does not exist: exit 78 naming NETNS_WAN_LINK, no namespace made" bad_link
+
+# ---- vpnsup in the namespace, as the unit runs it ----
+
+if [ -x "$VPNSUP" ]; then
+    mkdir -p "$SCRATCH/config" "$SCRATCH/run"
+    printf 'client\ndev tun\nremote 198.51.100.1 1194\n' >"$SCRATCH/config/provider.ovpn"
+    (umask 077 && printf 'user\npass\n' >"$SCRATCH/credentials")
+    in_router env -i PATH="$PATH" CONFIG="$SCRATCH/config/provider.ovpn" CREDENTIALS_FILE="$SCRATCH/credentials" \
+        IP_ADDR=172.22.0.1/24 RUNTIME_DIR="$SCRATCH/run" "$VPNSUP" run >"$SCRATCH/vpnsup.log" 2>&1 &
+    VPNSUP_PID=$!
+    table_there() { in_router nft list tables 2>/dev/null | grep -q vpnsup; }
+    waited=0
+    until table_there || [ $waited -ge 100 ]; do sleep 0.1; waited=$((waited + 1)); done
+    tap_check "vpnsup in the namespace commits its ruleset there" table_there
+    tap_check "and the stand-in host namespace has none of it" sh -c "! ip netns exec '$HOST_NS' nft list tables | grep -q vpnsup"
+    kill "$VPNSUP_PID"
+    wait "$VPNSUP_PID" 2>/dev/null || true
+    VPNSUP_PID=
+    tap_check "after SIGTERM the lockdown stays committed in the namespace" table_there
+else
+    tap_not_ok "vpnsup binary at $VPNSUP (make build)"
+fi
+
+tap_check "vpnsup-netns down succeeds" netns_script down
+tap_check "down: the namespace and its resolv.conf are gone" sh -c "[ ! -e '/run/netns/$ROUTER_NS' ] && [ ! -e '/etc/netns/$ROUTER_NS' ]"
+tap_check "down: wan0 and lan0 are back under their names" sh -c "ip -n '$HOST_NS' link show dev wan0 >/dev/null && ip -n '$HOST_NS' link show dev lan0 >/dev/null"
