@@ -16,15 +16,23 @@ build: deps
 # Unit tests and root tests. The root tests run in a private network namespace (unshare --net),
 # so nothing they do to links, addresses or nftables can reach this machine's own network;
 # then the lab proves its own leak detector (selftest), the end-to-end tests run against the
-# built binary, and the original Docker scenario runs with the image (Tests/docker/e2e.sh).
+# built binary, a short fault-injection soak, the systemd units, and the original Docker scenario
+# with the image (Tests/docker/e2e.sh).
 test: build
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	unshare --net -- sh -c 'ip link set lo up && exec $(SWIFT) test --skip-build $(BUILD_FLAGS)'
 	bash Tests/lab/selftest.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
-	bash Tests/systemd/units.sh
+	VPNSUP=$(VPNSUP) SOAK_FAULTS=12 bash Tests/lab/soak.sh
+	VPNSUP=$(VPNSUP) bash Tests/systemd/units.sh
 	SWIFT=$(SWIFT) bash scripts/build-static.sh
 	VPNSUP=dist/vpnsup bash Tests/docker/e2e.sh
+
+# The fault-injection soak (minutes; SOAK_FAULTS, SOAK_SEED to replay a run). `make test` runs 12.
+SOAK_FAULTS ?= 150
+.PHONY: soak
+soak: build
+	VPNSUP=$(VPNSUP) SOAK_FAULTS=$(SOAK_FAULTS) bash Tests/lab/soak.sh
 
 # Only the Docker scenario (starts dockerd when none runs).
 docker-test: deps

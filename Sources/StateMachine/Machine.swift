@@ -294,7 +294,10 @@ public struct Machine: Hashable, Sendable {
 
         case .tunnelLinkDown:
             tunnelLinkUp = false
-            return state == .tunnelUp ? degrade("the tunnel interface went down") : []
+            guard state == .tunnelUp else { return [] }
+            // OpenVPN reopens its tun device only when it connects again; when the device was
+            // deleted from outside it would otherwise go on reading a dead descriptor.
+            return degrade("the tunnel interface went down") + (openvpn == .running ? [.reconnectOpenVPN] : [])
 
         case .openvpnStarted:
             guard openvpn == .starting else { return [] }

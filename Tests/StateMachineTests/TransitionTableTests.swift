@@ -185,7 +185,8 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.firewallFailed(.up, "EPERM"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.lanAddressMissing, .tunnelUp, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
-            ExpectedRow(.tunnelLinkDown, .degraded, []),
+            // The tunnel device gone under a running OpenVPN: only a reconnect reopens it.
+            ExpectedRow(.tunnelLinkDown, .degraded, [.reconnectOpenVPN]),
             ExpectedRow(.openvpnExited(.exited(1)), .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn]),
             ExpectedRow(.managementConnected, .tunnelUp, [.requestStateNotifications]),
             ExpectedRow(.openvpnHold, .tunnelUp, [.releaseHold]),
