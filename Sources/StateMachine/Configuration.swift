@@ -200,7 +200,7 @@ public struct Configuration: Hashable, Sendable {
         NetworkLayout(lanInterface: lanInterface, wanInterface: wanInterface,
                       tunnelInterface: Configuration.tunnelInterface,
                       endpoints: endpoints, transportMark: Configuration.transportMark,
-                      dns: dns, portForwards: portForwards)
+                      dns: dns, portForwards: portForwards, lanGateway: gateway.address)
     }
 
     /// Linux interface names: 1 to 15 bytes, no '/', ':', whitespace or NUL, not "." or "..".

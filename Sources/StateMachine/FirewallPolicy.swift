@@ -26,10 +26,14 @@ public struct NetworkLayout: Hashable, Sendable {
     /// address is redirected here, through the tunnel.
     public var dns: IPv4Address?
     public var portForwards: [PortForward]
+    /// The router's address on the LAN (IP_ADDR): the only address of the router a LAN host may
+    /// send to. When nil, LAN packets to the router's other addresses are only refused by the
+    /// input chain's policy (established flows excepted).
+    public var lanGateway: IPv4Address?
 
     public init(lanInterface: String, wanInterface: String, tunnelInterface: String,
                 endpoints: [Endpoint], transportMark: UInt32, dns: IPv4Address? = nil,
-                portForwards: [PortForward] = []) {
+                portForwards: [PortForward] = [], lanGateway: IPv4Address? = nil) {
         self.lanInterface = lanInterface
         self.wanInterface = wanInterface
         self.tunnelInterface = tunnelInterface
@@ -37,6 +41,7 @@ public struct NetworkLayout: Hashable, Sendable {
         self.transportMark = transportMark
         self.dns = dns
         self.portForwards = portForwards
+        self.lanGateway = lanGateway
     }
 
     /// One map per transport that has forwards, named `tcp_forwards` / `udp_forwards`.
@@ -75,8 +80,14 @@ extension Ruleset {
         let tunnelUp = policy == .up
         let neighbourDiscovery = NeighbourDiscovery.allCases
 
-        var input: [Rule] = [
-            Rule([.inputInterface("lo")], .accept),
+        var input: [Rule] = [Rule([.inputInterface("lo")], .accept)]
+        if let gateway = layout.lanGateway {
+            // Before the conntrack shortcut: a LAN host cannot reach, probe or inject into the
+            // router's tunnel or WAN addresses (the CVE-2019-14899 class), not even with packets
+            // that match one of the router's own flows.
+            input.append(Rule([.inputInterface(lan), .notDestinationAddress(gateway)], counted: true, .drop))
+        }
+        input += [
             Rule([.connectionState([.established, .related])], .accept),
             // Clients may ping their gateway; nothing else on the router is theirs to reach.
             Rule([.inputInterface(lan), .protocolICMP], .accept),

@@ -212,11 +212,12 @@ func label(_ actions: [Action]) -> String {
 
 // MARK: - Example layouts
 
-/// The layout the documentation shows: LAN eth1, WAN eth0, tun0, one UDP endpoint.
+/// The layout the documentation shows: LAN eth1 with the gateway 172.22.0.1, WAN eth0, tun0,
+/// one UDP endpoint.
 let exampleLayout = NetworkLayout(
     lanInterface: "eth1", wanInterface: "eth0", tunnelInterface: "tun0",
     endpoints: [Endpoint(address: IPv4Address(192, 0, 2, 1), port: 1194, transport: .udp)],
-    transportMark: Configuration.transportMark)
+    transportMark: Configuration.transportMark, lanGateway: IPv4Address(172, 22, 0, 1))
 
 extension Timings {
     /// The product's timings without jitter, so that tests can name every delay.

@@ -7,7 +7,8 @@
 #                         ISP and internet host, LAN MTU 9000 (so the clamp has something to do)
 #   feature_router_ipv6   once vpnsup's lockdown is committed: the router's IPv6
 #   feature_checks        with the tunnel up: (a) the client's DNS, (b) the router's own DNS,
-#                         (c) port forwards, (d) IPv6, and the MSS clamp
+#                         (c) port forwards, (d) IPv6, the MSS clamp, (e) the router's own
+#                         addresses as the LAN sees them
 #   feature_capture_checks  after lab_leaks: no IPv6 and no DNS packet in the WAN capture
 #
 # The enforced DNS server is the echo host's dnsmasq (LAB_ECHO_IP, answers *.echo.lab with
@@ -233,6 +234,30 @@ feature_checks() {
     tap_last_failed && tap_note "client: $(lab_exec client ip -6 neigh show dev eth0 | xargs)"
 
     feature_mss_check
+    feature_router_exposure_check "$tun"
+}
+
+# (e) The router itself, seen from the LAN: a listener on every router address; the client may
+# ping its gateway and nothing else: not the tunnel address (the CVE-2019-14899 class), not the
+# WAN address, no TCP anywhere. The router reaching its own listener proves it listens.
+_feature_tcp_connects() { lab_exec "$1" timeout 2 bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null; }
+feature_router_exposure_check() {
+    local tun=$1 port=2222
+    lab_daemon_start exposure-listener router socat -u "TCP-LISTEN:$port,fork,reuseaddr" OPEN:/dev/null
+    lab_wait_for 5 _lab_listening router tcp "$port" || tap_note "the router's test listener did not come up"
+    tap_check "control: the router reaches its own listener on the tunnel address $tun:$port" \
+        _feature_tcp_connects router "$tun" "$port"
+    tap_check "control: the client pings its gateway $LAB_LAN_GW" \
+        lab_exec client ping -q -c 1 -W 2 "$LAB_LAN_GW"
+    tap_check "from the LAN: no ping answer from the router's tunnel address $tun" \
+        eval "! lab_exec client ping -q -c 2 -i 0.3 -W 1 $tun >/dev/null 2>&1"
+    tap_check "from the LAN: no TCP connection to the router's tunnel address $tun:$port" \
+        eval "! _feature_tcp_connects client $tun $port"
+    tap_check "from the LAN: no TCP connection to the router's WAN address $LAB_ROUTER_WAN_IP:$port" \
+        eval "! _feature_tcp_connects client $LAB_ROUTER_WAN_IP $port"
+    tap_check "from the LAN: no TCP connection to the gateway $LAB_LAN_GW:$port" \
+        eval "! _feature_tcp_connects client $LAB_LAN_GW $port"
+    lab_daemon_stop exposure-listener
 }
 
 # The MSS of the client's SYN as it enters the tunnel: captured on the router's tun0, after the
