@@ -13,15 +13,30 @@ public struct SystemError: Error, CustomStringConvertible, Sendable {
 }
 
 /// The directory holding vpnsup's sockets: created if missing, owned by root, mode 0700, so only
-/// root can reach the management socket inside it.
+/// root can reach the management socket inside it. With a status group: group-owned, mode 0710,
+/// so the group can reach the status socket (0660) and still not the management socket (0600).
 public enum RuntimeDirectory {
-    public static func prepare(_ path: String) throws {
+    public static func prepare(_ path: String, statusGroup: UInt32? = nil) throws {
         var partial = ""
         for component in path.split(separator: "/") {
             partial += "/" + component
             if mkdir(partial, 0o755) != 0, errno != EEXIST { throw SystemError("mkdir \(partial)") }
         }
-        guard chmod(path, 0o700) == 0 else { throw SystemError("chmod \(path)") }
+        guard chown(path, 0, statusGroup ?? 0) == 0 else { throw SystemError("chown \(path)") }
+        guard chmod(path, statusGroup == nil ? 0o700 : 0o710) == 0 else { throw SystemError("chmod \(path)") }
+    }
+}
+
+public enum GroupDatabase {
+    /// The id of a group given by name or number; nil when no such group exists.
+    public static func groupID(_ name: String) -> UInt32? {
+        if let id = UInt32(name) { return id }
+        var group = group()
+        var result: UnsafeMutablePointer<group>?
+        var buffer = [CChar](repeating: 0, count: 16384)
+        let status = getgrnam_r(name, &group, &buffer, buffer.count, &result)
+        guard status == 0, result != nil else { return nil }
+        return group.gr_gid
     }
 }
 

@@ -84,6 +84,8 @@ public struct Configuration: Hashable, Sendable {
     public var wanInterface: String
     public var credentialsFile: String
     public var runtimeDirectory: String
+    /// A group (name or numeric id) allowed to read the status socket; nil: root only.
+    public var statusGroup: String?
     public var probe: ProbeSettings
 
     /// Validates `values`, keyed by variable name (CONFIG, CONFIG_DIR, IP_ADDR, DNS, PORT_FWD, LAN_IF,
@@ -142,6 +144,12 @@ public struct Configuration: Hashable, Sendable {
 
         credentialsFile = try Configuration.absolutePath("CREDENTIALS_FILE", value("CREDENTIALS_FILE") ?? Configuration.defaultCredentialsFile)
         runtimeDirectory = try Configuration.absolutePath("RUNTIME_DIR", value("RUNTIME_DIR") ?? Configuration.defaultRuntimeDirectory)
+        statusGroup = try value("STATUS_GROUP").map { group throws(ConfigurationError) in
+            guard Configuration.isGroupName(group) else {
+                throw ConfigurationError("STATUS_GROUP", group, "is not a group name or numeric group id")
+            }
+            return group
+        }
 
         var probeServer = dns
         if let serverText = value("PROBE_SERVER") {
@@ -193,6 +201,16 @@ public struct Configuration: Hashable, Sendable {
         return trimmed.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
             (1...63).contains(label.utf8.count)
                 && label.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-" || $0 == "_") }
+        }
+    }
+
+    /// A POSIX-ish group name (letters, digits, '_', '-', '.', not starting with '-', at most 32
+    /// bytes) or a numeric id: what getgrnam and the kernel accept, and nothing a log could misread.
+    static func isGroupName(_ name: String) -> Bool {
+        guard !name.isEmpty, name.utf8.count <= 32, !name.hasPrefix("-") else { return false }
+        if name.allSatisfy(\.isASCII) && name.allSatisfy(\.isNumber) { return UInt32(name) != nil }
+        return name.unicodeScalars.allSatisfy {
+            $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "_" || $0 == "-" || $0 == ".")
         }
     }
 

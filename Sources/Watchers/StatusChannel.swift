@@ -15,10 +15,15 @@ public final class StatusChannel: Sendable {
     }
 
     /// Listens at `path` (replacing a stale socket) and answers every connection with `snapshot()`
-    /// on a dedicated thread. `mode` sets who may read the status.
-    public static func listen(at path: String, mode: mode_t = 0o600,
+    /// on a dedicated thread. Root only, or root and `group` (mode 0660) when one is given.
+    public static func listen(at path: String, group: UInt32? = nil,
                               snapshot: @escaping @Sendable () -> [UInt8]) throws -> StatusChannel {
-        let fd = try UnixSocket.listening(at: path, mode: mode)
+        let fd = try UnixSocket.listening(at: path, mode: group == nil ? 0o600 : 0o660)
+        if let group, chown(path, 0, group) != 0 {
+            let code = errno
+            Glibc.close(fd)
+            throw UnixSocketError(operation: "chown \(path)", code: code)
+        }
         let wakeup: WakeupEvent
         do { wakeup = try WakeupEvent() } catch { Glibc.close(fd); throw error }
         let channel = StatusChannel(listener: fd, path: path, wakeup: wakeup)

@@ -76,6 +76,8 @@ struct SettingsOptions: ParsableArguments {
     var credentialsFile: String?
     @Option(help: "Directory for vpnsup's sockets. Env: RUNTIME_DIR (default /run/vpnsup).")
     var runtimeDir: String?
+    @Option(help: "Group (name or id) that may read the status socket; default root only. Env: STATUS_GROUP.")
+    var statusGroup: String?
     @Option(help: "Resolver the DNS probe asks through the tunnel. Env: PROBE_SERVER (default: DNS; neither: no probe).")
     var probeServer: String?
     @Option(help: "Name the DNS probe asks for; any answer counts. Env: PROBE_NAME (default example.com).")
@@ -88,7 +90,7 @@ struct SettingsOptions: ParsableArguments {
     var probeFailures: String?
 
     static let variables = ["CONFIG", "CONFIG_DIR", "IP_ADDR", "DNS", "PORT_FWD", "LAN_IF", "WAN_IF", "CREDENTIALS_FILE", "RUNTIME_DIR",
-                            "PROBE_SERVER", "PROBE_NAME", "PROBE_INTERVAL", "PROBE_TIMEOUT", "PROBE_FAILURES"]
+                            "STATUS_GROUP", "PROBE_SERVER", "PROBE_NAME", "PROBE_INTERVAL", "PROBE_TIMEOUT", "PROBE_FAILURES"]
 
     /// The configuration values, keyed by variable name; flags win over the environment.
     func values(environment: [String: String]) -> [String: String] {
@@ -97,7 +99,7 @@ struct SettingsOptions: ParsableArguments {
         let flags: [(String, String?)] = [
             ("CONFIG", config), ("CONFIG_DIR", configDir), ("IP_ADDR", ipAddr), ("DNS", dns),
             ("PORT_FWD", portFwd), ("LAN_IF", lanIf), ("WAN_IF", wanIf),
-            ("CREDENTIALS_FILE", credentialsFile), ("RUNTIME_DIR", runtimeDir),
+            ("CREDENTIALS_FILE", credentialsFile), ("RUNTIME_DIR", runtimeDir), ("STATUS_GROUP", statusGroup),
             ("PROBE_SERVER", probeServer), ("PROBE_NAME", probeName), ("PROBE_INTERVAL", probeInterval),
             ("PROBE_TIMEOUT", probeTimeout), ("PROBE_FAILURES", probeFailures),
         ]

@@ -42,6 +42,8 @@ actor Driver {
     private let addresses = AddressConfigurator()
 
     private var management: ManagementChannel?
+    /// STATUS_GROUP resolved to its id at start-up (nil: the status socket is root's only).
+    private var statusGroupID: UInt32?
     private var statusChannel: StatusChannel?
     private var netlink: NetlinkWatcher?
     private var nftables: NftablesMonitor?
@@ -573,8 +575,15 @@ actor Driver {
         } catch {
             return .configurationRejected(error.description)
         }
+        statusGroupID = nil
+        if let group = configuration.statusGroup {
+            guard let id = GroupDatabase.groupID(group) else {
+                return .configurationRejected("STATUS_GROUP=\(group): no such group")
+            }
+            statusGroupID = id
+        }
         do {
-            try RuntimeDirectory.prepare(configuration.runtimeDirectory)
+            try RuntimeDirectory.prepare(configuration.runtimeDirectory, statusGroup: statusGroupID)
         } catch {
             return .configurationRejected("RUNTIME_DIR=\(configuration.runtimeDirectory) cannot be prepared: \(error)")
         }
@@ -698,15 +707,16 @@ actor Driver {
                 : "no DNS probe: PROBE_INTERVAL=0")
         }
         do {
-            try startWatchers(configuration)
+            try startWatchers(configuration, statusGroup: statusGroupID)
         } catch {
             return .configurationRejected("RUNTIME_DIR=\(configuration.runtimeDirectory): \(error)")
         }
         return .configurationLoaded
     }
 
-    private func startWatchers(_ configuration: Configuration) throws {
-        let statusChannel = try StatusChannel.listen(at: configuration.runtimeDirectory + "/status.sock") { [status] in
+    private func startWatchers(_ configuration: Configuration, statusGroup: UInt32?) throws {
+        let statusChannel = try StatusChannel.listen(at: configuration.runtimeDirectory + "/status.sock",
+                                                     group: statusGroup) { [status] in
             // Read on the status thread through a socket of its own: a status request never waits
             // for the driver, and shows what the kernel counts right now.
             let counters = try? Firewall().dropCounters()

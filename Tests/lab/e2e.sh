@@ -101,6 +101,18 @@ else
     tap_not_ok "TunnelUp after the server starts (not within $TUNNEL_UP_TIMEOUT s; state $(vpnsup_state || echo '?'))"
 fi
 tap_check "TunnelUp: vpnsup health exits 0" vpnsup_health
+# Credentials travel over the management socket only: OpenVPN authenticated, yet the password is
+# in no argv or environment of vpnsup or OpenVPN, and in no file of the runtime directory.
+password_nowhere() {
+    local password pid
+    password=$(sed -n 2p "$LAB_RUNDIR/credentials")
+    [ -n "$password" ] && [ -n "$(router_openvpns)" ] || return 1
+    for pid in "$VPNSUP_PID" $(router_openvpns); do
+        ! grep -qaF -- "$password" "/proc/$pid/cmdline" "/proc/$pid/environ" || return 1
+    done
+    ! grep -rqaF -- "$password" "$RUNTIME" 2>/dev/null
+}
+tap_check "the password is in no argv or environment (vpnsup, OpenVPN) and no runtime file" password_nowhere
 seen=$(client_fetch 5 || true)
 tap_check "the client reaches the echo, which sees the tunnel address ($seen), not $LAB_CLIENT_IP" \
     via_tunnel "$seen"
@@ -192,7 +204,12 @@ fi
 repairs_counted() { [ "$(status_json | jq -r '.firewallRepairs // 0')" -ge 1 ]; }
 tap_check "status counts the repair (firewallRepairs >= 1)" lab_wait_for 5 repairs_counted
 tap_note "lastRepair: $(status_json | jq -c '.lastRepair' 2>/dev/null || echo '?')"
-up_table_back() { lab_exec router nft list table inet vpnsup 2>/dev/null | grep -q 'oifname "tun0" masquerade'; }
+# The listing is read whole before grep looks at it: `nft ... | grep -q` under pipefail fails
+# whenever grep's early exit gives nft a SIGPIPE (more likely the longer the table).
+up_table_back() {
+    local table
+    table=$(lab_exec router nft list table inet vpnsup 2>/dev/null) && grep -q 'oifname "tun0" masquerade' <<<"$table"
+}
 tap_check "the table is the up ruleset again, state $(vpnsup_state || echo '?')" up_table_back
 tap_check "after the repair: the client's traffic flows through the tunnel" lab_wait_for 10 client_via_tunnel
 lab_daemon_stop drift-http

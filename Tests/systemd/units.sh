@@ -5,7 +5,8 @@
 #  - vpnsup-netns up/down for real: links moved into a new namespace, renamed, addressed, routed,
 #    resolv.conf written, forwarding left off; down brings them back and removes everything;
 #  - vpnsup runs inside that namespace the way the unit runs it (env file, RUNTIME_DIR) and
-#    commits its lockdown there, and nowhere else.
+#    commits its lockdown there, and nowhere else; it starts no program but OpenVPN (traced);
+#    STATUS_GROUP lets that group read the status socket and nobody reach the management socket.
 # Every link lives in namespaces this test makes (a scratch "host" namespace stands in for the
 # machine); the EXIT trap removes them.
 set -euo pipefail
@@ -20,6 +21,7 @@ VPNSUP=${VPNSUP:-$REPO/.build/debug/vpnsup}
 HOST_NS=vpst$$-host
 ROUTER_NS=vpst$$-router
 SCRATCH=$(mktemp -d /var/tmp/vpnsup-units.XXXXXX)
+STATUS_DIR=/run/vpnsup-units-$$ # under /run (0755): reachable for the group checks
 VPNSUP_PID=
 
 finish() {
@@ -32,7 +34,7 @@ finish() {
         ip netns delete "$ns" 2>/dev/null
         rm -rf "/etc/netns/$ns"
     done
-    rm -rf "$SCRATCH"
+    rm -rf "$SCRATCH" "$STATUS_DIR"
     tap_finish "$status"
     exit $?
 }
@@ -96,21 +98,64 @@ tap_check "a WAN link that does not exist: exit 78 naming NETNS_WAN_LINK, no nam
 # ---- vpnsup in the namespace, as the unit runs it ----
 
 if [ -x "$VPNSUP" ]; then
-    mkdir -p "$SCRATCH/config" "$SCRATCH/run"
+    mkdir -p "$SCRATCH/config"
     printf 'client\ndev tun\nremote 198.51.100.1 1194\n' >"$SCRATCH/config/provider.ovpn"
     (umask 077 && printf 'user\npass\n' >"$SCRATCH/credentials")
+    # Every program vpnsup starts, followed through forks: OpenVPN only, never a shell.
     in_router env -i PATH="$PATH" CONFIG="$SCRATCH/config/provider.ovpn" CREDENTIALS_FILE="$SCRATCH/credentials" \
-        IP_ADDR=172.22.0.1/24 RUNTIME_DIR="$SCRATCH/run" "$VPNSUP" run >"$SCRATCH/vpnsup.log" 2>&1 &
+        IP_ADDR=172.22.0.1/24 RUNTIME_DIR="$STATUS_DIR" STATUS_GROUP=nogroup \
+        strace -f -qq -e trace=execve -o "$SCRATCH/exec.trace" "$VPNSUP" run >"$SCRATCH/vpnsup.log" 2>&1 &
     VPNSUP_PID=$!
     table_there() { in_router nft list tables 2>/dev/null | grep -q vpnsup; }
-    waited=0
-    until table_there || [ $waited -ge 100 ]; do sleep 0.1; waited=$((waited + 1)); done
-    tap_check "vpnsup in the namespace commits its ruleset there" table_there
+    openvpn_started() { grep -q 'execve("[^"]*/openvpn"' "$SCRATCH/exec.trace" 2>/dev/null; }
+    lab_wait_for() { local n=$(($1 * 10)); shift; until "$@"; do n=$((n - 1)); [ $n -gt 0 ] || return 1; sleep 0.1; done; }
+    tap_check "vpnsup in the namespace commits its ruleset there" lab_wait_for 10 table_there
     tap_check "and the stand-in host namespace has none of it" sh -c "! ip netns exec '$HOST_NS' nft list tables | grep -q vpnsup"
+    lab_wait_for 10 openvpn_started || tap_note "OpenVPN was not started within 10 s"
+
+    # STATUS_GROUP=nogroup: that group reads the status, nobody else; the management socket
+    # stays root's.
+    as_user() { local gid=$1; shift; setpriv --reuid=nobody --regid="$gid" --clear-groups "$@"; }
+    tap_check "STATUS_GROUP=nogroup: a member (nobody:nogroup) runs vpnsup status" \
+        eval "as_user nogroup '$VPNSUP' status --runtime-dir '$STATUS_DIR' >/dev/null"
+    tap_check "STATUS_GROUP=nogroup: a non-member (nobody:12345) cannot" \
+        eval "! as_user 12345 '$VPNSUP' status --runtime-dir '$STATUS_DIR' >/dev/null 2>&1"
+    management_closed() {
+        as_user nogroup /usr/bin/python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except PermissionError:
+    sys.exit(0)
+sys.exit(1)' "$STATUS_DIR/management.sock"
+    }
+    tap_check "STATUS_GROUP=nogroup: the group cannot connect to the management socket (root only)" management_closed
+    modes() { stat -c '%a %U:%G' "$STATUS_DIR" "$STATUS_DIR/status.sock" "$STATUS_DIR/management.sock" | xargs; }
+    tap_check "runtime dir 710 root:nogroup, status.sock 660 root:nogroup, management.sock 600 root:root ($(modes))" \
+        test "$(modes)" = "710 root:nogroup 660 root:nogroup 600 root:root"
+
     kill "$VPNSUP_PID"
     wait "$VPNSUP_PID" 2>/dev/null || true
     VPNSUP_PID=
     tap_check "after SIGTERM the lockdown stays committed in the namespace" table_there
+    programs=$(sed -n 's/^[0-9]* *execve("\([^"]*\)".*/\1/p' "$SCRATCH/exec.trace" | sort -u | xargs)
+    only_openvpn() {
+        local program
+        [ -n "$programs" ] || return 1
+        for program in $programs; do
+            [ "$program" -ef "$VPNSUP" ] || [ "$(basename "$program")" = openvpn ] || return 1
+        done
+        [[ " $programs " == *openvpn* ]]
+    }
+    tap_check "vpnsup started no program but OpenVPN, never a shell ($programs)" only_openvpn
+
+    rc=0
+    in_router env -i PATH="$PATH" CONFIG="$SCRATCH/config/provider.ovpn" CREDENTIALS_FILE="$SCRATCH/credentials" \
+        IP_ADDR=172.22.0.1/24 RUNTIME_DIR="$STATUS_DIR" STATUS_GROUP=no-such-group \
+        timeout 20 "$VPNSUP" run >"$SCRATCH/bad-group.out" 2>"$SCRATCH/bad-group.err" || rc=$?
+    tap_check "STATUS_GROUP=no-such-group: exit 78 naming it (got $rc: $(head -c 200 "$SCRATCH/bad-group.err"))" \
+        sh -c "[ $rc -eq 78 ] && grep -q 'STATUS_GROUP=no-such-group' '$SCRATCH/bad-group.err'"
+    tap_check "STATUS_GROUP=no-such-group: the lockdown is committed" table_there
 else
     tap_not_ok "vpnsup binary at $VPNSUP (make build)"
 fi
