@@ -21,6 +21,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$REPO/lab/lab.sh"
 # shellcheck source=Tests/lab/tap.sh
 . "$REPO/Tests/lab/tap.sh"
+# shellcheck source=Tests/lab/harness.sh
+. "$REPO/Tests/lab/harness.sh"
 # shellcheck source=Tests/lab/features.sh
 . "$REPO/Tests/lab/features.sh"
 
@@ -32,39 +34,13 @@ RECOVER_BUDGET=${RECOVER_BUDGET:-30}
 RSS_GROWTH_LIMIT_KB=1024
 FAULTS=(openvpn-kill server-outage wan-flap tun-deleted lan-address-removed nft-flush
     management-shutdown sighup netlink-noise)
+LAB_FAILURE_NOTE="seed $SOAK_SEED (SOAK_SEED=$SOAK_SEED SOAK_FAULTS=$SOAK_FAULTS replays this run)"
 
-finish() {
-    local status=$?
-    trap - EXIT
-    set +e
-    if [ "$TAP_FAIL" -gt 0 ] || [ "$status" -ne 0 ]; then
-        tap_note "seed $SOAK_SEED (SOAK_SEED=$SOAK_SEED SOAK_FAULTS=$SOAK_FAULTS replays this run)"
-        if [ -f "${LAB_RUNDIR:-}/logs/vpnsup.log" ]; then
-            tap_note "the end of vpnsup's log:"
-            tap_note_file 30 "$LAB_RUNDIR/logs/vpnsup.log"
-        fi
-    fi
-    lab_down
-    if [ "$TAP_FAIL" -eq 0 ] && [ "$status" -eq 0 ] && [ "${LAB_KEEP:-0}" != 1 ]; then
-        rm -rf "${LAB_RUNDIR:?}"
-    elif [ -d "${LAB_RUNDIR:-}" ]; then
-        tap_note "lab files kept in $LAB_RUNDIR"
-    fi
-    tap_finish "$status"
-    exit $?
-}
-trap finish EXIT
+trap lab_test_finish EXIT
 trap 'exit 130' INT TERM
 
 lab_init
-if [ "$(id -u)" -ne 0 ]; then
-    tap_not_ok "the soak needs root (network namespaces)"
-    exit 1
-fi
-if [ ! -x "$VPNSUP" ]; then
-    tap_not_ok "vpnsup binary at $VPNSUP (build it: make build, or set VPNSUP)"
-    exit 1
-fi
+lab_test_preflight
 RUNTIME=$LAB_RUNDIR/runtime
 # shellcheck source=Tests/lab/router.sh
 . "$REPO/Tests/lab/router.sh"
