@@ -44,6 +44,11 @@ for ((run = 0; run < RUNS; run++)); do
     [ -z "$VPNSUP_STATIC" ] || run_vpnsup static "$VPNSUP_STATIC"
     watch --kind oneshot --setup "$RESET" -- /bin/bash "$BENCH_DIR/baseline/original-entrypoint.sh" >>"$BENCH_TMP/shell.jsonl"
     watch --kind oneshot --setup "$RESET" -- /usr/sbin/nft -f "$BENCH_TMP/original.nft" >>"$BENCH_TMP/nft.jsonl"
+    # Floors: a process that only starts and exits, and vpnsup printing its help (runtime loaded,
+    # arguments parsed, nothing committed).
+    watch --kind plain -- /bin/true >>"$BENCH_TMP/true.jsonl"
+    watch --kind plain -- "$VPNSUP" --help >>"$BENCH_TMP/help.jsonl"
+    [ -z "$VPNSUP_STATIC" ] || watch --kind plain -- "$VPNSUP_STATIC" --help >>"$BENCH_TMP/help-static.jsonl"
 done
 
 # shellcheck disable=SC2046 # one sample per word
@@ -58,6 +63,9 @@ done
     bench_record arm "shell + iptables" "full ruleset" ms $(bench_field last <"$BENCH_TMP/shell.jsonl")
     bench_record arm "shell + iptables" transactions count $(bench_field transactions <"$BENCH_TMP/shell.jsonl")
     bench_record arm "nft -f" "full ruleset" ms $(bench_field last <"$BENCH_TMP/nft.jsonl")
+    bench_record arm "floor: /bin/true" "start and exit, no commit" ms $(bench_field exit <"$BENCH_TMP/true.jsonl")
+    bench_record arm "floor: vpnsup --help" "start and exit, no commit" ms $(bench_field exit <"$BENCH_TMP/help.jsonl")
+    [ -z "$VPNSUP_STATIC" ] || bench_record arm "floor: vpnsup --help (static stdlib)" "start and exit, no commit" ms $(bench_field exit <"$BENCH_TMP/help-static.jsonl")
 }
 
 bench_summary arm

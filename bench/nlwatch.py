@@ -8,6 +8,7 @@ at its receipt. Blocking reads, no polling: the stamp is a wake-up after the ker
       per run: t0 just before posix_spawn(CMD); prints one JSON line per run with the times (ms
       after t0) of the first and last transaction, and for a daemon (vpnsup) of the first
       transaction with an `egress` chain (the connecting ruleset); a daemon gets SIGTERM then.
+      --kind plain: no commit expected, only the time to exit.
   nlwatch.py react --event kill-openvpn|reconnect|flush|tun-del --vpnsup-pid PID --runtime DIR --runs N
       per run: waits for TunnelUp, makes the event, prints the times from the event (kernel
       evidence where there is any) to vpnsup's next commit, to its state leaving TunnelUp and to
@@ -148,6 +149,12 @@ def spawn(args):
                   (os.POSIX_SPAWN_DUP2, 1, 2)]
         pid = os.posix_spawn(args.command[0], args.command, os.environ, file_actions=output)
         result = {"run": run}
+        if args.kind == "plain":
+            # No commit expected: the time a process takes to start and exit (a floor for the rest).
+            os.waitpid(pid, 0)
+            print(json.dumps({"run": run, "exit": now_ms() - t0}), flush=True)
+            shell(args.cleanup)
+            continue
         if args.kind == "oneshot":
             # Read while it runs (the stamps must be taken as notifications arrive).
             while True:
@@ -252,6 +259,8 @@ def react(args):
                 left = now_ms()
         # Kernel evidence of the event itself where there is some: the flush's own commit, the
         # link's removal. Otherwise the moment just before the signal was sent.
+        gone = [t for t, what, name in watch.links if what == "del" and name == "tun0"]
+        tun_gone = (gone[0] - t_event) if gone and args.event == "kill-openvpn" else None
         if args.event == "flush":
             flushes = [t for t in watch.transactions if t["comm"] == "nft"]
             t_event = flushes[0]["t"] if flushes else t_event
@@ -275,6 +284,7 @@ def react(args):
                   "commit_from_command": (commit["t"] - t_before) if commit else None,
                   "chains": commit["chains"] if commit else None,
                   "left": (left - t_event) if left else None,
+                  "tun_gone": tun_gone,
                   "back": (back - t_event) if back else None}
         print(json.dumps(result), flush=True)
 
@@ -285,7 +295,7 @@ def main():
     sub = parser.add_subparsers(dest="verb", required=True)
     p = sub.add_parser("spawn")
     p.add_argument("--runs", type=int, default=7)
-    p.add_argument("--kind", choices=["oneshot", "daemon"], required=True)
+    p.add_argument("--kind", choices=["oneshot", "daemon", "plain"], required=True)
     p.add_argument("--setup", default="")
     p.add_argument("--cleanup", default="")
     p.add_argument("--log", default="/dev/null", help="the command's stdout and stderr")

@@ -28,6 +28,9 @@ react() { # EVENT LABEL WHAT-IT-CHANGES
     # The flush's own notification and vpnsup's may reach the listener together; this bound holds anyway.
     # shellcheck disable=SC2046
     [ "$1" != flush ] || bench_record react vpnsup "$2: ruleset committed, from the nft command's start" ms $(bench_field commit_from_command <"$out")
+    # OpenVPN's exit (SIGCHLD) comes only once the kernel has torn its tun0 down: RTM_DELLINK's stamp.
+    # shellcheck disable=SC2046
+    [ "$1" != kill-openvpn ] || bench_record react "kernel (for scale)" "$2: tun0 removed (RTM_DELLINK)" ms $(bench_field tun_gone <"$out")
     # shellcheck disable=SC2046
     [[ $3 != *state* ]] || bench_record react vpnsup "$2: state left TunnelUp" ms $(bench_field left <"$out")
     # shellcheck disable=SC2046
