@@ -58,5 +58,11 @@ demo: build
 bench-firewall: deps
 	SWIFT=$(SWIFT) bash scripts/bench-firewall.sh
 
+# Every benchmark with its baselines in one run (release builds in .build-bench, namespaces only),
+# then docs/benchmarks.md's tables and charts. Knobs: RUNS=, SECTIONS=, SLOW_RUNS= (bench/run.sh).
+.PHONY: bench
+bench: deps
+	SWIFT=$(SWIFT) bash bench/run.sh
+
 clean:
 	rm -rf .build .build-static dist

@@ -1,7 +1,14 @@
 // vpnsup-bench: how long committing (and reading back) the `up` ruleset takes with 1, 1,000 and
 // 10,000 port forwards, and nft -f of the same ruleset text for comparison. Commits drop-policy
 // rulesets, so it refuses to run outside a network namespace of its own: use
-// `make bench-firewall` (scripts/bench-firewall.sh runs it under `unshare --net`).
+// `make bench-firewall` (scripts/bench-firewall.sh runs it under `unshare --net`) or `make bench`.
+//
+//   vpnsup-bench [--runs N] [--forwards N,N,...] [--samples]
+//       the timings; --samples prints every sample as JSON lines instead of the table of medians
+//   vpnsup-bench apply --forwards N [--targets IP:PORT/PROTO,...]
+//       commits the `up` ruleset (LAN eth1, tunnel tun0) with N forwards once and leaves it: the
+//       data-plane benchmark's router. The targets take the highest public ports, the first one
+//       20000+N-1, the next 20000+N-2...
 import Actions
 import Glibc
 import StateMachine
@@ -68,11 +75,40 @@ func fail(_ message: String) -> Never {
     exit(1)
 }
 
+/// The benchmark layout: LAN eth1, WAN eth0, tunnel tun0, one endpoint, DNS enforced.
+func layout(_ portForwards: [PortForward]) -> NetworkLayout {
+    NetworkLayout(lanInterface: "eth1", wanInterface: "eth0", tunnelInterface: "tun0",
+                  endpoints: [Endpoint(address: IPv4Address(198, 51, 100, 7), port: 1194, transport: .udp)],
+                  transportMark: 0x5650, dns: IPv4Address(10, 64, 0, 1), portForwards: portForwards)
+}
+
+/// "IP:PORT/tcp|udp" as a forward from `publicPort`.
+func target(_ text: Substring, publicPort: Int) -> PortForward? {
+    let parts = text.split(separator: "/")
+    let hostPort = parts[0].split(separator: ":")
+    let octets = hostPort.first?.split(separator: ".").compactMap { UInt8($0) } ?? []
+    guard hostPort.count == 2, octets.count == 4, let port = UInt16(hostPort[1]) else { return nil }
+    let transport: TransportProtocol = parts.count > 1 && parts[1] == "udp" ? .udp : .tcp
+    return PortForward(publicPort: UInt16(publicPort), target: IPv4Address(octets[0], octets[1], octets[2], octets[3]),
+                       targetPort: port, transport: transport)
+}
+
 var runs = 15
 var counts = [1, 1_000, 10_000]
+var samplesAsJSON = false
+var applyOnce = false
+var targets: [Substring] = []
 var arguments = CommandLine.arguments.dropFirst()
+if arguments.first == "apply" {
+    applyOnce = true
+    arguments = arguments.dropFirst()
+}
 while let argument = arguments.popFirst() {
     switch argument {
+    case "--samples":
+        samplesAsJSON = true
+    case "--targets":
+        targets = (arguments.popFirst() ?? "").split(separator: ",")
     case "--runs":
         guard let value = arguments.popFirst(), let number = Int(value), number > 0 else { fail("--runs needs a positive number") }
         runs = number
@@ -81,7 +117,7 @@ while let argument = arguments.popFirst() {
         guard !list.isEmpty, list.allSatisfy({ (0...45_000).contains($0) }) else { fail("--forwards needs N,N,... (each 0-45000)") }
         counts = list
     default:
-        fail("usage: vpnsup-bench [--runs N] [--forwards N,N,...]")
+        fail("usage: vpnsup-bench [--runs N] [--forwards N,N,...] [--samples] | apply --forwards N [--targets IP:PORT/PROTO,...]")
     }
 }
 guard getuid() == 0 else { fail("needs root (CAP_NET_ADMIN)") }
@@ -90,16 +126,36 @@ guard inPrivateNetworkNamespace() else {
 }
 let nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first { (path: String) in access(path, X_OK) == 0 }
 
+if applyOnce {
+    let count = counts[0]
+    var portForwards = forwards(count)
+    for (index, text) in targets.enumerated() where index < count {
+        guard let forward = target(text, publicPort: 20_000 + count - 1 - index) else { fail("bad target \(text)") }
+        portForwards[count - 1 - index] = forward
+    }
+    do {
+        try Firewall().commit(Ruleset.build(.up, for: layout(portForwards)))
+    } catch {
+        fail("\(error)")
+    }
+    exit(0)
+}
+
+/// One JSON line per series: its forwards, its name and every sample in milliseconds.
+func emit(_ count: Int, _ series: String, _ samples: [Duration]) {
+    let values = samples.map { String(milliseconds($0)) }.joined(separator: ",")
+    print("{\"forwards\":\(count),\"series\":\"\(series)\",\"samples\":[\(values)]}")
+}
+
 let clock = ContinuousClock()
+if !samplesAsJSON {
 print("`up` ruleset (DNS enforcement, \(runs) runs each, median ms; commits include the read-back verification)")
 print(pad("forwards", 9) + pad("fresh commit", 14) + pad("replace", 10) + pad("read-back", 11) + pad("nft -f", 9))
+}
 do {
     let firewall = try Firewall()
     for count in counts {
-        let layout = NetworkLayout(lanInterface: "eth1", wanInterface: "eth0", tunnelInterface: "tun0",
-                                   endpoints: [Endpoint(address: IPv4Address(198, 51, 100, 7), port: 1194, transport: .udp)],
-                                   transportMark: 0x5650, dns: IPv4Address(10, 64, 0, 1), portForwards: forwards(count))
-        let ruleset = Ruleset.build(.up, for: layout)
+        let ruleset = Ruleset.build(.up, for: layout(forwards(count)))
         var fresh: [Duration] = [], replace: [Duration] = [], readBack: [Duration] = [], viaNft: [Duration] = []
         try firewall.commit(ruleset) // warm-up: first-use allocations in the kernel and here
         for _ in 0..<runs {
@@ -125,6 +181,13 @@ do {
                 guard status == 0 else { fail("nft -f of the ruleset text failed (status \(status))") }
             }
             nftColumn = format(median(viaNft))
+        }
+        if samplesAsJSON {
+            emit(count, "fresh commit", fresh)
+            emit(count, "replace", replace)
+            emit(count, "read-back", readBack)
+            emit(count, "nft -f", viaNft)
+            continue
         }
         print(pad("\(count)", 9) + pad(format(median(fresh)), 14) + pad(format(median(replace)), 10)
               + pad(format(median(readBack)), 11) + pad(nftColumn, 9))
