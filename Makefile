@@ -31,10 +31,21 @@ lab-test: build
 demo: build
 	VPNSUP=$(VPNSUP) bash lab/demo.sh
 
+# libFuzzer targets (Sources/Fuzz*, built only by fuzz/run.sh with -sanitize=fuzzer,address into
+# .build-fuzz): each runs FUZZ_SECONDS from the seeds in fuzz/corpus; prints executions per target,
+# fails on a crash. fuzz-short is the bounded pass for CI and `make test`.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz fuzz-short
+fuzz: deps
+	SWIFT=$(SWIFT) FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
+
+fuzz-short: deps
+	SWIFT=$(SWIFT) FUZZ_SECONDS=5 bash fuzz/run.sh
+
 # Firewall commit timings with 1, 1,000 and 10,000 port forwards (release build, private namespace).
 .PHONY: bench-firewall
 bench-firewall: deps
 	SWIFT=$(SWIFT) bash scripts/bench-firewall.sh
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz
