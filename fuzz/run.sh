@@ -52,9 +52,12 @@ for target in "${targets[@]}"; do
     fi
 
     echo "== fuzzing $target for ${FUZZ_SECONDS}s"
+    options=(-max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -max_len=4096
+             -print_final_stats=1 -artifact_prefix="$crashes/")
+    # Swift compares strings in its runtime, out of libFuzzer's sight: the tokens come from a dictionary.
+    [ -f "fuzz/dict/$target.dict" ] && options+=(-dict="fuzz/dict/$target.dict")
     status=0
-    "$binary" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 -max_len=4096 \
-        -print_final_stats=1 -artifact_prefix="$crashes/" "$work" "fuzz/corpus/$target" >"$log" 2>&1 || status=$?
+    "$binary" "${options[@]}" "$work" "fuzz/corpus/$target" >"$log" 2>&1 || status=$?
     executions=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     per_second=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
     corpus=$(find "$work" -type f | wc -l)
