@@ -203,7 +203,8 @@ public struct Configuration: Hashable, Sendable {
                       dns: dns, portForwards: portForwards)
     }
 
-    /// Linux interface names: 1 to 15 bytes, no '/', ':', whitespace or NUL, not "." or "..".
+    /// Linux interface names: 1 to 15 bytes, no '/', ':', whitespace or NUL, not "." or ".."; and
+    /// no '"', which nft cannot quote.
     public static func interfaceName(_ variable: String, _ name: String) throws(ConfigurationError) -> String {
         guard !name.isEmpty, name.utf8.count <= 15 else {
             throw ConfigurationError(variable, name, "is not an interface name: 1 to 15 bytes")
@@ -211,6 +212,11 @@ public struct Configuration: Hashable, Sendable {
         guard name != ".", name != "..",
               !name.unicodeScalars.contains(where: { $0 == "/" || $0 == ":" || $0.value <= 0x20 || $0.value == 0x7f }) else {
             throw ConfigurationError(variable, name, "is not an interface name: no '/', ':', spaces or control characters")
+        }
+        // Linux allows it, but an nft string has no escape for it: `vpnsup rules` would print a
+        // ruleset that does not load (found by fuzz/FuzzConfiguration).
+        guard !name.contains("\"") else {
+            throw ConfigurationError(variable, name, "holds a '\"', which nft cannot write in a ruleset")
         }
         return name
     }
