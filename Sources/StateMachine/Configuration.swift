@@ -306,3 +306,15 @@ public struct Credentials: Hashable, Sendable {
         password = lines[1]
     }
 }
+
+extension Credentials {
+    /// The warning for a credentials file other users can read (mode o+r), nil otherwise. Only a
+    /// warning: Docker mounts secrets 0444 unless told otherwise, and refusing would leave the
+    /// kill switch closed for a file nobody else in the container may be able to reach.
+    public static func permissionWarning(path: String, mode: UInt32) -> String? {
+        guard mode & 0o004 != 0 else { return nil }
+        let octal = String(mode & 0o7777, radix: 8)
+        return "CREDENTIALS_FILE=\(path) is readable by every user (mode \(String(repeating: "0", count: max(0, 4 - octal.count)) + octal)): "
+            + "chmod 600 it, or give the secret mode 0400"
+    }
+}

@@ -370,6 +370,7 @@ actor Driver {
             } catch {
                 return refuse(error.description)
             }
+            warnIfCredentialsAreShared(configuration.credentialsFile)
         case .failure(let error):
             return refuse("CREDENTIALS_FILE=\(configuration.credentialsFile) cannot be read: \(error)")
         }
@@ -541,6 +542,14 @@ actor Driver {
         return "\(micro / 1000).\(String(micro % 1000 + 1000).dropFirst())"
     }
 
+    /// Logged (once the configuration is accepted, like every log line before that) rather than
+    /// refused: see Credentials.permissionWarning.
+    private func warnIfCredentialsAreShared(_ path: String) {
+        if let mode = TextFile.mode(path), let warning = Credentials.permissionWarning(path: path, mode: mode) {
+            log(.warning, "\(warning)")
+        }
+    }
+
     private func loadConfiguration() -> Event? {
         let configuration: Configuration
         do {
@@ -573,6 +582,7 @@ actor Driver {
         } catch {
             return .configurationRejected(error.description)
         }
+        warnIfCredentialsAreShared(configuration.credentialsFile)
         do {
             try RuntimeDirectory.prepare(configuration.runtimeDirectory)
         } catch {
