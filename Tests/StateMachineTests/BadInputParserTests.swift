@@ -60,3 +60,15 @@ struct ConfigurationFuzzRegressionTests {
         }
     }
 }
+
+@Suite("Fuzz regressions: OpenVPN configuration")
+struct OpenVPNConfigFuzzRegressionTests {
+    /// fuzz/regressions/FuzzOpenVPNConfig/empty-quoted-host: `remote ""` gave a remote with an
+    /// empty host, which vpnsup then tried to resolve as a host name. Dropped now, like a remote
+    /// without a host.
+    @Test func anEmptyQuotedHostIsNoRemote() {
+        #expect(OpenVPNConfigFile.remotes(in: "remote \"\" 1194\nremote '' 443 tcp\nremote \"\"\n") == [])
+        #expect(OpenVPNConfigFile.remotes(in: "remote \"\"\nremote \"192.0.2.1\" 1194\n")
+                == [Remote(host: "192.0.2.1", port: 1194, transport: .udp)])
+    }
+}

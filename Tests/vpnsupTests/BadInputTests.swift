@@ -51,6 +51,8 @@ struct BadInputTests {
         Case(name: "CONFIG with unusable remotes only",
              files: ["client.ovpn": Array("client\nremote 192.0.2.1 0\nremote 192.0.2.1 http\n".utf8)],
              line: "CONFIG=<dir>/client.ovpn has no remote line"),
+        Case(name: "CONFIG with an empty quoted remote", files: ["client.ovpn": Array("client\nremote \"\" 1194\n".utf8)],
+             line: "CONFIG=<dir>/client.ovpn has no remote line"),
         Case(name: "CONFIG with an IPv6 remote only", files: ["client.ovpn": Array("client\nremote 2001:db8::1 1194\n".utf8)],
              line: "CONFIG=<dir>/client.ovpn has no remote given as an IPv4 address or a host name: 2001:db8::1"),
         Case(name: "CONFIG is a directory", variables: ["CONFIG": "config.d"], directories: ["config.d"],
