@@ -72,6 +72,6 @@ for target in "${targets[@]}"; do
 done
 
 echo
-printf '%-18s %8s %12s %10s  %s\n' target time executions rate result
+printf '%-18s %8s %12s %10s  %s\n' target budget executions rate result
 printf '%s\n' "${summary[@]}"
 exit "$failed"
