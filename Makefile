@@ -15,12 +15,14 @@ build: deps
 
 # Unit tests and root tests. The root tests run in a private network namespace (unshare --net),
 # so nothing they do to links, addresses or nftables can reach this machine's own network;
-# then the lab proves its own leak detector (selftest), the end-to-end tests run against the
+# then a short pass of every fuzz target (fuzz/run.sh: replays the crash regressions, 5 s each),
+# the lab proves its own leak detector (selftest), the end-to-end tests run against the
 # built binary, a short fault-injection soak, the systemd units, and the original Docker scenario
 # with the image (Tests/docker/e2e.sh).
 test: build
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	unshare --net -- sh -c 'ip link set lo up && exec $(SWIFT) test --skip-build $(BUILD_FLAGS)'
+	SWIFT=$(SWIFT) FUZZ_SECONDS=5 bash fuzz/run.sh
 	bash Tests/lab/selftest.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
 	VPNSUP=$(VPNSUP) SOAK_FAULTS=12 bash Tests/lab/soak.sh
@@ -53,6 +55,17 @@ lab-test: build
 demo: build
 	VPNSUP=$(VPNSUP) bash lab/demo.sh
 
+# libFuzzer targets (Sources/Fuzz*, built only by fuzz/run.sh with -sanitize=fuzzer,address into
+# .build-fuzz): each runs FUZZ_SECONDS from the seeds in fuzz/corpus; prints executions per target,
+# fails on a crash. fuzz-short is the bounded pass for CI and `make test`.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz fuzz-short
+fuzz: deps
+	SWIFT=$(SWIFT) FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
+
+fuzz-short: deps
+	SWIFT=$(SWIFT) FUZZ_SECONDS=5 bash fuzz/run.sh
+
 # Firewall commit timings with 1, 1,000 and 10,000 port forwards (release build, private namespace).
 .PHONY: bench-firewall
 bench-firewall: deps
@@ -65,4 +78,4 @@ bench: deps
 	SWIFT=$(SWIFT) bash bench/run.sh
 
 clean:
-	rm -rf .build .build-static dist
+	rm -rf .build .build-static .build-fuzz dist

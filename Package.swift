@@ -52,3 +52,17 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// libFuzzer targets (fuzz/run.sh, `make fuzz`). They link only with -sanitize=fuzzer, so they exist
+// only when VPNSUP_FUZZ=1: the normal build and `make test` never see them.
+if Context.environment["VPNSUP_FUZZ"] == "1" {
+    package.targets += [
+        .systemLibrary(name: "CLibFuzzer"),
+        .target(name: "FuzzSupport", dependencies: ["CLibFuzzer"]),
+        .executableTarget(name: "FuzzManagement", dependencies: ["FuzzSupport", "Watchers"]),
+        .executableTarget(name: "FuzzConfiguration", dependencies: ["FuzzSupport", "StateMachine", "Watchers"]),
+        .executableTarget(name: "FuzzOpenVPNConfig", dependencies: ["FuzzSupport", "StateMachine"]),
+        .executableTarget(name: "FuzzDNS", dependencies: ["FuzzSupport", "Actions", "StateMachine"]),
+        .executableTarget(name: "FuzzNetlink", dependencies: ["FuzzSupport", "Watchers", "StateMachine"]),
+    ]
+}

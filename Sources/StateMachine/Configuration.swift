@@ -221,7 +221,8 @@ public struct Configuration: Hashable, Sendable {
                       dns: dns, portForwards: portForwards, lanGateway: gateway.address)
     }
 
-    /// Linux interface names: 1 to 15 bytes, no '/', ':', whitespace or NUL, not "." or "..".
+    /// Linux interface names: 1 to 15 bytes, no '/', ':', whitespace or NUL, not "." or ".."; and
+    /// no '"', which nft cannot quote.
     public static func interfaceName(_ variable: String, _ name: String) throws(ConfigurationError) -> String {
         guard !name.isEmpty, name.utf8.count <= 15 else {
             throw ConfigurationError(variable, name, "is not an interface name: 1 to 15 bytes")
@@ -229,6 +230,11 @@ public struct Configuration: Hashable, Sendable {
         guard name != ".", name != "..",
               !name.unicodeScalars.contains(where: { $0 == "/" || $0 == ":" || $0.value <= 0x20 || $0.value == 0x7f }) else {
             throw ConfigurationError(variable, name, "is not an interface name: no '/', ':', spaces or control characters")
+        }
+        // Linux allows it, but an nft string has no escape for it: `vpnsup rules` would print a
+        // ruleset that does not load (found by fuzz/FuzzConfiguration).
+        guard !name.contains("\"") else {
+            throw ConfigurationError(variable, name, "holds a '\"', which nft cannot write in a ruleset")
         }
         return name
     }
@@ -316,5 +322,17 @@ public struct Credentials: Hashable, Sendable {
         }
         username = lines[0]
         password = lines[1]
+    }
+}
+
+extension Credentials {
+    /// The warning for a credentials file other users can read (mode o+r), nil otherwise. Only a
+    /// warning: Docker mounts secrets 0444 unless told otherwise, and refusing would leave the
+    /// kill switch closed for a file nobody else in the container may be able to reach.
+    public static func permissionWarning(path: String, mode: UInt32) -> String? {
+        guard mode & 0o004 != 0 else { return nil }
+        let octal = String(mode & 0o7777, radix: 8)
+        return "CREDENTIALS_FILE=\(path) is readable by every user (mode \(String(repeating: "0", count: max(0, 4 - octal.count)) + octal)): "
+            + "chmod 600 it, or give the secret mode 0400"
     }
 }

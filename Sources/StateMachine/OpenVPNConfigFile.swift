@@ -62,7 +62,10 @@ public enum OpenVPNConfigFile {
                 let port = words.count >= 3 ? portNumber(words[2]) : nil
                 if words.count >= 3 && port == nil { continue } // unusable: OpenVPN rejects it too
                 let transport = words.count >= 4 ? transportName(words[3]) : nil
-                pending.append((unquoted(words[1]), port, transport, nil, nil))
+                let host = unquoted(words[1])
+                // `remote ""` names no host: nothing to pin or resolve (found by FuzzOpenVPNConfig).
+                if host.isEmpty { continue }
+                pending.append((host, port, transport, nil, nil))
             case "port", "rport":
                 guard words.count >= 2, let port = portNumber(words[1]) else { continue }
                 if block != nil { block?.port = port } else { globalPort = port }

@@ -372,6 +372,7 @@ actor Driver {
             } catch {
                 return refuse(error.description)
             }
+            warnIfCredentialsAreShared(configuration.credentialsFile)
         case .failure(let error):
             return refuse("CREDENTIALS_FILE=\(configuration.credentialsFile) cannot be read: \(error)")
         }
@@ -543,6 +544,14 @@ actor Driver {
         return "\(micro / 1000).\(String(micro % 1000 + 1000).dropFirst())"
     }
 
+    /// Logged (once the configuration is accepted, like every log line before that) rather than
+    /// refused: see Credentials.permissionWarning.
+    private func warnIfCredentialsAreShared(_ path: String) {
+        if let mode = TextFile.mode(path), let warning = Credentials.permissionWarning(path: path, mode: mode) {
+            log(.warning, "\(warning)")
+        }
+    }
+
     private func loadConfiguration() -> Event? {
         let configuration: Configuration
         do {
@@ -575,6 +584,7 @@ actor Driver {
         } catch {
             return .configurationRejected(error.description)
         }
+        warnIfCredentialsAreShared(configuration.credentialsFile)
         statusGroupID = nil
         if let group = configuration.statusGroup {
             guard let id = GroupDatabase.groupID(group) else {

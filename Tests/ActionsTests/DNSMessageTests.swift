@@ -132,6 +132,35 @@ private let questionName = pointer(12)
         }
     }
 
+    /// docs/reliability.md: an answer whose counts and lengths claim more than it holds is not
+    /// an answer (the caller keeps waiting for the real one); nothing is read past the datagram.
+    @Test func answersThatLieAboutLengthsAreRejected() {
+        let name = "vpn.lab.test"
+        let start = header(id: 5, answers: 1) + question(name)
+        let honest = start + record(owner: questionName, type: 1, data: [192, 0, 2, 1])
+        #expect(DNSMessage.response(honest, id: 5, name: name)?.addresses == [IPv4Address(192, 0, 2, 1)])
+
+        // RDLENGTH 200 with four bytes of data.
+        var longData = honest
+        longData.replaceSubrange((longData.count - 6)..<(longData.count - 4), with: u16(200))
+        #expect(DNSMessage.response(longData, id: 5, name: name) == nil, "RDLENGTH past the end")
+        // ANCOUNT 3 with one record.
+        var moreAnswers = honest
+        moreAnswers.replaceSubrange(6..<8, with: u16(3))
+        #expect(DNSMessage.response(moreAnswers, id: 5, name: name) == nil, "ANCOUNT past the end")
+        // A label length running past the end of the message.
+        let cutLabel = header(id: 5, answers: 0) + [3] + Array("vpn".utf8) + [60] + Array("lab".utf8)
+        #expect(DNSMessage.response(cutLabel, id: 5, name: name) == nil, "label past the end")
+        // A CNAME whose target name is longer than its RDLENGTH says.
+        let target = wireName("edge.lab.test")
+        var cname = header(id: 5, answers: 1) + question(name) + record(owner: questionName, type: 5, data: target)
+        cname.replaceSubrange((cname.count - target.count - 2)..<(cname.count - target.count), with: u16(3))
+        #expect(DNSMessage.response(cname, id: 5, name: name) == nil, "CNAME target past its RDLENGTH")
+        // An A record of RDLENGTH 3 is not an address (nor is one of 5).
+        let short = start + record(owner: questionName, type: 1, data: [192, 0, 2])
+        #expect(DNSMessage.response(short, id: 5, name: name)?.addresses == [])
+    }
+
     @Test func judgement() {
         let one = [IPv4Address(192, 0, 2, 1)]
         #expect(Resolver.judge(DNSResponse(truncated: false, responseCode: 0, addresses: one)) == .resolved(one))
