@@ -199,8 +199,8 @@ def children(pid):
     return found
 
 
-def status_state(path):
-    """vpnsup's state from its status socket (one JSON snapshot per connection), or None."""
+def status_snapshot(path):
+    """vpnsup's status (one JSON snapshot per connection to its status socket), or None."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(1)
@@ -208,9 +208,25 @@ def status_state(path):
             chunks = []
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
-        return json.loads(b"".join(chunks)).get("state")
+        return json.loads(b"".join(chunks))
     except (OSError, ValueError):
         return None
+
+
+def status_state(path):
+    snapshot = status_snapshot(path)
+    return snapshot.get("state") if snapshot else None
+
+
+def transition_ms(transitions, after_ms, event=None, to=None):
+    """Wall-clock ms of the first transition at or after `after_ms` (ms precision, so 1 ms of
+    slack) matching `event`/`to`, or None."""
+    from datetime import datetime
+    for t in transitions:
+        at = datetime.fromisoformat(t["at"].replace("Z", "+00:00")).timestamp() * 1000
+        if at >= after_ms - 1 and (event is None or t["event"] == event) and (to is None or t["to"] == to):
+            return at
+    return None
 
 
 def react(args):
@@ -233,6 +249,7 @@ def react(args):
         if args.event in ("kill-openvpn", "reconnect") and not openvpn:
             sys.exit("nlwatch: vpnsup has no OpenVPN child")
         t_event = t_before = now_ms()
+        t_wall = time.time() * 1000
         if args.event == "kill-openvpn":
             for pid in openvpn:
                 os.kill(pid, signal.SIGKILL)
@@ -246,7 +263,9 @@ def react(args):
         else:
             sys.exit(f"nlwatch: unknown event {args.event}")
         expect_commit = args.event in ("kill-openvpn", "flush")
-        expect_leave = args.event != "flush"
+        # tun0 deleted: vpnsup reconnects OpenVPN at once and is back within tens of ms, a window
+        # the status poll can miss; its own transition record (event, time) is read afterwards.
+        expect_leave = args.event not in ("flush", "tun-del")
         commit = left = None
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and ((expect_commit and commit is None) or (expect_leave and left is None)):
@@ -267,18 +286,21 @@ def react(args):
         elif args.event == "tun-del":
             dels = [t for t, what, name in watch.links if what == "del" and name == "tun0"]
             t_event = dels[0] if dels else t_event
-        if args.event == "tun-del":
-            # OpenVPN does not notice a deleted tun by itself (it spins on the dead descriptor):
-            # its soft restart makes a new one.
-            for pid in children(args.vpnsup_pid):
-                os.kill(pid, signal.SIGUSR1)
         back = None
         deadline = time.monotonic() + 30
+        if args.event == "tun-del":
+            time.sleep(0.5)
         while time.monotonic() < deadline:
             if status_state(status) == "TunnelUp":
                 back = now_ms()
                 break
             time.sleep(0.02)
+        if args.event == "tun-del":
+            transitions = (status_snapshot(status) or {}).get("transitions", [])
+            down = transition_ms(transitions, t_wall, event="tunnelLinkDown")
+            up = transition_ms(transitions, down, to="TunnelUp") if down is not None else None
+            left = (t_event + down - t_wall) if down is not None else None
+            back = (t_event + up - t_wall) if up is not None else None
         result = {"run": run, "event": args.event,
                   "commit": (commit["t"] - t_event) if commit else None,
                   "commit_from_command": (commit["t"] - t_before) if commit else None,
