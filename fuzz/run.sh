@@ -28,9 +28,13 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
 # libFuzzer); one product at a time, since the other executables cannot link with it.
 for target in "${targets[@]}"; do
     echo "== building $target ($CONFIGURATION)"
-    VPNSUP_FUZZ=1 "$SWIFT" build --scratch-path "$SCRATCH" -c "$CONFIGURATION" --product "$target" \
-        -Xswiftc -sanitize=fuzzer,address 2>&1 | grep -v "Cannot export local symbol" || true
-    [ -x "$SCRATCH/$CONFIGURATION/$target" ] || { echo "fuzz: $target did not build" >&2; exit 2; }
+    rm -f "$SCRATCH/$CONFIGURATION/$target" # a failed build must not leave an old binary to run
+    if ! VPNSUP_FUZZ=1 "$SWIFT" build --scratch-path "$SCRATCH" -c "$CONFIGURATION" --product "$target" \
+        -Xswiftc -sanitize=fuzzer,address 2>&1 | { grep -v "Cannot export local symbol" || true; } ||
+        [ ! -x "$SCRATCH/$CONFIGURATION/$target" ]; then
+        echo "fuzz: $target did not build" >&2
+        exit 2
+    fi
 done
 
 summary=()
