@@ -178,6 +178,29 @@ private final class RouteRequestSocket {
 
     deinit { mnl_socket_close(socket) }
 
+    /// Sends the request `build` fills in and returns the first answer to it, whole: the reply
+    /// message or the kernel's NLMSG_ERROR (for `LinkTraffic.parse` and the like).
+    func query(operation: String, build: (UnsafeMutablePointer<nlmsghdr>) -> Void) throws -> (reply: [UInt8], sequence: UInt32) {
+        let sequence = UInt32(truncatingIfNeeded: time(nil))
+        var request = [UInt8](repeating: 0, count: 256)
+        let sent = request.withUnsafeMutableBytes { raw -> Int in
+            let header = mnl_nlmsg_put_header(raw.baseAddress)!
+            header.pointee.nlmsg_seq = sequence
+            build(header)
+            return mnl_socket_sendto(socket, header, Int(header.pointee.nlmsg_len))
+        }
+        guard sent >= 0 else { throw NetlinkError(operation: operation, errno: errno) }
+        var buffer = [UInt8](repeating: 0, count: 16 << 10)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw NetlinkError(operation: operation, errno: errno == EAGAIN ? ETIMEDOUT : errno)
+            }
+            return (Array(buffer[..<min(count, buffer.count)]), sequence)
+        }
+    }
+
     /// Sends the message `build` fills in (after its header's sequence is set) and waits for the
     /// kernel's answer; errnos in `tolerating` count as success.
     func transact(operation: String, tolerating: Set<Int32>,
@@ -204,6 +227,54 @@ private final class RouteRequestSocket {
             if ack.errno == 0 || tolerating.contains(ack.errno) { return }
             throw NetlinkError(operation: operation, errno: ack.errno, message: ack.message)
         }
+    }
+}
+
+/// Bytes through an interface as the kernel counts them (IFLA_STATS64), read when asked: the
+/// status shows the tunnel's traffic without OpenVPN reporting it on a timer.
+public struct LinkTraffic: Equatable, Sendable {
+    public var received: UInt64
+    public var sent: UInt64
+
+    /// The counters of `interface` in this network namespace; nil when there is no such link.
+    public static func of(_ interface: String) -> LinkTraffic? {
+        let operation = "read the counters of \(interface)"
+        guard !interface.isEmpty, interface.utf8.count < Int(IFNAMSIZ),
+              let socket = try? RouteRequestSocket(operation: operation),
+              let (reply, sequence) = try? socket.query(operation: operation, build: { header in
+                  header.pointee.nlmsg_type = UInt16(RTM_GETLINK)
+                  header.pointee.nlmsg_flags = UInt16(NLM_F_REQUEST)
+                  let message = mnl_nlmsg_put_extra_header(header, MemoryLayout<ifinfomsg>.size)!
+                      .assumingMemoryBound(to: ifinfomsg.self)
+                  message.pointee.ifi_family = UInt8(AF_UNSPEC)
+                  mnl_attr_put_strz(header, UInt16(IFLA_IFNAME), interface)
+              })
+        else { return nil }
+        return parse(reply, sequence: sequence)
+    }
+
+    /// The RTM_NEWLINK answer to `sequence` in `bytes`, its IFLA_STATS64 rx/tx bytes; nil for an
+    /// error answer, another request's, or anything cut short.
+    static func parse(_ bytes: [UInt8], sequence: UInt32) -> LinkTraffic? {
+        let headerSize = 16, linkInfoSize = 16
+        var offset = 0
+        while let length = bytes.u32(offset).map(Int.init), length >= headerSize, length <= bytes.count - offset {
+            let end = offset + length
+            if bytes.u16(offset + 4) == UInt16(RTM_NEWLINK), bytes.u32(offset + 8) == sequence {
+                var attribute = offset + headerSize + linkInfoSize
+                while let size = bytes.u16(attribute, end: end).map(Int.init), size >= 4, size <= end - attribute {
+                    // struct rtnl_link_stats64: rx_packets, tx_packets, rx_bytes, tx_bytes, ...
+                    if bytes.u16(attribute + 2, end: end).map({ $0 & 0x3fff }) == UInt16(IFLA_STATS64), size >= 4 + 32,
+                       let received = bytes.u64(attribute + 4 + 16, end: end), let sent = bytes.u64(attribute + 4 + 24, end: end) {
+                        return LinkTraffic(received: received, sent: sent)
+                    }
+                    attribute += (size + 3) & ~3
+                }
+                return nil
+            }
+            offset += (length + 3) & ~3
+        }
+        return nil
     }
 }
 
@@ -255,6 +326,7 @@ fileprivate extension [UInt8] {
     /// Host-order integers, nil unless entirely before `end` (and inside the buffer).
     func u16(_ offset: Int, end: Int? = nil) -> UInt16? { load(offset, end: end) }
     func u32(_ offset: Int, end: Int? = nil) -> UInt32? { load(offset, end: end) }
+    func u64(_ offset: Int, end: Int? = nil) -> UInt64? { load(offset, end: end) }
 
     private func load<T: FixedWidthInteger>(_ offset: Int, end: Int?) -> T? {
         let limit = Swift.min(end ?? count, count)

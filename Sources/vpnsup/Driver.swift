@@ -227,11 +227,8 @@ actor Driver {
             let answer = pins.answer(host: host, port: port, proto: proto)
             logger.info("OpenVPN asks for remote \(host) \(port.map(String.init) ?? "?") \(proto): \(answer.command)")
             _ = sendManagement(answer.command)
-        case .byteCount(let received, let sent):
-            status.update {
-                $0.bytesIn = received
-                $0.bytesOut = sent
-            }
+        case .byteCount:
+            break // never asked for: the status reads tun0's counters from the kernel instead
         case .fatal(let text):
             logger.error("OpenVPN fatal: \(text)")
             feed(.openvpnFatal(text))
@@ -266,8 +263,7 @@ actor Driver {
         case .spawnOpenVPN:
             return spawnOpenVPN()
         case .requestStateNotifications:
-            // Byte counts every 5 s, for status: OpenVPN sends them only while connected.
-            return sendManagement("state on all") ?? sendManagement("bytecount 5")
+            return sendManagement("state on all")
         case .reconnectOpenVPN:
             reconnects += 1
             status.update { $0.reconnects = reconnects }
@@ -730,7 +726,8 @@ actor Driver {
             // Read on the status thread through a socket of its own: a status request never waits
             // for the driver, and shows what the kernel counts right now.
             let counters = try? Firewall().dropCounters()
-            return status.json(blocked: counters?.mapValues { BlockedCount(packets: $0.packets, bytes: $0.bytes) })
+            return status.json(blocked: counters?.mapValues { BlockedCount(packets: $0.packets, bytes: $0.bytes) },
+                               traffic: LinkTraffic.of(Configuration.tunnelInterface))
         }
         self.statusChannel = statusChannel
         let management = try ManagementChannel.listen(at: managementSocketPath(configuration))

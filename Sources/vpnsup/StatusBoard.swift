@@ -35,7 +35,7 @@ struct StatusSnapshot: Codable, Sendable, Equatable {
     /// so that `status` still reads an older supervisor's JSON.
     var firewallRepairs: Int? = 0
     var lastRepair: Repair?
-    /// Bytes through the tunnel as OpenVPN last reported them (every 5 s while connected).
+    /// Bytes through tun0 as the kernel counts them when the status is asked; absent without tun0.
     var bytesIn: UInt64?
     var bytesOut: UInt64?
     /// PORT_FWD as applied, e.g. `8080/tcp -> 172.22.0.10:80`.
@@ -104,9 +104,11 @@ final class StatusBoard: Sendable {
         }
     }
 
-    func json(blocked: [String: BlockedCount]? = nil) -> [UInt8] {
+    func json(blocked: [String: BlockedCount]? = nil, traffic: LinkTraffic? = nil) -> [UInt8] {
         var current = snapshot.withLock { $0 }
         current.blocked = blocked
+        current.bytesIn = traffic?.received
+        current.bytesOut = traffic?.sent
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return Array((try? encoder.encode(current)) ?? Data("{}".utf8)) + [UInt8(ascii: "\n")]

@@ -251,3 +251,51 @@ private func run(_ command: String, _ arguments: String...) throws -> String {
     }
     return text
 }
+
+@Suite struct LinkTrafficTests {
+    /// RTM_NEWLINK: nlmsghdr, ifinfomsg, then attributes; IFLA_STATS64 holds rx/tx bytes at 16/24.
+    static func newLink(sequence: UInt32, stats: (UInt64, UInt64)?) -> [UInt8] {
+        var stats64 = [UInt8](repeating: 0, count: 16)
+        if let (received, sent) = stats { stats64 += Wire.bytes(received) + Wire.bytes(sent) + [UInt8](repeating: 0, count: 160) }
+        let attributes = Wire.attribute(3, Array("tun0".utf8) + [0]) + (stats == nil ? [] : Wire.attribute(23, stats64))
+        let body = [UInt8](repeating: 0, count: 16) + attributes
+        return Wire.bytes(UInt32(16 + body.count)) + Wire.bytes(UInt16(16)) + Wire.bytes(UInt16(0))
+            + Wire.bytes(sequence) + Wire.bytes(UInt32(0)) + body
+    }
+
+    @Test func readsTheByteCountersOfTheAnswer() {
+        let reply = Self.newLink(sequence: 9, stats: (123_456_789_012, 42))
+        #expect(LinkTraffic.parse(reply, sequence: 9) == LinkTraffic(received: 123_456_789_012, sent: 42))
+        #expect(LinkTraffic.parse(reply, sequence: 10) == nil)  // another request's answer
+        #expect(LinkTraffic.parse(Self.newLink(sequence: 9, stats: nil), sequence: 9) == nil)
+        #expect(LinkTraffic.parse(Wire.error(errno: -ENODEV, sequence: 9, portID: 0), sequence: 9) == nil)
+        for length in 0 ..< reply.count {
+            #expect(LinkTraffic.parse(Array(reply[..<length]), sequence: 9) == nil)  // cut short: never trusted
+        }
+    }
+
+    @Test func noSuchLinkHasNoCounters() {
+        #expect(LinkTraffic.of("vpnsup-nope0") == nil)
+        #expect(LinkTraffic.of("") == nil)
+    }
+
+    /// The kernel's own counters through a veth pair: a ping's bytes show on both ends.
+    @Test(.enabled(if: isolatedRootNetns, "needs root in a private network namespace (unshare --net)"))
+    func countsWhatTheKernelCounts() throws {
+        let (name, peer) = ("vnlt-a", "vnlt-b")
+        _ = try? run("ip", "link", "del", name)
+        defer { _ = try? run("ip", "link", "del", name) }
+        try run("ip", "link", "add", name, "type", "veth", "peer", "name", peer)
+        try run("ip", "addr", "add", "10.77.0.1/30", "dev", name)
+        try run("ip", "link", "set", peer, "up")
+        try run("ip", "link", "set", name, "up")
+        // A fixed neighbour: the echo requests leave at once, no ARP first (and nobody answers).
+        try run("ip", "neigh", "replace", "10.77.0.2", "lladdr", "02:00:00:00:77:02", "dev", name)
+        let before = try #require(LinkTraffic.of(name))
+        _ = try? run("ping", "-c", "3", "-i", "0.2", "-W", "1", "10.77.0.2")
+        let after = try #require(LinkTraffic.of(name))
+        #expect(after.sent >= before.sent + 3 * 98)  // three echo requests: 84 bytes of IP, 14 of Ethernet
+        let peerTraffic = try #require(LinkTraffic.of(peer))
+        #expect(peerTraffic.received >= 3 * 98)
+    }
+}

@@ -91,6 +91,13 @@ tap_check "the password is in no argv or environment (vpnsup, OpenVPN) and no ru
 seen=$(client_fetch 5 || true)
 tap_check "the client reaches the echo, which sees the tunnel address ($seen), not $LAB_CLIENT_IP" \
     via_tunnel "$seen"
+# The traffic in status is tun0's, read from the kernel at the request (no OpenVPN report timer).
+tunnel_traffic() {
+    local json kernel
+    json=$(status_json) && kernel=$(lab_exec router cat /sys/class/net/tun0/statistics/tx_bytes) &&
+        jq -e --argjson kernel "$kernel" '.bytesIn > 0 and .bytesOut > 0 and .bytesOut <= $kernel' <<<"$json" >/dev/null
+}
+tap_check "status shows tun0's traffic as the kernel counts it" tunnel_traffic
 
 # 2a. The remote is a host name: vpnsup resolved it before OpenVPN started, pinned its address,
 # and answered OpenVPN's >REMOTE query with that address (OpenVPN's own DNS would be dropped).
