@@ -14,14 +14,12 @@ command -v debootstrap >/dev/null || {
     exit 1
 }
 root=$(mktemp -d /var/tmp/vpnsup-debootstrap.XXXXXX)
-trap 'rm -rf "$root"' EXIT
+trap 'rm -rf "$root" "$root.log"' EXIT
 echo "debian-base-image: debootstrap bookworm into $root" >&2
 debootstrap --variant=minbase bookworm "$root" "$MIRROR" >"$root.log" 2>&1 || {
     tail -n 20 "$root.log" >&2
-    rm -f "$root.log"
     exit 1
 }
-rm -f "$root.log"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* \
     "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/locale/* "$root"/var/log/*.log
 # As in Debian's images: apt keeps no downloaded packages and no docs after installing.

@@ -12,7 +12,7 @@ packages=(
   nftables tcpdump openssl curl socat dnsmasq-base bind9-dnsutils iperf3 python3 util-linux procps iputils-ping jq
   # the container scenario and the systemd units: a Docker engine, a local base image, the
   # host rules, the compose example, unit checks
-  docker.io docker-compose debootstrap iptables binutils python3-yaml systemd strace
+  docker.io docker-compose debootstrap iptables binutils python3-yaml systemd strace gdb
 )
 
 missing=()

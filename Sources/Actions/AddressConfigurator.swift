@@ -152,7 +152,7 @@ public struct NetlinkError: Error, CustomStringConvertible, Sendable, Hashable {
 private final class RouteRequestSocket {
     private let socket: OpaquePointer
     private let descriptor: Int32
-    private let portID: UInt32
+    let portID: UInt32
 
     init(operation: String) throws {
         guard let socket = mnl_socket_open2(NETLINK_ROUTE, Int32(SOCK_CLOEXEC.rawValue)) else {
@@ -178,9 +178,10 @@ private final class RouteRequestSocket {
 
     deinit { mnl_socket_close(socket) }
 
-    /// Sends the request `build` fills in and returns the first answer to it, whole: the reply
-    /// message or the kernel's NLMSG_ERROR (for `LinkTraffic.parse` and the like).
-    func query(operation: String, build: (UnsafeMutablePointer<nlmsghdr>) -> Void) throws -> (reply: [UInt8], sequence: UInt32) {
+    /// Sends the request `build` fills in (after its header's sequence is set) and reads the
+    /// kernel's messages until `answer` finds the one for this request in a buffer.
+    func exchange<Answer>(operation: String, build: (UnsafeMutablePointer<nlmsghdr>) -> Void,
+                          answer: (_ bytes: [UInt8], _ sequence: UInt32) -> Answer?) throws -> Answer {
         let sequence = UInt32(truncatingIfNeeded: time(nil))
         var request = [UInt8](repeating: 0, count: 256)
         let sent = request.withUnsafeMutableBytes { raw -> Int in
@@ -190,6 +191,7 @@ private final class RouteRequestSocket {
             return mnl_socket_sendto(socket, header, Int(header.pointee.nlmsg_len))
         }
         guard sent >= 0 else { throw NetlinkError(operation: operation, errno: errno) }
+
         var buffer = [UInt8](repeating: 0, count: 16 << 10)
         while true {
             let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
@@ -197,36 +199,19 @@ private final class RouteRequestSocket {
                 if errno == EINTR { continue }
                 throw NetlinkError(operation: operation, errno: errno == EAGAIN ? ETIMEDOUT : errno)
             }
-            return (Array(buffer[..<min(count, buffer.count)]), sequence)
+            if let found = answer(Array(buffer[..<min(count, buffer.count)]), sequence) { return found }
         }
     }
 
-    /// Sends the message `build` fills in (after its header's sequence is set) and waits for the
-    /// kernel's answer; errnos in `tolerating` count as success.
+    /// Sends the message `build` fills in and waits for the kernel's ACK; errnos in `tolerating`
+    /// count as success.
     func transact(operation: String, tolerating: Set<Int32>,
                   build: (UnsafeMutablePointer<nlmsghdr>) -> Void) throws {
-        let sequence = UInt32(truncatingIfNeeded: time(nil))
-        var request = [UInt8](repeating: 0, count: 256)
-        let sent = request.withUnsafeMutableBytes { raw -> Int in
-            let header = mnl_nlmsg_put_header(raw.baseAddress)!
-            header.pointee.nlmsg_seq = sequence
-            build(header)
-            return mnl_socket_sendto(socket, header, Int(header.pointee.nlmsg_len))
+        let ack = try exchange(operation: operation, build: build) { bytes, sequence in
+            NetlinkAck.parse(bytes, sequence: sequence, portID: portID)
         }
-        guard sent >= 0 else { throw NetlinkError(operation: operation, errno: errno) }
-
-        var buffer = [UInt8](repeating: 0, count: 16 << 10)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw NetlinkError(operation: operation, errno: errno == EAGAIN ? ETIMEDOUT : errno)
-            }
-            guard let ack = NetlinkAck.parse(Array(buffer[..<min(count, buffer.count)]),
-                                             sequence: sequence, portID: portID) else { continue }
-            if ack.errno == 0 || tolerating.contains(ack.errno) { return }
-            throw NetlinkError(operation: operation, errno: ack.errno, message: ack.message)
-        }
+        if ack.errno == 0 || tolerating.contains(ack.errno) { return }
+        throw NetlinkError(operation: operation, errno: ack.errno, message: ack.message)
     }
 }
 
@@ -240,17 +225,20 @@ public struct LinkTraffic: Equatable, Sendable {
     public static func of(_ interface: String) -> LinkTraffic? {
         let operation = "read the counters of \(interface)"
         guard !interface.isEmpty, interface.utf8.count < Int(IFNAMSIZ),
-              let socket = try? RouteRequestSocket(operation: operation),
-              let (reply, sequence) = try? socket.query(operation: operation, build: { header in
-                  header.pointee.nlmsg_type = UInt16(RTM_GETLINK)
-                  header.pointee.nlmsg_flags = UInt16(NLM_F_REQUEST)
-                  let message = mnl_nlmsg_put_extra_header(header, MemoryLayout<ifinfomsg>.size)!
-                      .assumingMemoryBound(to: ifinfomsg.self)
-                  message.pointee.ifi_family = UInt8(AF_UNSPEC)
-                  mnl_attr_put_strz(header, UInt16(IFLA_IFNAME), interface)
-              })
-        else { return nil }
-        return parse(reply, sequence: sequence)
+              let socket = try? RouteRequestSocket(operation: operation) else { return nil }
+        // The answer is the link (RTM_NEWLINK) or an error (no such link): either ends the wait.
+        let traffic = try? socket.exchange(operation: operation, build: { header in
+            header.pointee.nlmsg_type = UInt16(RTM_GETLINK)
+            header.pointee.nlmsg_flags = UInt16(NLM_F_REQUEST)
+            let message = mnl_nlmsg_put_extra_header(header, MemoryLayout<ifinfomsg>.size)!
+                .assumingMemoryBound(to: ifinfomsg.self)
+            message.pointee.ifi_family = UInt8(AF_UNSPEC)
+            mnl_attr_put_strz(header, UInt16(IFLA_IFNAME), interface)
+        }, answer: { bytes, sequence -> LinkTraffic?? in
+            if let traffic = parse(bytes, sequence: sequence) { return .some(traffic) }
+            return NetlinkAck.parse(bytes, sequence: sequence, portID: socket.portID) == nil ? nil : .some(nil)
+        })
+        return traffic ?? nil
     }
 
     /// The RTM_NEWLINK answer to `sequence` in `bytes`, its IFLA_STATS64 rx/tx bytes; nil for an

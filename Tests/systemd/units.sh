@@ -12,6 +12,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=lab/lab.sh
+. "$REPO/lab/lab.sh" # lab_wait_for
 # shellcheck source=Tests/lab/tap.sh
 . "$REPO/Tests/lab/tap.sh"
 UNITS=$REPO/packaging/systemd
@@ -108,7 +110,6 @@ if [ -x "$VPNSUP" ]; then
     VPNSUP_PID=$!
     table_there() { in_router nft list tables 2>/dev/null | grep -q vpnsup; }
     openvpn_started() { grep -q 'execve("[^"]*/openvpn"' "$SCRATCH/exec.trace" 2>/dev/null; }
-    lab_wait_for() { local n=$(($1 * 10)); shift; until "$@"; do n=$((n - 1)); [ $n -gt 0 ] || return 1; sleep 0.1; done; }
     tap_check "vpnsup in the namespace commits its ruleset there" lab_wait_for 10 table_there
     tap_check "and the stand-in host namespace has none of it" sh -c "! ip netns exec '$HOST_NS' nft list tables | grep -q vpnsup"
     lab_wait_for 10 openvpn_started || tap_note "OpenVPN was not started within 10 s"
