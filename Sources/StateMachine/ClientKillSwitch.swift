@@ -53,6 +53,10 @@ public struct ClientKillSwitch: Hashable, Sendable {
         }
 
         var output = [Rule([.outputInterface("lo")], .accept)]
+        // Queries the redirect rewrote: here `oifname` is still the route chosen before it.
+        for transport in transports {
+            output.append(Rule([.destinationNATed, .destinationAddress(dns.forwarder), .destinationPort(transport, 53)], .accept))
+        }
         for transport in transports {
             output.append(Rule([.outputInterface(underlay), .mark(dns.mark), .destinationAddress(dns.clusterResolver),
                                 .destinationPort(transport, 53)], .accept))

@@ -187,6 +187,7 @@ private struct Packet: CustomStringConvertible {
     var transport: TransportProtocol? = .udp
     var port: UInt16 = 0
     var mark: UInt32 = 0
+    var destinationNATed = false
 
     var description: String { "\(hook) \(family) \(input)->\(output) \(source)->\(destination) \(transport?.rawValue ?? "-"):\(port) mark \(mark)" }
 }
@@ -207,8 +208,9 @@ private func accepts(_ ruleset: Ruleset, _ packet: Packet) -> Bool {
             case .notDestinationAddress(let address): return packet.family == .ipv4 && packet.destination != address
             case .destinationPort(let transport, let port): return packet.transport == transport && packet.port == port
             case .mark(let mark): return packet.mark == mark
-            case .connectionState, .neighbourDiscovery, .protocolICMP, .destinationNATed, .tcpSYN:
-                return false  // the packets here are new, non-ICMP, not NATed
+            case .destinationNATed: return packet.destinationNATed
+            case .connectionState, .neighbourDiscovery, .protocolICMP, .tcpSYN:
+                return false  // the packets here are new and not ICMP
             }
         }
         guard matched else { continue }
@@ -313,6 +315,8 @@ private func accepts(_ ruleset: Ruleset, _ packet: Packet) -> Bool {
             \tchain output {
             \t\ttype filter hook output priority 0; policy drop;
             \t\toifname "lo" accept
+            \t\tct status dnat ip daddr 127.0.0.1 udp dport 53 accept
+            \t\tct status dnat ip daddr 127.0.0.1 tcp dport 53 accept
             \t\toifname "eth0" meta mark 0x76706e02 ip daddr 10.96.0.10 udp dport 53 accept
             \t\toifname "eth0" meta mark 0x76706e02 ip daddr 10.96.0.10 tcp dport 53 accept
             \t\tip daddr 10.96.0.10 udp dport 53 counter drop
