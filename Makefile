@@ -17,6 +17,7 @@ build: deps
 # so nothing they do to links, addresses or nftables can reach this machine's own network;
 # then a short pass of every fuzz target (fuzz/run.sh: replays the crash regressions, 5 s each),
 # the lab proves its own leak detector (selftest), the Kubernetes manifests render and validate,
+# the cluster simulation proves its topology and its leak detector (Tests/k8s/sim.sh, ~20 s),
 # the end-to-end tests run against the
 # built binary, a short fault-injection soak, the systemd units, and the original Docker scenario
 # with the image (Tests/docker/e2e.sh).
@@ -26,6 +27,7 @@ test: build
 	SWIFT=$(SWIFT) FUZZ_SECONDS=5 bash fuzz/run.sh
 	bash Tests/lab/selftest.sh
 	bash Tests/k8s/manifests.sh
+	bash Tests/k8s/sim.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
 	VPNSUP=$(VPNSUP) SOAK_FAULTS=12 bash Tests/lab/soak.sh
 	VPNSUP=$(VPNSUP) bash Tests/systemd/units.sh
