@@ -12,7 +12,7 @@ public struct OverlayAddressing: Hashable, Sendable {
     /// The cluster's pod networks, in the order the offsets are counted.
     public let podNetworks: [IPv4Network]
 
-    /// Why an overlay cannot be laid out; `variable` names the setting to blame.
+    /// Why an overlay cannot be laid out, and which setting is to blame.
     public struct LayoutError: Error, Hashable, Sendable {
         public enum Setting: Hashable, Sendable { case gateway, podNetworks }
         public var setting: Setting

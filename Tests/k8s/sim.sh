@@ -7,7 +7,7 @@
 # echo; with the gateway's tunnel down, or the gateway pod gone, clients are blocked and leak
 # nothing, even when a client's default route points out of eth0; the gateway rescheduled to
 # another node with a new IP is followed (timed). Needs root; bounded (about 30 s).
-# Prints ok/not ok lines, "# " notes and "k8s sim: P passed, F failed"; exits non-zero on failure.
+# Prints ok/not ok lines, "# " notes and "k8s-sim: P passed, F failed"; exits non-zero on failure.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -30,7 +30,7 @@ finish() {
         tap_note "lab files kept in $LAB_RUNDIR"
     fi
     if [ "$status" -ne 0 ] && [ "$TAP_FAIL" -eq 0 ]; then tap_not_ok "test script aborted (status $status)"; fi
-    echo "k8s sim: $TAP_PASS passed, $TAP_FAIL failed"
+    echo "k8s-sim: $TAP_PASS passed, $TAP_FAIL failed"
     [ "$TAP_FAIL" -eq 0 ] && [ "$status" -eq 0 ]
 }
 trap finish EXIT
