@@ -17,7 +17,7 @@ build: deps
 # so nothing they do to links, addresses or nftables can reach this machine's own network;
 # then a short pass of every fuzz target (fuzz/run.sh: replays the crash regressions, 5 s each),
 # the lab proves its own leak detector (selftest), the Kubernetes manifests render and validate,
-# the cluster simulation proves its topology and its leak detector (Tests/k8s/sim.sh, ~20 s),
+# the cluster simulation proves its topology and its leak detector (Tests/k8s/sim.sh, ~25 s),
 # the end-to-end tests run against the
 # built binary, a short fault-injection soak, the systemd units, and the original Docker scenario
 # with the image (Tests/docker/e2e.sh).

@@ -409,12 +409,21 @@ ksim_client_join() {
     ksim_exec "$pod" ip link set vxlan0 address "$(ksim_overlay_mac "$overlay")"
     ksim_exec "$pod" ip addr add "$overlay/${KSIM_GATEWAY_ADDR#*/}" dev vxlan0
     ksim_exec "$pod" ip link set vxlan0 up
+    ksim_neighbour_timers "$pod"
     local net
     for net in "$KSIM_POD_CIDR" "$KSIM_SERVICE_CIDR" "$KSIM_NODE_CIDR"; do
         ksim_exec "$pod" ip route add "$net" via 169.254.1.1 dev eth0
     done
     ksim_exec "$pod" ip route replace default via "${KSIM_GATEWAY_ADDR%/*}" dev vxlan0
     echo "$gateway"
+}
+
+# The gateway-move detector's timers on a client's vxlan0 (docs/kubernetes.md, Gateway moves):
+# without confirmation from traffic the gateway's entry is re-checked after 1-3 s, probed once a
+# second later, three unicast probes 0.5 s apart, then FAILED, which rtnetlink announces.
+ksim_neighbour_timers() {
+    _ksim_sysctl "$1" net.ipv4.neigh.vxlan0.base_reachable_time_ms=2000 net.ipv4.neigh.vxlan0.delay_first_probe_time=1 \
+        net.ipv4.neigh.vxlan0.retrans_time_ms=500 net.ipv4.neigh.vxlan0.ucast_solicit=3 net.ipv4.neigh.vxlan0.mcast_solicit=3
 }
 
 # ksim_client_follow POD: re-resolve the gateway's name, re-point the overlay in place

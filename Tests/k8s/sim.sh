@@ -5,8 +5,10 @@
 # gateway's tunnel and cluster services directly, with zero leaked packets on every node's uplink
 # and the cluster's; a client that bypasses the overlay is caught on its node's uplink and at the
 # echo; with the gateway's tunnel down, or the gateway pod gone, clients are blocked and leak
-# nothing, even when a client's default route points out of eth0; the gateway rescheduled to
-# another node with a new IP is followed (timed). Needs root; bounded (about 30 s).
+# nothing, even when a client's default route points out of eth0; the kernel announces a deleted
+# gateway as a neighbour failure on a sending client's overlay (timed), and a mere tunnel outage
+# not; the gateway rescheduled to another node with a new IP is followed (timed). Needs root;
+# bounded (about 25 s).
 # Prints ok/not ok lines, "# " notes and "k8s-sim: P passed, F failed"; exits non-zero on failure.
 set -euo pipefail
 
@@ -112,19 +114,46 @@ ksim_client_killswitch client-b
 ksim_exec client-b ip route replace default via "${KSIM_GATEWAY_ADDR%/*}" dev vxlan0
 tap_check "client-b back on the overlay" via_tunnel client-b
 
+# The gateway-move detector (phase 2's vpnsup join listens to it): rtnetlink's neighbour events on
+# client-a's vxlan0, while client-a keeps sending (a ping to the internet, through the overlay).
+ksim_daemon_start neigh-client-a client-a ip -ts monitor neigh dev vxlan0
+gateway_failed() { grep -q " ${KSIM_GATEWAY_ADDR%/*} .*FAILED" "$LAB_RUNDIR/logs/neigh-client-a.log"; }
+gateway_confirmations() { grep -c " ${KSIM_GATEWAY_ADDR%/*} .*REACHABLE" "$LAB_RUNDIR/logs/neigh-client-a.log" || true; }
+traffic_start() { ksim_daemon_start ping-client-a client-a ping -n -i 0.2 "$LAB_ECHO_IP"; }
+traffic_stop() { ksim_daemon_stop ping-client-a; }
+
 # ---- the gateway's tunnel down: clients blocked, nothing leaks ----
 captures_start
 ksim_gateway_tunnel_stop gw
+t0=$(lab_now_ms)
+confirmed_before=$(gateway_confirmations)
+traffic_start
 tap_check "tunnel down: client-a blocked" blocked client-a
 tap_check "tunnel down: client-b blocked" blocked client-b
 tap_check "tunnel down: cluster services still reached directly" web_sees_pod client-b
+# Long enough for the neighbour timers to run out twice: the gateway pod answers its probes.
+while [ $(($(lab_now_ms) - t0)) -lt 7000 ]; do sleep 0.2; done
+traffic_stop
+confirmed=$(($(gateway_confirmations) - confirmed_before))
+tap_check "tunnel down: the gateway still answers on the overlay ($confirmed probes answered, no neighbour failure in 7 s of traffic)" \
+    eval '[ "$confirmed" -gt 0 ] && ! gateway_failed'
 ksim_gateway_tunnel_start gw
 tap_check "tunnel back: client-a through it again" lab_wait_for 10 via_tunnel client-a
 no_leaks "tunnel down and back"
 
 # ---- the gateway pod gone: clients blocked, even with their default route on eth0 ----
 captures_start
+traffic_start
+t0=$(lab_now_ms)
 ksim_pod_delete gw
+if lab_wait_for 15 gateway_failed; then
+    took=$(($(lab_now_ms) - t0))
+    tap_ok "gateway gone: the kernel reports the gateway's overlay address FAILED on client-a's vxlan0"
+    tap_note "figure: gateway pod deleted -> neighbour FAILED event on a sending client: $(lab_ms_to_s "$took") s"
+else
+    tap_not_ok "gateway gone: the kernel reports the gateway's overlay address FAILED on client-a's vxlan0 (not within 15 s)"
+fi
+traffic_stop
 tap_check "gateway gone: client-a blocked" blocked client-a
 ksim_exec client-b ip route replace default via 169.254.1.1 dev eth0
 tap_check "gateway gone, client-b's default route out of eth0: still blocked (its kill switch)" blocked client-b
