@@ -6,8 +6,9 @@ import StateMachine
 /// underlay device and local address, address learning off on clients, and the default
 /// destination (the all-zero FDB entry: where frames for any MAC go) set to the gateway's pod IP.
 /// Re-pointing that destination when the gateway moves is one RTM_NEWLINK changing
-/// IFLA_VXLAN_GROUP, which the kernel applies in place: no moment without a destination, no
-/// moment with two. The kernel refuses to change a VNI or a port, so a link that differs in
+/// IFLA_VXLAN_GROUP, which the kernel applies in place (it adds the new destination, then removes
+/// the old, under one lock): never a moment without a destination; at most a frame sent to both
+/// gateways. The kernel refuses to change a VNI or a port, so a link that differs in
 /// those is deleted and created again.
 public struct VxlanLink: Sendable {
     public struct Parameters: Hashable, Sendable, CustomStringConvertible {
