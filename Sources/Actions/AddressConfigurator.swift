@@ -148,8 +148,9 @@ public struct NetlinkError: Error, CustomStringConvertible, Sendable, Hashable {
     }
 }
 
-/// A NETLINK_ROUTE socket for one request and its ACK; closed when released.
-private final class RouteRequestSocket {
+/// A NETLINK_ROUTE socket for one request and its ACK; closed when released. (Internal: WireGuardLink
+/// sends its link requests through it too.)
+final class RouteRequestSocket {
     private let socket: OpaquePointer
     private let descriptor: Int32
     let portID: UInt32
