@@ -65,5 +65,6 @@ if Context.environment["VPNSUP_FUZZ"] == "1" {
         .executableTarget(name: "FuzzOpenVPNConfig", dependencies: ["FuzzSupport", "StateMachine"]),
         .executableTarget(name: "FuzzDNS", dependencies: ["FuzzSupport", "Actions", "StateMachine"]),
         .executableTarget(name: "FuzzNetlink", dependencies: ["FuzzSupport", "Watchers", "StateMachine"]),
+        .executableTarget(name: "FuzzWireGuardConfig", dependencies: ["FuzzSupport", "StateMachine"]),
     ]
 }

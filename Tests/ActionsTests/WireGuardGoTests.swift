@@ -154,6 +154,11 @@ struct WireGuardGoTests {
         #expect(peer.persistentKeepalive == 25, "vpnsup's default keepalive")
         #expect(peer.allowedIPs == ["0.0.0.0/0"])
         #expect(peer.lastHandshake != nil && peer.sentBytes > 0 && peer.receivedBytes > 0)
+        // What one look costs (a figure for docs/wireguard.md, not a limit).
+        let clock = ContinuousClock()
+        let looks = 200
+        let spent = try clock.measure { for _ in 0..<looks { _ = try clientUAPI.status() } }
+        print("one UAPI get (connect, request, answer of 1 peer, parse): \(spent / looks) on average over \(looks)")
         let link = try runTool(FirewallTestEnvironment.ip!, ["-o", "link", "show", "dev", clientName])
         #expect(link.output.contains(" mtu 1380 "), "\(link.output)")
 
