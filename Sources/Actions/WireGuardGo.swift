@@ -28,8 +28,10 @@ public struct WireGuardSocketClaimError: Error, Hashable, Sendable, CustomString
 /// `/var/run/wireguard/NAME.sock`; vpnsup gives it everything else over that socket.
 ///
 /// The order for one start: `claimSocket` → `WireGuardSocketWatcher` armed → `spawn` → wait for
-/// the socket → `WireGuardUAPIClient(expectedPID:)` sends `WireGuardUAPIRequest.device` → MTU,
-/// address and IFF_UP on the link (`WireGuardLink.setMTU`, `AddressConfigurator`).
+/// the socket (the link exists by then) → MTU, addresses and IFF_UP on the link
+/// (`WireGuardLink.setMTU`, `AddressConfigurator`) → `WireGuardUAPIClient(expectedPID:)` sends
+/// `WireGuardUAPIRequest.device`. The last two may swap: wireguard-go starts the handshake when
+/// the link comes up, or at once when it is up already.
 public enum WireGuardGo {
     public static let defaultExecutable = "wireguard-go"
 

@@ -87,7 +87,16 @@ enum WireGuardTestEnvironment {
         return .seconds(now.tv_sec) + .nanoseconds(now.tv_nsec)
     }
 
-    static func gone(_ pid: Int32) -> Bool { kill(pid, 0) != 0 && errno == ESRCH }
+    /// Whether a wireguard-go for `name` runs anywhere on the machine (by its command line: a
+    /// reaped pid may already be another process's).
+    static func running(_ name: String) -> Bool {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.contains { entry in
+            guard entry.allSatisfy(\.isNumber),
+                  let cmdline = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return false }
+            return String(decoding: cmdline, as: UTF8.self).hasSuffix("\0-f\0\(name)\0")
+        }
+    }
 }
 
 private func wgQuick(privateKey: String, address: String, listenPort: UInt16, peer: String,
@@ -116,7 +125,7 @@ struct WireGuardGoTests {
         var pids: [Int32] = []
         defer {
             for pid in pids { stopDaemon(pid) }
-            #expect(pids.allSatisfy(WireGuardTestEnvironment.gone))
+            #expect(!WireGuardTestEnvironment.running(clientName) && !WireGuardTestEnvironment.running(serverName))
             _ = try? WireGuardGo.claimSocket(interface: clientName)
             _ = try? WireGuardGo.claimSocket(interface: serverName)
         }
@@ -183,6 +192,7 @@ struct WireGuardGoTests {
         // SIGKILL: the link goes with the process, the socket file stays behind, stale; a claim
         // removes it; a request then finds no device.
         stopDaemon(client.pid)
+        pids.removeAll { $0 == client.pid }  // reaped: its pid may now be another process's
         #expect(!AddressConfigurator.interfaceExists(clientName))
         #expect(FileManager.default.fileExists(atPath: clientUAPI.socketPath))
         try WireGuardGo.claimSocket(interface: clientName)
@@ -288,7 +298,7 @@ struct WireGuardKillSwitchTests {
         var pids: [Int32] = []
         defer {
             for pid in pids { stopDaemon(pid) }
-            #expect(pids.allSatisfy(WireGuardTestEnvironment.gone))
+            #expect(!WireGuardTestEnvironment.running(routerDevice) && !WireGuardTestEnvironment.running(serverDevice))
             for name in [router, server, lan] { _ = try? runTool(FirewallTestEnvironment.ip!, ["netns", "del", name]) }
             _ = try? WireGuardGo.claimSocket(interface: routerDevice)
             _ = try? WireGuardGo.claimSocket(interface: serverDevice)
@@ -303,10 +313,6 @@ struct WireGuardKillSwitchTests {
         try ip("-n", server, "addr", "add", "10.203.0.2/24", "dev", "wan0")
         try ip("-n", router, "addr", "add", "172.31.0.1/24", "dev", "eth1")
         try ip("-n", lan, "addr", "add", "172.31.0.10/24", "dev", "lan0")
-        for (name, link) in [(router, "eth0"), (router, "eth1"), (server, "wan0"), (lan, "lan0")] {
-            try ip("-n", name, "link", "set", link, "up")
-        }
-        try ip("-n", lan, "route", "add", "default", "via", "172.31.0.1")
         #expect(try inNamespace(router, "sysctl", ["-qw", "net.ipv4.ip_forward=1"]).status == 0)
         let counting = try runTool(FirewallTestEnvironment.ip!, ["netns", "exec", server, FirewallTestEnvironment.nft!, "-f", "-"], input: """
             table inet wgtest {
@@ -330,6 +336,14 @@ struct WireGuardKillSwitchTests {
                                                    endpoints: Array(endpoints.values))
         let table = Configuration.routingTable, priority = Configuration.routingRulePriority
 
+        // As vpnsup does, the router's kill switch is in place before its links come up: the
+        // kernel's own IPv6 chatter (DAD, router solicitations, MLD) on eth0 would count as leaks.
+        try await NetworkNamespace.run(joining: "/run/netns/\(router)") { try Firewall().commit(Ruleset.build(.connecting, for: layout)) }
+        for (name, link) in [(router, "eth0"), (router, "eth1"), (server, "wan0"), (lan, "lan0")] {
+            try ip("-n", name, "link", "set", link, "up")
+        }
+        try ip("-n", lan, "route", "add", "default", "via", "172.31.0.1")
+
         // The server, as a provider would run it.
         let serverProcess = try await NetworkNamespace.run(joining: "/run/netns/\(server)") { () throws -> Int32 in
             let started = try WireGuardTestEnvironment.start(serverDevice)
@@ -342,11 +356,9 @@ struct WireGuardKillSwitchTests {
         }
         pids.append(serverProcess)
 
-        // The router, in the order vpnsup's Machine goes: the connecting policy committed, then
+        // The router, in the order vpnsup's Machine goes: with the connecting policy committed,
         // wireguard-go, its configuration, the link; the up policy once the handshake is seen.
         let routerProcess = try await NetworkNamespace.run(joining: "/run/netns/\(router)") { () throws -> Int32 in
-            let firewall = try Firewall()
-            try firewall.commit(Ruleset.build(.connecting, for: layout))
             let started = try WireGuardTestEnvironment.start(routerDevice)
             let addresses = AddressConfigurator()
             try addresses.ensureUnreachableDefault(table: table)
@@ -392,6 +404,7 @@ struct WireGuardKillSwitchTests {
         // wireguard-go SIGKILLed: the link and its routes go; the LAN's packets meet the
         // unreachable default and the firewall; still nothing else on the WAN.
         stopDaemon(routerProcess)
+        pids.removeAll { $0 == routerProcess }  // reaped: its pid may now be another process's
         #expect(try ip("-n", router, "-o", "link", "show").contains(routerDevice) == false)
         #expect(try inNamespace(lan, "ping", ["-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", "10.203.0.2"]).status != 0)
         #expect(try inNamespace(lan, "ping", ["-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", "10.77.0.1"]).status != 0)
