@@ -49,8 +49,8 @@ public enum WireGuardGo {
         try Spawner.spawn(executable: executable, arguments: ["-f", interface], environment: environment(logLevel: logLevel))
     }
 
-    /// Makes the UAPI socket name usable before a spawn: creates `/var/run/wireguard` (0755, as
-    /// wireguard-go would), removes a stale socket file (nobody listening: left by a wireguard-go
+    /// Makes the UAPI socket name usable before a spawn: creates `/var/run/wireguard` (0755 less
+    /// the umask, as wireguard-go would), removes a stale socket file (nobody listening: left by a wireguard-go
     /// that was killed), and refuses a name a live device serves. A live socket is never removed:
     /// wireguard-go stops when its socket file goes, and the other router's tunnel would go with it.
     public static func claimSocket(interface: String) throws(WireGuardSocketClaimError) {

@@ -6,7 +6,8 @@ import Glibc
 /// the TUN link first and the socket after it, so once the socket exists the link does too.
 ///
 /// Arm it (create it) before spawning wireguard-go, so a socket made at once is not missed; then
-/// `wait` on a thread that may block. `wakeup` ends the wait early (the child exited, shutdown).
+/// `wait` on a thread that may block (one waiter at a time: the events are read, not shared).
+/// `wakeup` ends the wait early (the child exited, shutdown).
 public final class WireGuardSocketWatcher: Sendable {
     public enum Outcome: Hashable, Sendable {
         case appeared
