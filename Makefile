@@ -16,16 +16,17 @@ build: deps
 # Unit tests and root tests. The root tests run in a private network namespace (unshare --net),
 # so nothing they do to links, addresses or nftables can reach this machine's own network;
 # then a short pass of every fuzz target (fuzz/run.sh: replays the crash regressions, 5 s each),
-# the lab proves its own leak detector (selftest), the Kubernetes manifests render and validate,
-# the cluster simulation proves its topology and its leak detector (Tests/k8s/sim.sh, ~25 s),
-# the end-to-end tests run against the
-# built binary, a short fault-injection soak, the systemd units, and the original Docker scenario
-# with the image (Tests/docker/e2e.sh).
+# the lab proves its own leak detector (selftest, and its WireGuard side: wireguard-selftest),
+# the Kubernetes manifests render and validate, the cluster simulation proves its topology and
+# its leak detector (Tests/k8s/sim.sh, ~25 s), the end-to-end tests run against the built binary,
+# a short fault-injection soak, the systemd units, and the original Docker scenario with the
+# image (Tests/docker/e2e.sh).
 test: build
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	unshare --net -- sh -c 'ip link set lo up && exec $(SWIFT) test --skip-build $(BUILD_FLAGS)'
 	SWIFT=$(SWIFT) FUZZ_SECONDS=5 bash fuzz/run.sh
 	bash Tests/lab/selftest.sh
+	bash Tests/lab/wireguard-selftest.sh
 	bash Tests/k8s/manifests.sh
 	bash Tests/k8s/sim.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh

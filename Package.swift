@@ -43,9 +43,10 @@ let package = Package(
         ),
         // Actions: the nftables monitor is tested against commits through vpnsup's own Firewall.
         .testTarget(name: "WatchersTests", dependencies: ["Watchers", "StateMachine", "Actions"]),
+        // Watchers: the WireGuard tests wait for wireguard-go's socket with the socket watcher.
         .testTarget(
             name: "ActionsTests",
-            dependencies: ["Actions", "StateMachine", .product(name: "Logging", package: "swift-log"),
+            dependencies: ["Actions", "StateMachine", "Watchers", .product(name: "Logging", package: "swift-log"),
                            .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(name: "vpnsupTests", dependencies: ["vpnsup", "StateMachine"]),
@@ -64,5 +65,6 @@ if Context.environment["VPNSUP_FUZZ"] == "1" {
         .executableTarget(name: "FuzzOpenVPNConfig", dependencies: ["FuzzSupport", "StateMachine"]),
         .executableTarget(name: "FuzzDNS", dependencies: ["FuzzSupport", "Actions", "StateMachine"]),
         .executableTarget(name: "FuzzNetlink", dependencies: ["FuzzSupport", "Watchers", "StateMachine"]),
+        .executableTarget(name: "FuzzWireGuardConfig", dependencies: ["FuzzSupport", "StateMachine"]),
     ]
 }

@@ -6,8 +6,8 @@ set -euo pipefail
 packages=(
   # build: the C libraries vpnsup links
   pkg-config libmnl-dev libnftnl-dev libsystemd-dev
-  # run: what vpnsup drives
-  openvpn iproute2
+  # run: what vpnsup drives (wireguard-go: the userspace WireGuard; wg: the lab's server side, keys)
+  openvpn iproute2 wireguard-go wireguard-tools
   # tests and demo: namespaces lab, captures, servers, clients
   nftables tcpdump openssl curl socat dnsmasq-base bind9-dnsutils iperf3 python3 util-linux procps iputils-ping jq
   # the container scenario and the systemd units: a Docker engine, a local base image, the

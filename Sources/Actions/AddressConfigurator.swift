@@ -149,7 +149,7 @@ public struct NetlinkError: Error, CustomStringConvertible, Sendable, Hashable {
 }
 
 /// A NETLINK_ROUTE socket for one request and its ACK; closed when released. Internal: VxlanLink
-/// sends its requests through it too.
+/// and WireGuardLink send their link requests through it too.
 final class RouteRequestSocket {
     private let socket: OpaquePointer
     private let descriptor: Int32
