@@ -45,7 +45,21 @@ public enum OpenVPNOutput {
             return options
         }
         guard let fatal = messages.lastIndex(where: { $0.hasPrefix("Exiting due to fatal error") }) else { return nil }
-        // The reason is the line before, skipping OpenSSL's own detail lines.
-        return messages[..<fatal].last { !$0.hasPrefix("OpenSSL: ") && !$0.isEmpty }
+        // The reason is the line before; OpenSSL's detail lines before it say why, as
+        // "OpenSSL: error:0A00018E:SSL routines::ca md too weak:".
+        guard let reasonIndex = messages[..<fatal].lastIndex(where: { !$0.hasPrefix("OpenSSL: ") && !$0.isEmpty }) else { return nil }
+        let details = messages[..<reasonIndex].reversed().prefix { $0.hasPrefix("OpenSSL: ") }.reversed()
+            .map { $0.split(separator: ":", omittingEmptySubsequences: false).dropFirst(5).joined(separator: ":").trimmingSpacesAndColons }
+            .filter { !$0.isEmpty }
+        return messages[reasonIndex] + (details.isEmpty ? "" : " (OpenSSL: \(details.joined(separator: "; ")))")
+    }
+}
+
+private extension String {
+    var trimmingSpacesAndColons: String {
+        var text = Substring(self)
+        while let last = text.last, last == ":" || last == " " { text = text.dropLast() }
+        while let first = text.first, first == " " { text = text.dropFirst() }
+        return String(text)
     }
 }
