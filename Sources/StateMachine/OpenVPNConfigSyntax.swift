@@ -131,6 +131,11 @@ public enum OpenVPNConfigSyntax {
             case .failure(let error): return .failure(OpenVPNSyntaxError(line: lineNumber, message: error.message))
             }
             guard !words.isEmpty else { continue }
+            // A backslash before the line break puts the break into the word (OpenVPN would keep
+            // it); no word written back could hold it on one line.
+            if words.contains(where: { $0.utf8.contains(0x0A) }) {
+                return .failure(OpenVPNSyntaxError(line: lineNumber, message: "a backslash before the line break"))
+            }
             if words[0].utf8.count >= 3, words[0].hasPrefix("--") { words[0].removeFirst(2) }
             // OpenVPN looks for a block on the first word alone, after dropping its `--`.
             if words.count == 1, words[0].hasPrefix("<"), words[0].hasSuffix(">"), words[0].utf8.count >= 2 {
@@ -254,11 +259,12 @@ public enum OpenVPNConfigSyntax {
     }
 
     /// A word written so that `parse_line` reads it back unchanged: bare when it can be, else in
-    /// double quotes with `\` and `"` escaped.
+    /// double quotes with `\` and `"` escaped. A word that starts with a BOM is quoted too: on
+    /// the first line, OpenVPN would skip the BOM and read another word (`\u{FEFF}up` as `up`).
     public static func quoted(_ word: String) -> String {
         let bytes = Array(word.utf8)
         let bare = !bytes.isEmpty && !bytes.contains(where: { isSpace($0) || $0 == 0x5C })
-            && ![0x22, 0x27, 0x23, 0x3B].contains(bytes[0])
+            && ![0x22, 0x27, 0x23, 0x3B].contains(bytes[0]) && !bytes.starts(with: [0xEF, 0xBB, 0xBF])
         if bare { return word }
         var result = "\""
         for character in word.unicodeScalars {

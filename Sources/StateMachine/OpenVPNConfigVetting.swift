@@ -197,7 +197,8 @@ public enum OpenVPNConfigVetting {
             }
             if let kept = verdict.kept { keptOptions.append(kept) }
         }
-        let lineCount = text.utf8.reduce(into: 1) { if $1 == 0x0A { $0 += 1 } }
+        // Physical lines: a last line without its LF counts too.
+        let lineCount = text.utf8.reduce(into: 0) { if $1 == 0x0A { $0 += 1 } } + (text.utf8.last.map { $0 == 0x0A ? 0 : 1 } ?? 0)
         return VettedOpenVPNConfig(path: path, text: write(keptOptions, lines: lineCount), findings: findings,
                                    profiles: OpenVPNConfigFile.connectionProfiles(of: keptOptions))
     }
