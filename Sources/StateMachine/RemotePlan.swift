@@ -18,7 +18,7 @@ public struct RemotePlan: Hashable, Sendable {
         public var treatment: Treatment
 
         public var description: String {
-            let what = "remote \(profile.host.isEmpty ? "\"\"" : profile.host) \(profile.port) \(profile.proto) (line \(profile.line))"
+            let what = "remote \(OpenVPNConfigSyntax.quoted(profile.host)) \(OpenVPNConfigSyntax.quoted(profile.port)) \(profile.proto) (line \(profile.line))"
             switch treatment {
             case .pinned(let endpoint): return "\(what): pinned as \(endpoint)"
             case .resolvedAtRun(let port, let transport): return "\(what): resolved by `vpnsup run` once the lockdown stands, each IPv4 address pinned with \(port)/\(transport)"
