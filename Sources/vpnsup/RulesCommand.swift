@@ -13,7 +13,8 @@ struct Rules: AsyncParsableCommand {
         CONFIG as `run` treats it (pinned as written, resolved at run time and pinned with its port
         and protocol, or skipped and why). Remotes given by host name are resolved only by `run`,
         so the ruleset pins the IPv4 remotes alone. Exits 78, with the line `run` would print, where
-        `run` would refuse the configuration.
+        `run` would refuse the configuration. States of the lockdown policy (Init, Killswitched) need
+        no CONFIG: `run` commits the lockdown before it reads it.
         """
     )
 
@@ -28,17 +29,29 @@ struct Rules: AsyncParsableCommand {
             StandardError.writeLine("--state \(self.state) is not a state: one of \(State.allCases.map(\.rawValue).joined(separator: ", "))")
             throw ExitCode(StateMachine.ExitCode.configuration)
         }
-        let review: ConfigurationReview
-        switch ConfigurationReview.load(settings.values(environment: ProcessInfo.processInfo.environment)) {
-        case .success(let loaded): review = loaded
-        case .failure(let rejection):
-            StandardError.writeLine(rejection.line)
-            throw ExitCode(StateMachine.ExitCode.configuration)
+        let values = settings.values(environment: ProcessInfo.processInfo.environment)
+        var text = ""
+        let layout: NetworkLayout
+        if state.policy == .lockdown {
+            // The lockdown is what `run` commits before it reads CONFIG: it needs none.
+            do {
+                layout = try Configuration(values).layout(endpoints: [])
+            } catch {
+                StandardError.writeLine(error.description)
+                throw ExitCode(StateMachine.ExitCode.configuration)
+            }
+        } else {
+            switch ConfigurationReview.load(values) {
+            case .success(let review):
+                text += review.planComment
+                layout = review.configuration.layout(endpoints: review.plan.literalEndpoints)
+            case .failure(let rejection):
+                StandardError.writeLine(rejection.line)
+                throw ExitCode(StateMachine.ExitCode.configuration)
+            }
         }
-        var text = review.planComment
         text += "# vpnsup rules for \(state) (policy \(state.policy))\n"
-        let endpoints = state.policy == .lockdown ? [] : review.plan.literalEndpoints
-        text += Ruleset.build(state.policy, for: review.configuration.layout(endpoints: endpoints)).nftText
+        text += Ruleset.build(state.policy, for: layout).nftText
         print(text, terminator: "")
     }
 }
