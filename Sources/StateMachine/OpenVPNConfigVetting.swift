@@ -362,7 +362,12 @@ public enum OpenVPNConfigVetting {
             let index = option.line - 1
             guard index >= 0, index < output.count else { return }
             guard let body = option.body else {
-                output[index] = option.words.map(OpenVPNConfigSyntax.quoted).joined(separator: " ") + "\n"
+                // OpenVPN drops `--` from a first word it reads, quoted or not: a name that starts
+                // with `--` (read from `----up`) is written with two more, or it would come back
+                // as another option (`up`). Found by FuzzOpenVPNConfig.
+                var words = option.words
+                if words[0].hasPrefix("--") { words[0] = "--" + words[0] }
+                output[index] = words.map(OpenVPNConfigSyntax.quoted).joined(separator: " ") + "\n"
                 return
             }
             let tag = option.words[0]

@@ -261,6 +261,15 @@ struct OpenVPNConfigVettingTests {
         #expect(OpenVPNConfigVetting.vet("remote 192.0.2.1\\\nup /x\n", path: path).error == "CONFIG=/config/provider.ovpn:1: a backslash before the line break")
     }
 
+    /// Found by FuzzOpenVPNConfig: `----up` is the unknown option `--up` to OpenVPN (it drops one
+    /// `--`), and written back as `--up` it would have been read as `up`.
+    @Test func aNameStartingWithDashesKeepsThem() {
+        let vetted = OpenVPNConfigVetting.vet("----up /x\n-----END CERTIFICATE-----\nremote 192.0.2.1\n", path: path)
+        #expect(lines(vetted.text).prefix(2) == ["----up /x", "-----END CERTIFICATE-----"])
+        #expect(parse(vetted.text).map(\.name) == ["--up", "---END", "remote"])
+        #expect(OpenVPNConfigVetting.vet(vetted.text, path: path).text == vetted.text)
+    }
+
     @Test func aConnectionBlockWithoutRemoteIsRefused() {
         let vetted = OpenVPNConfigVetting.vet("<connection>\nup /x\nport 443\n</connection>\n", path: path)
         #expect(vetted.findings.map(\.action) == [.dropped, .refused])
