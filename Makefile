@@ -16,6 +16,7 @@ build: deps
 # Unit tests and root tests. The root tests run in a private network namespace (unshare --net),
 # so nothing they do to links, addresses or nftables can reach this machine's own network;
 # then a short pass of every fuzz target (fuzz/run.sh: replays the crash regressions, 5 s each),
+# the differential corpus test against OpenVPN 2.6 itself (Tests/corpus/run.sh),
 # the lab proves its own leak detector (selftest, and its WireGuard side: wireguard-selftest),
 # the Kubernetes manifests render and validate, the cluster simulation proves its topology and
 # its leak detector (Tests/k8s/sim.sh, ~25 s), the end-to-end tests run against the built binary,
@@ -25,6 +26,7 @@ test: build
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	unshare --net -- sh -c 'ip link set lo up && exec $(SWIFT) test --skip-build $(BUILD_FLAGS)'
 	SWIFT=$(SWIFT) FUZZ_SECONDS=5 bash fuzz/run.sh
+	VPNSUP=$(VPNSUP) bash Tests/corpus/run.sh
 	bash Tests/lab/selftest.sh
 	bash Tests/lab/wireguard-selftest.sh
 	bash Tests/k8s/manifests.sh
@@ -70,6 +72,7 @@ fuzz: deps
 
 fuzz-short: deps
 	SWIFT=$(SWIFT) FUZZ_SECONDS=5 bash fuzz/run.sh
+	VPNSUP=$(VPNSUP) bash Tests/corpus/run.sh
 
 # Firewall commit timings with 1, 1,000 and 10,000 port forwards (release build, private namespace).
 .PHONY: bench-firewall

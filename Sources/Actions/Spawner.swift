@@ -115,7 +115,7 @@ public enum Spawner {
                            errorOutput: String(decoding: collected[1], as: UTF8.self))
     }
 
-    private static func spawn(executable: String, arguments: [String], environment: [String: String],
+    static func spawn(executable: String, arguments: [String], environment: [String: String],
                               output: (stdout: Int32, stderr: Int32)?) throws -> Int32 {
         func failure(_ reason: SpawnError.Reason) -> SpawnError { SpawnError(executable: executable, reason: reason) }
 

@@ -9,7 +9,7 @@ struct Vpnsup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vpnsup",
         abstract: "Routes an isolated network through OpenVPN, with a kill switch that fails closed.",
-        subcommands: [Run.self, Status.self, Rules.self, Health.self, HostRules.self]
+        subcommands: [Run.self, Status.self, Rules.self, Check.self, Health.self, HostRules.self]
     )
 }
 
@@ -105,58 +105,6 @@ struct SettingsOptions: ParsableArguments {
         ]
         for case let (name, value?) in flags { values[name] = value }
         return values
-    }
-}
-
-/// `vpnsup rules`: the dry run. Needs no root and touches nothing: it prints what `run` would commit.
-struct Rules: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Print, in nft syntax, the ruleset the configuration produces for a state (a dry run, no root needed).",
-        discussion: """
-        The output loads with `nft -f`. Remotes given by host name are resolved only by `run`; the
-        dry run lists them in a comment and pins the IPv4 remotes alone.
-        """
-    )
-
-    @OptionGroup var settings: SettingsOptions
-    @Option(help: "The state whose ruleset to print: \(State.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var state: String = State.tunnelUp.rawValue
-
-    mutating func run() async throws { try await execute() }
-
-    func execute() async throws {
-        guard let state = State(rawValue: state) else {
-            StandardError.writeLine("--state \(self.state) is not a state: one of \(State.allCases.map(\.rawValue).joined(separator: ", "))")
-            throw ExitCode(StateMachine.ExitCode.configuration)
-        }
-        let values = settings.values(environment: ProcessInfo.processInfo.environment)
-        let configuration: Configuration
-        do {
-            configuration = try Configuration(values)
-        } catch {
-            StandardError.writeLine(error.description)
-            throw ExitCode(StateMachine.ExitCode.configuration)
-        }
-        var text = ""
-        var endpoints: [Endpoint] = []
-        if state.policy != .lockdown {
-            let configText: String
-            switch TextFile.read(configuration.openvpnConfigPath) {
-            case .success(let read): configText = read
-            case .failure(let error):
-                StandardError.writeLine("CONFIG=\(configuration.openvpnConfigPath) cannot be read: \(error)")
-                throw ExitCode(StateMachine.ExitCode.configuration)
-            }
-            let remotes = OpenVPNConfigFile.remotes(in: configText)
-            endpoints = remotes.compactMap(\.endpoint)
-            let named = remotes.filter { $0.endpoint == nil }
-            if !named.isEmpty {
-                text += "# resolved and pinned by `vpnsup run`: \(named.map(\.description).joined(separator: ", "))\n"
-            }
-        }
-        text += "# vpnsup rules for \(state) (policy \(state.policy))\n"
-        text += Ruleset.build(state.policy, for: configuration.layout(endpoints: endpoints)).nftText
-        print(text, terminator: "")
     }
 }
 

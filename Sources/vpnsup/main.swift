@@ -19,6 +19,7 @@ Task.detached {
         case let run as Run: try await run.execute()
         case let status as Status: try await status.execute()
         case let rules as Rules: try await rules.execute()
+        case let check as Check: try await check.execute()
         case let health as Health: try await health.execute()
         case let hostRules as HostRules: try await hostRules.execute()
         default: try command.run()
