@@ -10,11 +10,6 @@ extension Machine {
             actions += spawn()
             actions += releasePendingHold()
             return actions
-        case .firewallFailed(let policy, let message):
-            guard policy == requested else { return [] }
-            return killswitch(.transient, "the \(policy) ruleset was not committed: \(message)")
-        case .addressFailed(let message):
-            return killswitch(.transient, "the LAN address could not be set: \(message)")
         case .timerFired(.crashWindow):
             var recovery = recovery
             recovery.exitsWithoutTunnel = 0
@@ -23,21 +18,13 @@ extension Machine {
         case .configurationReloaded(let reload):
             return adopt(reload) ? recommit() : []
         default:
-            return handleCommon(event)
+            return handleCommitsAndFailures(event) ?? handleCommon(event)
         }
     }
 
     mutating func handleConnecting(_ event: Event, _ connecting: Connecting) -> [Action] {
         var connecting = connecting
         switch event {
-        case .firewallCommitted(let policy):
-            guard noteCommitted(policy) else { return [] }
-            return releasePendingHold()
-        case .firewallFailed(let policy, let message):
-            guard policy == requested else { return [] }
-            return killswitch(.transient, "the \(policy) ruleset was not committed: \(message)")
-        case .addressFailed(let message):
-            return killswitch(.transient, "the LAN address could not be set: \(message)")
         case .tunnelLinkUp:
             tunnelLinkUp = true
             return [.ensureTunnelRoute] + connectedAndUp()
@@ -74,20 +61,12 @@ extension Machine {
         case .configurationReloaded(let reload):
             return adopt(reload) ? restartTunnel(connecting.recovery) : []
         default:
-            return handleCommon(event)
+            return handleCommitsAndFailures(event) ?? handleCommon(event)
         }
     }
 
     mutating func handleUp(_ event: Event, _ probing: Probing) -> [Action] {
         switch event {
-        case .firewallCommitted(let policy):
-            guard noteCommitted(policy) else { return [] }
-            return releasePendingHold()
-        case .firewallFailed(let policy, let message):
-            guard policy == requested else { return [] }
-            return killswitch(.transient, "the \(policy) ruleset was not committed: \(message)")
-        case .addressFailed(let message):
-            return killswitch(.transient, "the LAN address could not be set: \(message)")
         case .tunnelLinkUp:
             tunnelLinkUp = true
             return [.ensureTunnelRoute]
@@ -100,9 +79,6 @@ extension Machine {
         case .wanLinkDown:
             wanUp = false
             return degrade("the WAN link is down", probing)
-        case .tunnelProcessExited(let status):
-            guard session != nil else { return [] }
-            return tunnelEnded(status)
         case .tunnelConnected:
             guard session != nil else { return [] }
             updateSession { $0.connected = true }
@@ -113,21 +89,56 @@ extension Machine {
             guard session != nil else { return [] }
             updateSession { $0.connected = false }
             return degrade(why, probing)
-        case .timerFired(.probe):
-            return probeTick()
         case .probeSucceeded:
             phase = .tunnelUp(Probing())
             return []
+        default:
+            return handleRunning(event, probing)
+        }
+    }
+
+    mutating func handleDegraded(_ event: Event, _ probing: Probing) -> [Action] {
+        switch event {
+        case .tunnelLinkUp:
+            tunnelLinkUp = true
+            return [.ensureTunnelRoute] + connectedAndUp()
+        case .wanLinkUp:
+            wanUp = true
+            return connectedAndUp()
+        case .tunnelConnected:
+            guard session != nil else { return [] }
+            updateSession { $0.connected = true }
+            phase = .degraded(Probing())
+            return connectedAndUp()
+        case .probeSucceeded:
+            phase = .degraded(Probing())
+            return connectedAndUp()
+        default:
+            return handleRunning(event, probing)
+        }
+    }
+
+    /// What TunnelUp and Degraded answer alike: the tunnel's end, the probe, a reload.
+    private mutating func handleRunning(_ event: Event, _ probing: Probing) -> [Action] {
+        switch event {
+        case .tunnelProcessExited(let status):
+            guard session != nil else { return [] }
+            return tunnelEnded(status)
+        case .timerFired(.probe):
+            return probeTick()
         case .probeFailed(let why):
             return probeFailed(why, probing)
         case .configurationReloaded(let reload):
             return adopt(reload) ? restartTunnel(Recovery()) : []
         default:
-            return handleCommon(event)
+            return handleCommitsAndFailures(event) ?? handleCommon(event)
         }
     }
 
-    mutating func handleDegraded(_ event: Event, _ probing: Probing) -> [Action] {
+    /// What every phase from AddressAssigned to Degraded answers alike: a commit of the policy
+    /// requested (which releases a hold that waited for it) and the failures that kill the switch.
+    /// nil for any other event.
+    private mutating func handleCommitsAndFailures(_ event: Event) -> [Action]? {
         switch event {
         case .firewallCommitted(let policy):
             guard noteCommitted(policy) else { return [] }
@@ -137,31 +148,8 @@ extension Machine {
             return killswitch(.transient, "the \(policy) ruleset was not committed: \(message)")
         case .addressFailed(let message):
             return killswitch(.transient, "the LAN address could not be set: \(message)")
-        case .tunnelLinkUp:
-            tunnelLinkUp = true
-            return [.ensureTunnelRoute] + connectedAndUp()
-        case .wanLinkUp:
-            wanUp = true
-            return connectedAndUp()
-        case .tunnelProcessExited(let status):
-            guard session != nil else { return [] }
-            return tunnelEnded(status)
-        case .tunnelConnected:
-            guard session != nil else { return [] }
-            updateSession { $0.connected = true }
-            phase = .degraded(Probing())
-            return connectedAndUp()
-        case .timerFired(.probe):
-            return probeTick()
-        case .probeSucceeded:
-            phase = .degraded(Probing())
-            return connectedAndUp()
-        case .probeFailed(let why):
-            return probeFailed(why, probing)
-        case .configurationReloaded(let reload):
-            return adopt(reload) ? restartTunnel(Recovery()) : []
         default:
-            return handleCommon(event)
+            return nil
         }
     }
 
