@@ -286,7 +286,7 @@ public struct Machine: Hashable, Sendable {
         return delay - delay * (timings.jitter * jitterSource.next())
     }
 
-    /// The events every configured phase but shutdown answers alike.
+    /// The events every phase but shutdown answers alike (after its own handler passed them on).
     mutating func handleCommon(_ event: Event) -> [Action] {
         switch event {
         case .firewallTampered:
