@@ -25,10 +25,16 @@ let package = Package(
             name: "Actions",
             dependencies: ["StateMachine", "CMnl", "CNftnl", "CSystemd", .product(name: "Logging", package: "swift-log")]
         ),
+        // The interpreter, the effects (Linux and the OpenVPN backend), the status: everything
+        // `vpnsup run` does around the pure machine, usable from tests and other commands.
+        .target(
+            name: "Supervisor",
+            dependencies: ["StateMachine", "Watchers", "Actions", .product(name: "Logging", package: "swift-log")]
+        ),
         .executableTarget(
             name: "vpnsup",
             dependencies: [
-                "StateMachine", "Watchers", "Actions",
+                "StateMachine", "Watchers", "Actions", "Supervisor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -49,7 +55,13 @@ let package = Package(
             dependencies: ["Actions", "StateMachine", "Watchers", .product(name: "Logging", package: "swift-log"),
                            .product(name: "PropertyBased", package: "swift-property-based")]
         ),
-        .testTarget(name: "vpnsupTests", dependencies: ["vpnsup", "StateMachine"]),
+        // The whole supervisor without root: the interpreter, the translators and the record,
+        // with a recording fake of the effects.
+        .testTarget(
+            name: "SupervisorTests",
+            dependencies: ["Supervisor", "StateMachine", "Watchers", .product(name: "Logging", package: "swift-log")]
+        ),
+        .testTarget(name: "vpnsupTests", dependencies: ["vpnsup", "Supervisor", "StateMachine"]),
     ],
     swiftLanguageModes: [.v6]
 )

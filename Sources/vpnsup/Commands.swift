@@ -3,6 +3,7 @@ import ArgumentParser
 import FoundationEssentials
 import Logging
 import StateMachine
+import Supervisor
 import Watchers
 
 struct Vpnsup: AsyncParsableCommand {
@@ -50,8 +51,8 @@ struct Run: AsyncParsableCommand {
         }
         let logger = Logger(label: "vpnsup")
         let signals = try SignalWatcher.start()
-        let driver = Driver(settings: RunSettings(values: values, openvpnArguments: openvpnArguments), logger: logger)
-        let code = await driver.run(signals: signals)
+        let code = await LinuxSupervisor.run(RunSettings(values: values, openvpnArguments: openvpnArguments),
+                                        logger: logger, signals: signals)
         Termination.exit(code)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import StateMachine
+@testable import Supervisor
 @testable import vpnsup
 
 /// Root tests in the private network namespace `make test` runs them in (`unshare --net`): never
@@ -211,7 +212,8 @@ struct StatusReportTests {
 
     @Test func jsonCarriesStateAndSince() throws {
         let board = StatusBoard(startedAt: Date(timeIntervalSince1970: 0))
-        board.transition(from: .initial, to: .addressAssigned, cause: "lanAddressPresent", reason: nil)
+        board.update { $0.recordTransition(from: .initial, to: .addressAssigned, cause: "lanAddressPresent", reason: nil,
+                                           at: StatusBoard.timestamp(Date())) }
         let object = try JSONSerialization.jsonObject(with: Data(board.json())) as? [String: Any]
         #expect(object?["state"] as? String == "AddressAssigned")
         let since = try #require(object?["since"] as? String)
