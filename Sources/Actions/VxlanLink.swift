@@ -24,9 +24,16 @@ public struct VxlanLink: Sendable {
         /// Learn remote MACs from received frames (the gateway: its clients); off on clients,
         /// which send to the default destination only.
         public var learning: Bool
+        /// The link's MAC address (`OverlayAddressing.macAddress`); nil: the kernel's choice, and
+        /// any MAC will do when an existing link is compared.
+        public var macAddress: [UInt8]?
+        /// Seconds a learned destination is kept unused, 0: for ever (the gateway, which cannot
+        /// find a client again by itself: it has no default destination to ask through). nil:
+        /// the kernel's default (300), and any value will do when an existing link is compared.
+        public var ageing: UInt32?
 
         public init(name: String, vni: UInt32, port: UInt16, underlay: String, local: IPv4Address? = nil,
-                    remote: IPv4Address? = nil, learning: Bool) {
+                    remote: IPv4Address? = nil, learning: Bool, macAddress: [UInt8]? = nil, ageing: UInt32? = nil) {
             self.name = name
             self.vni = vni
             self.port = port
@@ -34,20 +41,39 @@ public struct VxlanLink: Sendable {
             self.local = local
             self.remote = remote
             self.learning = learning
+            self.macAddress = macAddress
+            self.ageing = ageing
+        }
+
+        /// The link an overlay's end wants (`JoinPlan.link(towards:)`, `GatewayOverlay.link`).
+        public init(_ link: OverlayLink) {
+            self.init(name: link.name, vni: link.vni, port: link.port, underlay: link.underlay, local: link.local,
+                      remote: link.remote, learning: link.learning, macAddress: link.macAddress, ageing: link.ageing)
         }
 
         public var description: String {
             "\(name) vni \(vni) port \(port) dev \(underlay)" + (local.map { " local \($0)" } ?? "")
                 + (remote.map { " remote \($0)" } ?? "") + (learning ? "" : " nolearning")
+                + (macAddress.map { " address \(VxlanLink.macText($0))" } ?? "") + (ageing.map { " ageing \($0)" } ?? "")
         }
 
-        /// Everything but the default destination, which can change in place.
-        fileprivate func sameLink(as other: Parameters) -> Bool {
-            var mine = self, theirs = other
-            mine.remote = nil
-            theirs.remote = nil
-            return mine == theirs
+        /// Whether this link, as read from the kernel, is what `wanted` describes; the default
+        /// destination (which can change in place) is left out with `ignoringRemote`.
+        fileprivate func satisfies(_ wanted: Parameters, ignoringRemote: Bool = false) -> Bool {
+            var mine = self
+            if ignoringRemote { mine.remote = wanted.remote }
+            if wanted.macAddress == nil { mine.macAddress = nil }
+            if wanted.ageing == nil { mine.ageing = nil }
+            return mine == wanted
         }
+    }
+
+    /// `02:76:ac:1e:00:01`.
+    public static func macText(_ address: [UInt8]) -> String {
+        address.map { byte in
+            let text = String(byte, radix: 16)
+            return text.count == 1 ? "0" + text : text
+        }.joined(separator: ":")
     }
 
     /// What `ensure` did.
@@ -64,10 +90,10 @@ public struct VxlanLink: Sendable {
         case .none:
             try create(parameters)
             return .created
-        case .some(.some(let existing)) where existing == parameters:
+        case .some(.some(let existing)) where existing.satisfies(parameters):
             try AddressConfigurator().setLinkUp(parameters.name)
             return .unchanged
-        case .some(.some(let existing)) where existing.sameLink(as: parameters):
+        case .some(.some(let existing)) where existing.satisfies(parameters, ignoringRemote: true):
             try setRemote(parameters.remote, on: parameters.name)
             try AddressConfigurator().setLinkUp(parameters.name)
             return .repointed
@@ -124,7 +150,8 @@ public struct VxlanLink: Sendable {
             guard link.kind == "vxlan", let vni = link.vni, let port = link.port, let underlayIndex = link.underlayIndex,
                   let underlay = interfaceName(underlayIndex) else { return .some(nil) }
             return .some(Parameters(name: name, vni: vni, port: port, underlay: underlay, local: link.local,
-                                    remote: link.remote, learning: link.learning))
+                                    remote: link.remote, learning: link.learning, macAddress: link.macAddress,
+                                    ageing: link.ageing))
         }
     }
 
@@ -135,7 +162,8 @@ public struct VxlanLink: Sendable {
     private static func create(_ parameters: Parameters) throws {
         let operation = "create \(parameters)"
         guard !parameters.name.isEmpty, parameters.name.utf8.count < Int(IFNAMSIZ),
-              (1...0xff_ffff).contains(parameters.vni), parameters.port != 0 else {
+              (1...0xff_ffff).contains(parameters.vni), parameters.port != 0,
+              parameters.macAddress.map({ $0.count == 6 }) ?? true else {
             throw NetlinkError(operation: operation, errno: EINVAL)
         }
         let underlay = try index(of: parameters.underlay, operation: operation)
@@ -143,6 +171,7 @@ public struct VxlanLink: Sendable {
         try socket.transact(operation: operation, tolerating: []) { header in
             putLinkHeader(header, type: RTM_NEWLINK, flags: NLM_F_CREATE | NLM_F_EXCL, index: 0, up: true)
             mnl_attr_put_strz(header, UInt16(IFLA_IFNAME), parameters.name)
+            if let mac = parameters.macAddress { mnl_attr_put(header, UInt16(IFLA_ADDRESS), mac.count, mac) }
             let info = mnl_attr_nest_start(header, UInt16(IFLA_LINKINFO))
             mnl_attr_put_strz(header, UInt16(IFLA_INFO_KIND), "vxlan")
             let data = mnl_attr_nest_start(header, UInt16(IFLA_INFO_DATA))
@@ -152,6 +181,7 @@ public struct VxlanLink: Sendable {
             mnl_attr_put_u8(header, UInt16(IFLA_VXLAN_LEARNING), parameters.learning ? 1 : 0)
             if let local = parameters.local { mnl_attr_put_u32(header, UInt16(IFLA_VXLAN_LOCAL), local.value.bigEndian) }
             if let remote = parameters.remote { mnl_attr_put_u32(header, UInt16(IFLA_VXLAN_GROUP), remote.value.bigEndian) }
+            if let ageing = parameters.ageing { mnl_attr_put_u32(header, UInt16(IFLA_VXLAN_AGEING), ageing) }
             mnl_attr_nest_end(header, data)
             mnl_attr_nest_end(header, info)
         }
@@ -193,6 +223,8 @@ struct VxlanAttributes: Equatable {
     var local: IPv4Address?
     var remote: IPv4Address?
     var learning = true
+    var macAddress: [UInt8]?
+    var ageing: UInt32?
 
     /// The RTM_NEWLINK answer to `sequence` in `bytes`; nil for anything else or cut short.
     static func parse(_ bytes: [UInt8], sequence: UInt32) -> VxlanAttributes? {
@@ -203,8 +235,9 @@ struct VxlanAttributes: Equatable {
             if bytes.u16(offset + 4) == UInt16(RTM_NEWLINK), bytes.u32(offset + 8) == sequence {
                 guard end >= offset + headerSize + linkInfoSize else { return nil }
                 var result = VxlanAttributes()
-                for (type, start, stop) in attributes(bytes, from: offset + headerSize + linkInfoSize, to: end)
-                where type == UInt16(IFLA_LINKINFO) {
+                for (type, start, stop) in attributes(bytes, from: offset + headerSize + linkInfoSize, to: end) {
+                    if type == UInt16(IFLA_ADDRESS), stop - start == 6 { result.macAddress = Array(bytes[start ..< stop]) }
+                    guard type == UInt16(IFLA_LINKINFO) else { continue }
                     for (infoType, infoStart, infoStop) in attributes(bytes, from: start, to: stop) {
                         if infoType == UInt16(IFLA_INFO_KIND) {
                             result.kind = String(decoding: bytes[infoStart ..< infoStop].prefix { $0 != 0 }, as: UTF8.self)
@@ -228,6 +261,7 @@ struct VxlanAttributes: Equatable {
             case Int(IFLA_VXLAN_LINK) where size == 4: underlayIndex = bytes.u32(start, end: stop)
             case Int(IFLA_VXLAN_PORT) where size == 2: port = bytes.u16(start, end: stop).map { UInt16(bigEndian: $0) }
             case Int(IFLA_VXLAN_LEARNING) where size >= 1: learning = bytes[start] != 0
+            case Int(IFLA_VXLAN_AGEING) where size == 4: ageing = bytes.u32(start, end: stop)
             case Int(IFLA_VXLAN_LOCAL) where size == 4:
                 local = bytes.u32(start, end: stop).map { IPv4Address(UInt32(bigEndian: $0)) }.flatMap { $0.value == 0 ? nil : $0 }
             case Int(IFLA_VXLAN_GROUP) where size == 4:

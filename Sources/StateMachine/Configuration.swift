@@ -87,9 +87,13 @@ public struct Configuration: Hashable, Sendable {
     /// A group (name or numeric id) allowed to read the status socket; nil: root only.
     public var statusGroup: String?
     public var probe: ProbeSettings
+    /// The Kubernetes gateway's overlay (POD_CIDRS set): LAN_IF is a vxlan link vpnsup creates
+    /// over WAN_IF (docs/kubernetes.md). nil: an ordinary router, LAN_IF exists already.
+    public var overlay: GatewayOverlay?
 
     /// Validates `values`, keyed by variable name (CONFIG, CONFIG_DIR, IP_ADDR, DNS, PORT_FWD, LAN_IF,
-    /// WAN_IF, CREDENTIALS_FILE, RUNTIME_DIR). Empty values count as unset.
+    /// WAN_IF, CREDENTIALS_FILE, RUNTIME_DIR, the probe's, and the overlay's: POD_CIDRS,
+    /// OVERLAY_VNI, OVERLAY_PORT). Empty values count as unset.
     public init(_ values: [String: String]) throws(ConfigurationError) {
         func value(_ name: String) -> String? {
             guard let v = values[name], !v.isEmpty else { return nil }
@@ -182,6 +186,8 @@ public struct Configuration: Hashable, Sendable {
         }
         probe = ProbeSettings(server: probeServer, name: probeName, interval: interval == .zero ? nil : interval,
                               timeout: timeout, failures: failures)
+        overlay = nil
+        overlay = try GatewayOverlay(values, router: self)
     }
 
     /// Whole seconds, 1...86400 (0 too when `allowZero`).
@@ -219,6 +225,14 @@ public struct Configuration: Hashable, Sendable {
                       tunnelInterface: Configuration.tunnelInterface,
                       endpoints: endpoints, transportMark: Configuration.transportMark,
                       dns: dns, portForwards: portForwards, lanGateway: gateway.address)
+    }
+
+    /// The ruleset for `policy`: the router's, and with an overlay, the router's plus the overlay's
+    /// encapsulated traffic on the WAN (`Ruleset.build(_:for:overlay:)`).
+    public func ruleset(_ policy: FirewallPolicy, endpoints: [Endpoint]) -> Ruleset {
+        let layout = layout(endpoints: endpoints)
+        guard let overlay else { return Ruleset.build(policy, for: layout) }
+        return Ruleset.build(policy, for: layout, overlay: overlay.underlayTraffic)
     }
 
     /// Linux interface names: 1 to 15 bytes, no '/', ':', whitespace or NUL, not "." or ".."; and

@@ -210,7 +210,7 @@ public struct Machine: Hashable, Sendable {
     public func ruleset(for policy: FirewallPolicy) -> Ruleset? {
         if policy == .lockdown { return .lockdown }
         guard let configuration, let pinned else { return nil }
-        return Ruleset.build(policy, for: configuration.layout(endpoints: pinned.endpoints))
+        return configuration.ruleset(policy, endpoints: pinned.endpoints)
     }
 
     /// The lockdown plus DNS to the nameservers, for resolving the remotes' host names.
@@ -295,7 +295,7 @@ public struct Machine: Hashable, Sendable {
             return verify()
         case .lanAddressMissing:
             addressPresent = false
-            return isConfigured ? [.ensureLANAddress] : []
+            return isConfigured ? ensureLAN() : []
         case .lanAddressPresent:
             addressPresent = true
             return []
@@ -310,8 +310,7 @@ public struct Machine: Hashable, Sendable {
             tunnelLinkUp = false
             return []
         case .wanLinkUp:
-            wanUp = true
-            return []
+            return wanCameUp()
         case .wanLinkDown:
             wanUp = false
             return []
@@ -323,7 +322,7 @@ public struct Machine: Hashable, Sendable {
         case .shutdownRequested:
             return shutDown()
         default:
-            return handleTunnelProcess(event)
+            return handleOverlay(event) ?? handleTunnelProcess(event)
         }
     }
 

@@ -22,6 +22,7 @@ Task.detached {
         case let check as Check: try await check.execute()
         case let health as Health: try await health.execute()
         case let hostRules as HostRules: try await hostRules.execute()
+        case let join as Join: try await join.execute()
         default: try command.run()
         }
         Vpnsup.exit()

@@ -1,0 +1,308 @@
+import CMnl
+import Glibc
+import StateMachine
+import Synchronization
+
+/// A client pod's split DNS forwarder (`vpnsup join`, docs/kubernetes.md): listens on
+/// 127.0.0.1:53, UDP and TCP, and relays each query as it is to the upstream `route` picks for it
+/// (the cluster resolver or the gateway's overlay address), from a socket carrying `mark` — the
+/// only sockets the client kill switch lets ask the cluster resolver, and lets past the redirect
+/// of every port-53 query to this forwarder. Answers go back as they came: one upstream socket
+/// per query, so the query's own id matches them.
+///
+/// It owns its sockets; its loops run on threads the caller starts (`threads`), so that this
+/// module needs none of its own: one for UDP, one for accepting TCP, one per TCP connection
+/// (at most `maximumConnections`).
+public final class DNSForwarder: Sendable {
+    public typealias ThreadStarter = @Sendable (_ name: String, _ body: @escaping @Sendable () -> Void) -> Bool
+    /// Picks the upstream of a query (its raw bytes); nil drops it.
+    public typealias Route = @Sendable (_ query: [UInt8]) -> IPv4Address?
+
+    public struct Counts: Hashable, Sendable {
+        public var relayed: Int = 0
+        /// No upstream answered in time, or the query could not be sent.
+        public var unanswered: Int = 0
+        /// Not a query the route could place (malformed), or over the limits.
+        public var dropped: Int = 0
+    }
+
+    public static let maximumPending = 256
+    public static let maximumConnections = 16
+
+    private let udp: Int32
+    private let tcp: Int32
+    private let wakeup: Int32
+    private let route: Route
+    private let mark: UInt32
+    private let timeout: Duration
+    private let stopped = Atomic<Bool>(false)
+    private let connections = Atomic<Int>(0)
+    private let counts = Mutex(Counts())
+
+    private init(udp: Int32, tcp: Int32, wakeup: Int32, route: @escaping Route, mark: UInt32, timeout: Duration) {
+        self.udp = udp
+        self.tcp = tcp
+        self.wakeup = wakeup
+        self.route = route
+        self.mark = mark
+        self.timeout = timeout
+    }
+
+    /// Binds `address:port` for UDP and TCP and starts serving; throws when either cannot be bound
+    /// or no thread can be had.
+    public static func start(address: IPv4Address = IPv4Address(127, 0, 0, 1), port: UInt16 = 53, mark: UInt32,
+                             timeout: Duration = .seconds(2), route: @escaping Route,
+                             threads: @escaping ThreadStarter) throws -> DNSForwarder {
+        let udp = try listening(Int32(SOCK_DGRAM.rawValue), address, port)
+        let tcp: Int32
+        do { tcp = try listening(Int32(SOCK_STREAM.rawValue), address, port) } catch { close(udp); throw error }
+        let wakeup = eventfd(0, vpnsup_eventfd_flags())
+        guard wakeup >= 0 else {
+            let code = errno
+            close(udp)
+            close(tcp)
+            throw SystemError("eventfd", code: code)
+        }
+        let forwarder = DNSForwarder(udp: udp, tcp: tcp, wakeup: wakeup, route: route, mark: mark, timeout: timeout)
+        guard threads("vpnsup-dns-udp", { forwarder.serveUDP() }) else {
+            forwarder.release()
+            throw SystemError("start the forwarder's thread", code: EAGAIN)
+        }
+        guard threads("vpnsup-dns-tcp", { forwarder.serveTCP(threads) }) else {
+            forwarder.stop()
+            throw SystemError("start the forwarder's thread", code: EAGAIN)
+        }
+        return forwarder
+    }
+
+    /// Stops serving; the loops close the sockets as they end.
+    public func stop() {
+        guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        var one: UInt64 = 1
+        _ = Glibc.write(wakeup, &one, 8)
+    }
+
+    public var statistics: Counts { counts.withLock { $0 } }
+
+    private func count(_ change: (inout Counts) -> Void) { counts.withLock { change(&$0) } }
+
+    /// Only when no loop ever ran.
+    private func release() {
+        close(udp)
+        close(tcp)
+        close(wakeup)
+    }
+
+    // MARK: UDP
+
+    private struct Pending {
+        var socket: MarkedSocket
+        var client: sockaddr_in
+        var deadline: ContinuousClock.Instant
+    }
+
+    private func serveUDP() {
+        defer {
+            close(udp)
+            close(wakeup)
+        }
+        var pending: [Pending] = []
+        var buffer = [UInt8](repeating: 0, count: 65535)
+        while !stopped.load(ordering: .acquiring) {
+            let now = ContinuousClock.now
+            pending.removeAll { entry in
+                guard entry.deadline <= now else { return false }
+                count { $0.unanswered += 1 }
+                return true
+            }
+            var descriptors = [pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
+                               pollfd(fd: udp, events: Int16(POLLIN), revents: 0)]
+            descriptors += pending.map { pollfd(fd: $0.socket.descriptor, events: Int16(POLLIN), revents: 0) }
+            let wait = pending.map(\.deadline).min().map { Self.milliseconds(until: $0) } ?? -1
+            if poll(&descriptors, nfds_t(descriptors.count), wait) < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            if descriptors[0].revents != 0 { return }
+            // Answers first, so that a flood of queries cannot starve them.
+            var answered: Set<Int> = []
+            for (offset, descriptor) in descriptors.dropFirst(2).enumerated() where descriptor.revents != 0 {
+                answered.insert(offset)
+                var entry = pending[offset]
+                if let answer = try? entry.socket.receiveDatagram(until: ContinuousClock.now) {
+                    _ = answer.withUnsafeBytes { bytes in
+                        withUnsafePointer(to: &entry.client) {
+                            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                                sendto(udp, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL), $0,
+                                       socklen_t(MemoryLayout<sockaddr_in>.size))
+                            }
+                        }
+                    }
+                    count { $0.relayed += 1 }
+                } else {
+                    count { $0.unanswered += 1 }
+                }
+            }
+            pending = pending.enumerated().filter { !answered.contains($0.offset) }.map(\.element)
+            if descriptors[1].revents != 0 {
+                receiveQueries(into: &pending, buffer: &buffer)
+            }
+        }
+    }
+
+    /// Reads every waiting query and sends each to its upstream.
+    private func receiveQueries(into pending: inout [Pending], buffer: inout [UInt8]) {
+        while true {
+            var client = sockaddr_in()
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let received = buffer.withUnsafeMutableBytes { bytes in
+                withUnsafeMutablePointer(to: &client) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        recvfrom(udp, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), $0, &length)
+                    }
+                }
+            }
+            guard received >= 0 else { return }
+            let query = Array(buffer[0..<received])
+            guard pending.count < Self.maximumPending, let upstream = route(query) else {
+                count { $0.dropped += 1 }
+                continue
+            }
+            let deadline = ContinuousClock.now + timeout
+            do {
+                let socket = try MarkedSocket(.udp, mark: mark)
+                try socket.connect(upstream, port: 53, until: deadline)
+                try socket.send(query)
+                pending.append(Pending(socket: socket, client: client, deadline: deadline))
+            } catch {
+                count { $0.unanswered += 1 }
+            }
+        }
+    }
+
+    // MARK: TCP
+
+    private func serveTCP(_ threads: @escaping ThreadStarter) {
+        defer { close(tcp) }
+        while !stopped.load(ordering: .acquiring) {
+            var descriptors = [pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
+                               pollfd(fd: tcp, events: Int16(POLLIN), revents: 0)]
+            if poll(&descriptors, 2, -1) < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            if descriptors[0].revents != 0 { return }
+            let client = accept(tcp, nil, nil)
+            guard client >= 0 else { continue }
+            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+            guard connections.add(1, ordering: .relaxed).newValue <= Self.maximumConnections,
+                  threads("vpnsup-dns-conn", { [self] in serve(connection: client) }) else {
+                connections.subtract(1, ordering: .relaxed)
+                count { $0.dropped += 1 }
+                close(client)
+                continue
+            }
+        }
+    }
+
+    /// Queries of one TCP connection (RFC 1035 4.2.2: each message after its 2-byte length), one
+    /// upstream connection each, until the client closes or is silent for `timeout`.
+    private func serve(connection client: Int32) {
+        defer {
+            close(client)
+            connections.subtract(1, ordering: .relaxed)
+        }
+        let (seconds, attoseconds) = timeout.components
+        var limit = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+        _ = setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        _ = setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        while !stopped.load(ordering: .acquiring) {
+            guard let prefix = Self.readAll(client, exactly: 2) else { return }
+            guard let query = Self.readAll(client, exactly: Int(prefix[0]) << 8 | Int(prefix[1])) else { return }
+            guard let upstream = route(query) else {
+                count { $0.dropped += 1 }
+                return
+            }
+            let deadline = ContinuousClock.now + timeout
+            do {
+                let socket = try MarkedSocket(.tcp, mark: mark)
+                try socket.connect(upstream, port: 53, until: deadline)
+                try socket.send(prefix + query, until: deadline)
+                guard let length = try socket.receive(exactly: 2, until: deadline),
+                      let answer = try socket.receive(exactly: Int(length[0]) << 8 | Int(length[1]), until: deadline) else {
+                    count { $0.unanswered += 1 }
+                    return
+                }
+                guard Self.writeAll(client, length + answer) else { return }
+                count { $0.relayed += 1 }
+            } catch {
+                count { $0.unanswered += 1 }
+                return
+            }
+        }
+    }
+
+    // MARK: Sockets
+
+    private static func listening(_ type: Int32, _ address: IPv4Address, _ port: UInt16) throws -> Int32 {
+        let kind = type == Int32(SOCK_DGRAM.rawValue) ? "UDP" : "TCP"
+        let fd = socket(AF_INET, type | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SystemError("\(kind) socket") }
+        var on: Int32 = 1
+        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
+        var local = sockaddr_in()
+        local.sin_family = sa_family_t(AF_INET)
+        local.sin_port = port.bigEndian
+        local.sin_addr.s_addr = address.value.bigEndian
+        let bound = withUnsafePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, type == Int32(SOCK_DGRAM.rawValue) || listen(fd, 16) == 0 else {
+            let error = SystemError("listen on \(address):\(port)/\(kind.lowercased())")
+            close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    /// Exactly `count` bytes from a blocking socket with a receive timeout; nil on timeout or close.
+    private static func readAll(_ fd: Int32, exactly count: Int) -> [UInt8]? {
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: max(1, count))
+        while bytes.count < count {
+            let wanted = count - bytes.count
+            let got = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, wanted, 0) }
+            if got > 0 {
+                bytes += buffer[0..<got]
+            } else if got < 0, errno == EINTR {
+                continue
+            } else {
+                return nil
+            }
+        }
+        return bytes
+    }
+
+    private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent > 0 {
+                offset += sent
+            } else if sent < 0, errno == EINTR {
+                continue
+            } else {
+                return false
+            }
+        }
+        return true
+    }
+
+    /// poll(2)'s timeout until `deadline`, rounded up.
+    private static func milliseconds(until deadline: ContinuousClock.Instant) -> Int32 {
+        let remaining = deadline - ContinuousClock.now
+        guard remaining > .zero else { return 0 }
+        let (seconds, attoseconds) = remaining.components
+        return Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+    }
+}
