@@ -27,9 +27,8 @@ public struct VxlanLink: Sendable {
         /// The link's MAC address (`OverlayAddressing.macAddress`); nil: the kernel's choice, and
         /// any MAC will do when an existing link is compared.
         public var macAddress: [UInt8]?
-        /// Seconds a learned destination is kept unused, 0: for ever (the gateway, which cannot
-        /// find a client again by itself: it has no default destination to ask through). nil:
-        /// the kernel's default (300), and any value will do when an existing link is compared.
+        /// Seconds a learned destination is kept unused (the kernel takes 0 for its default, 300).
+        /// nil: the kernel's default, and any value will do when an existing link is compared.
         public var ageing: UInt32?
 
         public init(name: String, vni: UInt32, port: UInt16, underlay: String, local: IPv4Address? = nil,
@@ -89,6 +88,7 @@ public struct VxlanLink: Sendable {
         switch try current(parameters.name) {
         case .none:
             try create(parameters)
+            try verify(parameters)
             return .created
         case .some(.some(let existing)) where existing.satisfies(parameters):
             try AddressConfigurator().setLinkUp(parameters.name)
@@ -100,7 +100,22 @@ public struct VxlanLink: Sendable {
         case .some:
             try delete(parameters.name)
             try create(parameters)
+            try verify(parameters)
             return .replaced
+        }
+    }
+
+    /// A link just created reads back as asked; otherwise the next `ensure` would replace it again
+    /// (and its removal would be reported as a lost link, to be ensured again...).
+    private static func verify(_ parameters: Parameters) throws {
+        let operation = "create \(parameters)"
+        switch try current(parameters.name) {
+        case .some(.some(let created)) where created.satisfies(parameters):
+            return
+        case .some(.some(let created)):
+            throw NetlinkError(operation: operation, errno: EINVAL, message: "the kernel made it \(created)")
+        default:
+            throw NetlinkError(operation: operation, errno: ENODEV, message: "it cannot be read back")
         }
     }
 

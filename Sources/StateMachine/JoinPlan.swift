@@ -84,7 +84,7 @@ public struct OverlayLink: Hashable, Sendable {
     /// The default destination: the gateway's pod IP (clients); nil on the gateway, which learns.
     public var remote: IPv4Address?
     public var learning: Bool
-    /// Seconds a learned destination is kept unused; 0: for ever; nil: the kernel's 300.
+    /// Seconds a learned destination is kept unused; nil: the kernel's 300.
     public var ageing: UInt32?
     public var macAddress: [UInt8]
     /// The overlay address the link carries (the client's; the gateway's is IP_ADDR, set apart).
@@ -106,14 +106,19 @@ public struct OverlayLink: Hashable, Sendable {
 }
 
 extension GatewayOverlay {
-    /// The gateway's end: learning (its clients are found from the frames they send) and never
-    /// forgetting what it learned (it has no default destination, so it could not find a quiet
-    /// client again to deliver a late answer or a port forward), the MAC derived from IP_ADDR;
-    /// its source chosen by routing (the pod's IP).
+    /// How long the gateway keeps a client it learned: as long as conntrack keeps an idle TCP
+    /// flow (nf_conntrack_tcp_timeout_established, 5 days). It has no default destination, so
+    /// it cannot find a quiet client again by itself: a late answer to a flow the client opened
+    /// must still find the entry. (The kernel computes with `seconds × HZ` in 32 bits: this stays
+    /// far below the wrap.)
+    public static let clientAgeing: UInt32 = 5 * 24 * 3600
+
+    /// The gateway's end: learning (its clients are found from the frames they send), keeping
+    /// them `clientAgeing`, the MAC derived from IP_ADDR; its source chosen by routing (the pod's IP).
     public var link: OverlayLink {
         OverlayLink(name: interface, vni: settings.vni, port: settings.port, underlay: underlay, local: nil, remote: nil,
-                    learning: true, ageing: 0, macAddress: OverlayAddressing.macAddress(for: addressing.gateway.address),
-                    address: nil)
+                    learning: true, ageing: GatewayOverlay.clientAgeing,
+                    macAddress: OverlayAddressing.macAddress(for: addressing.gateway.address), address: nil)
     }
 }
 
