@@ -75,6 +75,7 @@ ksim_daemon_start() { # NAME NAMESPACE-NAME CMD...
     pid=$!
     disown "$pid" 2>/dev/null || true
     echo "$pid $where" >"$LAB_RUNDIR/sim-pids/$name.pid"
+    _lab_wait_entered "$pid" "$(ksim_ns "$where")"
 }
 
 ksim_daemon_pid() {

@@ -57,6 +57,10 @@ public enum JoinTranslator {
         case .route(let destination, let via, _, false)
             where (destination.prefixLength == 0 && via == gateway) || plan.configuration.clusterNetworks.contains(destination):
             return [.overlayRouteMissing]
+        case .route(let destination, let via, _, true) where destination.prefixLength == 0 && via != gateway:
+            // Another default route: ours may have been replaced (which the kernel does not report
+            // as a removal); putting ours in place again is the same request either way.
+            return [.overlayRouteMissing]
         case .neighbour(let name, _, let address, .failed) where name == overlay && address == gateway:
             return [.gatewayUnreachable]
         case .neighbour(let name, _, let address, .reachable) where name == overlay && address == gateway:
