@@ -136,8 +136,9 @@ public struct JoinMachine: Hashable, Sendable {
     public internal(set) var plan: JoinPlan?
     /// Where the overlay points (or is being pointed): the gateway's pod IP.
     public internal(set) var gateway: IPv4Address?
-    /// The forwarder was asked for (once: it lives as long as the process).
-    var forwarderRequested = false
+    /// The kill switch was committed: what follows it may begin (the forwarder is asked for
+    /// then, once: it lives as long as the process).
+    var armed = false
     /// A name resolution is in flight: failures meanwhile do not ask again.
     var resolving = false
     var retryPending = false
@@ -227,10 +228,21 @@ public struct JoinMachine: Hashable, Sendable {
         case .firewallCommitted(let policy):
             guard policy == requested else { return [] }
             committed = policy
-            // Nothing but the kill switch before the kill switch; a repair's commit starts nothing.
-            guard !forwarderRequested else { return [] }
-            forwarderRequested = true
+            // A repair's commit starts nothing.
+            guard !armed else { return [] }
+            armed = true
             return [.startForwarder] + locate()
+        default:
+            break
+        }
+        // Nothing but the kill switch before the kill switch.
+        guard armed else {
+            switch event {
+            case .firewallFailed, .firewallTampered: return handleAlways(event)
+            default: return []
+            }
+        }
+        switch event {
         case .gatewayResolved(let addresses):
             resolving = false
             guard let address = choose(addresses) else { return retry() }
@@ -249,8 +261,8 @@ public struct JoinMachine: Hashable, Sendable {
             retries = 0
             return cancelRetry()
         case .timerFired(.retry):
+            guard retryPending else { return [] }
             retryPending = false
-            guard committed == .killSwitch else { return [] }
             if let gateway { return [.ensureOverlay(gateway)] }
             return locate()
         default:
@@ -296,6 +308,7 @@ public struct JoinMachine: Hashable, Sendable {
             reason = "\(gatewayName) did not resolve: \(message)"
             return []
         case .timerFired(.retry):
+            guard retryPending else { return [] }
             retryPending = false
             return [.ensureOverlay(gateway)]
         default:

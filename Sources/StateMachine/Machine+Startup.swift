@@ -56,7 +56,7 @@ extension Machine {
         case .addressFailed(let message):
             return isConfigured ? killswitch(.transient, "the LAN address could not be set: \(message)") : []
         case .overlayLinkFailed(let message):
-            return isConfigured ? killswitch(.transient, overlayLinkFailure(message)) : []
+            return isConfigured && overlay != nil ? killswitch(.transient, overlayLinkFailure(message)) : []
         case .configurationReloaded(let reload):
             return adopt(reload) ? recommit() : []
         default:

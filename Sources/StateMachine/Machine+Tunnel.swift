@@ -146,7 +146,7 @@ extension Machine {
             return killswitch(.transient, "the \(policy) ruleset was not committed: \(message)")
         case .addressFailed(let message):
             return killswitch(.transient, "the LAN address could not be set: \(message)")
-        case .overlayLinkFailed(let message):
+        case .overlayLinkFailed(let message) where overlay != nil:
             return killswitch(.transient, overlayLinkFailure(message))
         default:
             return nil
