@@ -248,8 +248,12 @@ public final class DNSForwarder: Sendable {
         let kind = type == Int32(SOCK_DGRAM.rawValue) ? "UDP" : "TCP"
         let fd = socket(AF_INET, type | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SystemError("\(kind) socket") }
-        var on: Int32 = 1
-        _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
+        if type == Int32(SOCK_STREAM.rawValue) {
+            // A restarted sidecar binds again while the last one's connections linger. Not for
+            // UDP, where it would let two forwarders share the port.
+            var on: Int32 = 1
+            _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
+        }
         var local = sockaddr_in()
         local.sin_family = sa_family_t(AF_INET)
         local.sin_port = port.bigEndian

@@ -56,9 +56,10 @@ public struct VxlanLink: Sendable {
                 + (macAddress.map { " address \(VxlanLink.macText($0))" } ?? "") + (ageing.map { " ageing \($0)" } ?? "")
         }
 
-        /// Whether this link, as read from the kernel, is what `wanted` describes; the default
-        /// destination (which can change in place) is left out with `ignoringRemote`.
-        fileprivate func satisfies(_ wanted: Parameters, ignoringRemote: Bool = false) -> Bool {
+        /// Whether this link, as read from the kernel, is what `wanted` describes (a MAC or an
+        /// ageing `wanted` leaves to the kernel is any); the default destination (which can change
+        /// in place) is left out with `ignoringRemote`.
+        public func satisfies(_ wanted: Parameters, ignoringRemote: Bool = false) -> Bool {
             var mine = self
             if ignoringRemote { mine.remote = wanted.remote }
             if wanted.macAddress == nil { mine.macAddress = nil }
