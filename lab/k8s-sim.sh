@@ -41,6 +41,8 @@ KSIM_WEB_SERVICE=10.96.0.80
 KSIM_WEB_NAME=web.apps.svc.cluster.local
 KSIM_CLUSTER_DOMAIN=cluster.local
 KSIM_NODES=(n1 n2 n3)
+# The gateway's port forward: tunnel port 8080 to client-b (pod 10.244.2.10) on its overlay address.
+KSIM_FORWARD=8080:172.31.2.10:80
 # From the manifests once rendered (ksim_up): the Service name, the gateway's overlay address
 # (IP_ADDR = GATEWAY_ADDR), the overlay's port.
 KSIM_GATEWAY_NAME=
@@ -241,7 +243,8 @@ _ksim_manifest_env() {
 
 # What the simulation sets itself, by role; everything else comes from the manifests.
 #   gateway: the provider's file and the credentials where the lab keeps them, the runtime
-#            directory per pod, DNS = the lab's resolver (reached through the tunnel).
+#            directory per pod, DNS = the lab's resolver (reached through the tunnel), and a port
+#            forward from the tunnel to client-b's overlay address (KSIM_FORWARD).
 #   join:    CLUSTER_CIDRS = this cluster's services and nodes, the runtime directory per pod.
 # (The cluster resolver comes from the pod's resolv.conf, as the kubelet writes it.)
 ksim_site_env() { # gateway|join POD
@@ -252,6 +255,7 @@ ksim_site_env() { # gateway|join POD
             echo "CREDENTIALS_FILE=$LAB_RUNDIR/credentials"
             echo "RUNTIME_DIR=$LAB_RUNDIR/sim/$2/run"
             echo "DNS=$LAB_ECHO_IP"
+            echo "PORT_FWD=$KSIM_FORWARD"
             ;;
         join)
             echo "CLUSTER_CIDRS=$KSIM_SERVICE_CIDR,$KSIM_NODE_CIDR"

@@ -140,6 +140,17 @@ tunnel_dns_only() {
 tap_check "the internet's resolver saw queries from the tunnel address only ($(lab_dns_query_sources dns "$LAB_DNS_NAME" | tr '\n' ' '))" tunnel_dns_only
 kube_dns_no_internet_names() { ! grep -q "query\[A\] $LAB_DNS_NAME from" "$LAB_RUNDIR/sim/dns.log"; }
 tap_check "kube-dns never saw the internet name (no DNS leak through the cluster resolver)" kube_dns_no_internet_names
+# A port forward from the tunnel to a client, through the overlay (the gateway found client-b from
+# its frames): asked from the VPN server's side, answered by client-b's echo.
+ksim_daemon_start web-client-b client-b "$LAB_PYTHON" -u "$LAB_RUNDIR/inet/echo.py" "$LAB_RUNDIR/sim/web-client-b.log" 172.31.2.10 80
+lab_wait_for 5 _ksim_listening client-b tcp 172.31.2.10 80 || true
+forwarded() {
+    local tunnel seen
+    tunnel=$(status_field gw .tunnelAddress) || return 1
+    seen=$(lab_exec isp curl -sS --max-time 3 "http://$tunnel:${KSIM_FORWARD%%:*}/" 2>/dev/null) || return 1
+    [[ $seen == "$LAB_VPN_PREFIX"* ]]
+}
+tap_check "the gateway's port forward ($KSIM_FORWARD) reaches client-b through tunnel and overlay" forwarded
 relayed() { [ "$(status_field client-a '.dns.relayed')" -ge 3 ]; }
 tap_check "client-a's status counts the forwarder's relayed queries ($(status_field client-a '.dns | tostring'))" relayed
 no_leaks "gateway up, clients through it"
