@@ -1,3 +1,4 @@
+// CMnl: its headers carry glibc's socket constants for this module (see Sources/CMnl/shim.h).
 import CMnl
 import Glibc
 import StateMachine
@@ -31,18 +32,23 @@ public final class DNSForwarder: Sendable {
 
     private let udp: Int32
     private let tcp: Int32
+    /// A pipe's ends: `stop()` writes a byte, which wakes both loops' poll(2).
     private let wakeup: Int32
+    private let wakeupWriter: Int32
     private let route: Route
     private let mark: UInt32
     private let timeout: Duration
     private let stopped = Atomic<Bool>(false)
+    /// The loops still running: the last to end closes the pipe both poll.
+    private let loops = Atomic<Int>(2)
     private let connections = Atomic<Int>(0)
     private let counts = Mutex(Counts())
 
-    private init(udp: Int32, tcp: Int32, wakeup: Int32, route: @escaping Route, mark: UInt32, timeout: Duration) {
+    private init(udp: Int32, tcp: Int32, wakeup: [Int32], route: @escaping Route, mark: UInt32, timeout: Duration) {
         self.udp = udp
         self.tcp = tcp
-        self.wakeup = wakeup
+        self.wakeup = wakeup[0]
+        wakeupWriter = wakeup[1]
         self.route = route
         self.mark = mark
         self.timeout = timeout
@@ -56,20 +62,24 @@ public final class DNSForwarder: Sendable {
         let udp = try listening(Int32(SOCK_DGRAM.rawValue), address, port)
         let tcp: Int32
         do { tcp = try listening(Int32(SOCK_STREAM.rawValue), address, port) } catch { close(udp); throw error }
-        let wakeup = eventfd(0, vpnsup_eventfd_flags())
-        guard wakeup >= 0 else {
+        var wakeup: [Int32] = [-1, -1]
+        guard pipe(&wakeup) == 0 else {
             let code = errno
             close(udp)
             close(tcp)
-            throw SystemError("eventfd", code: code)
+            throw SystemError("pipe", code: code)
         }
+        wakeup.forEach { _ = fcntl($0, F_SETFD, FD_CLOEXEC) }
         let forwarder = DNSForwarder(udp: udp, tcp: tcp, wakeup: wakeup, route: route, mark: mark, timeout: timeout)
         guard threads("vpnsup-dns-udp", { forwarder.serveUDP() }) else {
             forwarder.release()
             throw SystemError("start the forwarder's thread", code: EAGAIN)
         }
         guard threads("vpnsup-dns-tcp", { forwarder.serveTCP(threads) }) else {
+            // The UDP loop ends and closes what is shared once the TCP loop counts as ended too.
+            close(tcp)
             forwarder.stop()
+            forwarder.loopEnded()
             throw SystemError("start the forwarder's thread", code: EAGAIN)
         }
         return forwarder
@@ -78,19 +88,26 @@ public final class DNSForwarder: Sendable {
     /// Stops serving; the loops close the sockets as they end.
     public func stop() {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        var one: UInt64 = 1
-        _ = Glibc.write(wakeup, &one, 8)
+        var byte: UInt8 = 1
+        _ = Glibc.write(wakeupWriter, &byte, 1)
     }
 
     public var statistics: Counts { counts.withLock { $0 } }
 
     private func count(_ change: (inout Counts) -> Void) { counts.withLock { change(&$0) } }
 
+    private func loopEnded() {
+        guard loops.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
+        close(wakeup)
+        close(wakeupWriter)
+    }
+
     /// Only when no loop ever ran.
     private func release() {
         close(udp)
         close(tcp)
         close(wakeup)
+        close(wakeupWriter)
     }
 
     // MARK: UDP
@@ -104,7 +121,7 @@ public final class DNSForwarder: Sendable {
     private func serveUDP() {
         defer {
             close(udp)
-            close(wakeup)
+            loopEnded()
         }
         var pending: [Pending] = []
         var buffer = [UInt8](repeating: 0, count: 65535)
@@ -183,7 +200,10 @@ public final class DNSForwarder: Sendable {
     // MARK: TCP
 
     private func serveTCP(_ threads: @escaping ThreadStarter) {
-        defer { close(tcp) }
+        defer {
+            close(tcp)
+            loopEnded()
+        }
         while !stopped.load(ordering: .acquiring) {
             var descriptors = [pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
                                pollfd(fd: tcp, events: Int16(POLLIN), revents: 0)]
