@@ -11,6 +11,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        // The metrics' exposition format (`vpnsup metrics`, METRICS_LISTEN); brings CoreMetrics
+        // (swift-metrics) and swift-atomics with it.
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // C libraries, found through pkg-config; Debian's -dev packages provide them.
@@ -31,6 +34,7 @@ let package = Package(
                 "StateMachine", "Watchers", "Actions",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
 
@@ -48,7 +52,8 @@ let package = Package(
             dependencies: ["Actions", "StateMachine", .product(name: "Logging", package: "swift-log"),
                            .product(name: "PropertyBased", package: "swift-property-based")]
         ),
-        .testTarget(name: "vpnsupTests", dependencies: ["vpnsup", "StateMachine"]),
+        .testTarget(name: "vpnsupTests", dependencies: ["vpnsup", "StateMachine", "Watchers",
+                                                      .product(name: "Prometheus", package: "swift-prometheus")]),
     ],
     swiftLanguageModes: [.v6]
 )
