@@ -18,9 +18,9 @@ build: deps
 # then a short pass of every fuzz target (fuzz/run.sh: replays the crash regressions, 5 s each),
 # the lab proves its own leak detector (selftest), the Kubernetes manifests render and validate,
 # the cluster simulation proves its topology and its leak detector (Tests/k8s/sim.sh, ~25 s),
-# the end-to-end tests run against the
-# built binary, the metrics scraped from the LAN (Tests/lab/metrics.sh, ~15 s), a short fault-injection soak, the systemd units, and the original Docker scenario
-# with the image (Tests/docker/e2e.sh).
+# the end-to-end tests run against the built binary, the metrics scraped from the LAN
+# (Tests/lab/metrics.sh, ~15 s), a short fault-injection soak, the systemd units, and the
+# original Docker scenario with the image (Tests/docker/e2e.sh).
 test: build
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	unshare --net -- sh -c 'ip link set lo up && exec $(SWIFT) test --skip-build $(BUILD_FLAGS)'
