@@ -36,8 +36,8 @@ enum MetricsEndpoints {
 }
 
 /// Starts the metrics endpoints for `vpnsup run` beside the driver, until the driver starts them
-/// itself (see docs/operations.md, Metrics): they read the status through the status socket, and
-/// there is no ledger, so the event-fed families are left out.
+/// itself (with its StatusBoard and a MetricsLedger it feeds, as MetricsLedger says): they read the
+/// status through the status socket, and there is no ledger, so the event-fed families are left out.
 enum MetricsBeside {
     /// nil when the configuration is not valid (the driver refuses it: exit 78 with its line). A
     /// valid METRICS_LISTEN that cannot be listened on is refused the same way: the lockdown is
