@@ -181,6 +181,9 @@ private final class Server: @unchecked Sendable {
     let limits: MetricsResponder.Limits
     let exposition: @Sendable () -> [UInt8]?
     var connections: [Connection] = []
+    /// After accept(2) failed for want of a descriptor or memory, the listeners are left alone until
+    /// then: still readable, they would otherwise wake poll(2) again at once, for ever.
+    var acceptPausedUntil: ContinuousClock.Instant?
 
     init(listeners: [(fd: Int32, kind: Connection.Kind)], wakeup: WakeupEvent, limits: MetricsResponder.Limits,
          exposition: @escaping @Sendable () -> [UInt8]?) {
@@ -197,11 +200,14 @@ private final class Server: @unchecked Sendable {
             listeners.forEach { Glibc.close($0.fd) }
         }
         while true {
+            if let until = acceptPausedUntil, ContinuousClock.now >= until { acceptPausedUntil = nil }
             var fds = [pollfd(fd: wakeup.descriptor, events: Int16(POLLIN), revents: 0)]
-            fds += listeners.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+            // A negative descriptor is skipped by poll(2).
+            fds += listeners.map { pollfd(fd: acceptPausedUntil == nil ? $0.fd : -1, events: Int16(POLLIN), revents: 0) }
             fds += connections.map { pollfd(fd: $0.fd, events: Int16($0.response == nil ? POLLIN : POLLOUT), revents: 0) }
             // Sleep until something happens or the nearest deadline passes.
-            let timeout = connections.map(\.deadline).min().map { Self.milliseconds(until: $0) } ?? -1
+            let timeout = (connections.map(\.deadline) + [acceptPausedUntil].compactMap { $0 }).min()
+                .map { Self.milliseconds(until: $0) } ?? -1
             if poll(&fds, nfds_t(fds.count), timeout) < 0 {
                 if errno == EINTR { continue }
                 return
@@ -231,8 +237,14 @@ private final class Server: @unchecked Sendable {
         while true {
             let fd = Glibc.accept(listener, nil, nil)
             if fd < 0 {
-                if errno == EINTR || errno == ECONNABORTED { continue }
-                return // EAGAIN: no more waiting; anything else: try again on the next wake-up
+                switch errno {
+                case EINTR, ECONNABORTED: continue
+                case EAGAIN, EWOULDBLOCK: return // no more waiting
+                default:
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection waits in the backlog meanwhile.
+                    acceptPausedUntil = ContinuousClock.now + .milliseconds(100)
+                    return
+                }
             }
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
