@@ -20,8 +20,8 @@ build: deps
 # the lab proves its own leak detector (selftest, and its WireGuard side: wireguard-selftest),
 # the Kubernetes manifests render and validate, the cluster simulation proves its topology and
 # its leak detector (Tests/k8s/sim.sh, ~25 s), the end-to-end tests run against the built binary,
-# a short fault-injection soak, the systemd units, and the original Docker scenario with the
-# image (Tests/docker/e2e.sh).
+# the metrics scraped from the LAN (Tests/lab/metrics.sh, ~15 s), a short fault-injection soak,
+# the systemd units, and the original Docker scenario with the image (Tests/docker/e2e.sh).
 test: build
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	unshare --net -- sh -c 'ip link set lo up && exec $(SWIFT) test --skip-build $(BUILD_FLAGS)'
@@ -32,6 +32,7 @@ test: build
 	bash Tests/k8s/manifests.sh
 	bash Tests/k8s/sim.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
+	VPNSUP=$(VPNSUP) bash Tests/lab/metrics.sh
 	VPNSUP=$(VPNSUP) SOAK_FAULTS=12 bash Tests/lab/soak.sh
 	VPNSUP=$(VPNSUP) bash Tests/systemd/units.sh
 	SWIFT=$(SWIFT) bash scripts/build-static.sh
@@ -57,6 +58,7 @@ image: deps
 # Only the namespace lab's end-to-end tests (needs `make build` first).
 lab-test: build
 	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
+	VPNSUP=$(VPNSUP) bash Tests/lab/metrics.sh
 
 # Builds, starts the namespace lab, routes a client through vpnsup, shows status, tears down.
 demo: build

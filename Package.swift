@@ -11,6 +11,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        // The metrics' exposition format (`vpnsup metrics`, METRICS_LISTEN); brings CoreMetrics
+        // (swift-metrics) and swift-atomics with it.
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // C libraries, found through pkg-config; Debian's -dev packages provide them.
@@ -29,7 +32,8 @@ let package = Package(
         // `vpnsup run` does around the pure machine, usable from tests and other commands.
         .target(
             name: "Supervisor",
-            dependencies: ["StateMachine", "Watchers", "Actions", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["StateMachine", "Watchers", "Actions", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Prometheus", package: "swift-prometheus")]
         ),
         .executableTarget(
             name: "vpnsup",
@@ -59,9 +63,12 @@ let package = Package(
         // with a recording fake of the effects.
         .testTarget(
             name: "SupervisorTests",
-            dependencies: ["Supervisor", "StateMachine", "Watchers", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Supervisor", "StateMachine", "Watchers", "MetricsTestSupport",
+                           .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus")]
         ),
-        .testTarget(name: "vpnsupTests", dependencies: ["vpnsup", "Supervisor", "StateMachine"]),
+        .testTarget(name: "vpnsupTests", dependencies: ["vpnsup", "Supervisor", "StateMachine", "Watchers", "MetricsTestSupport"]),
+        // The Prometheus text exposition read back, for the metrics tests of both targets above.
+        .target(name: "MetricsTestSupport", dependencies: ["Supervisor"], path: "Tests/MetricsTestSupport"),
     ],
     swiftLanguageModes: [.v6]
 )

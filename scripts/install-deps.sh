@@ -30,6 +30,12 @@ if ! kubectl kustomize --help >/dev/null 2>&1; then
   # Under pyenv a new program is on PATH only once its shim exists.
   if command -v pyenv >/dev/null; then pyenv rehash; fi
 fi
+# The metrics lab test (Tests/lab/metrics.sh) reads the scrape with the Prometheus project's own
+# text parser: prometheus_client from PyPI, pinned.
+if ! "$python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("prometheus-client") != "0.26.0")' 2>/dev/null; then
+  echo "installing: prometheus-client (PyPI)"
+  "$python" -m pip install -q --disable-pip-version-check prometheus-client==0.26.0
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -59,6 +59,23 @@ public struct ProbeSettings: Hashable, Sendable {
     public var effectiveInterval: Duration? { server == nil ? nil : interval }
 }
 
+/// METRICS_LISTEN: where `GET /metrics` is served over HTTP. Only ever the LAN gateway address or
+/// a loopback address, never one the WAN can reach.
+public struct MetricsListen: Hashable, Sendable, CustomStringConvertible {
+    public var address: IPv4Address
+    public var port: UInt16
+
+    public init(address: IPv4Address, port: UInt16) {
+        self.address = address
+        self.port = port
+    }
+
+    /// 127.0.0.0/8.
+    public var isLoopback: Bool { address.value >> 24 == 127 }
+
+    public var description: String { "\(address):\(port)" }
+}
+
 /// Everything `vpnsup run` needs, validated. Built from variables named as in the environment.
 public struct Configuration: Hashable, Sendable {
     public static let defaultConfigDirectory = "/config"
@@ -87,6 +104,8 @@ public struct Configuration: Hashable, Sendable {
     /// A group (name or numeric id) allowed to read the status socket; nil: root only.
     public var statusGroup: String?
     public var probe: ProbeSettings
+    /// METRICS_LISTEN; nil: no HTTP metrics (`vpnsup metrics` still answers on the unix socket).
+    public var metricsListen: MetricsListen?
 
     /// Validates `values`, keyed by variable name (CONFIG, CONFIG_DIR, IP_ADDR, DNS, PORT_FWD, LAN_IF,
     /// WAN_IF, CREDENTIALS_FILE, RUNTIME_DIR). Empty values count as unset.
@@ -182,6 +201,32 @@ public struct Configuration: Hashable, Sendable {
         }
         probe = ProbeSettings(server: probeServer, name: probeName, interval: interval == .zero ? nil : interval,
                               timeout: timeout, failures: failures)
+
+        metricsListen = try value("METRICS_LISTEN").map { text throws(ConfigurationError) in
+            try Configuration.metricsListen(text, gateway: gateway.address, dns: dns)
+        }
+    }
+
+    /// METRICS_LISTEN: `ADDR:PORT`, where ADDR is the LAN gateway address (IP_ADDR's) or a loopback
+    /// address. Port 53 on the gateway is refused when DNS is set: the LAN's port-53 packets are
+    /// redirected to DNS before they could reach it.
+    public static func metricsListen(_ text: String, gateway: IPv4Address, dns: IPv4Address?) throws(ConfigurationError) -> MetricsListen {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, let address = IPv4Address(parts[0]) else {
+            throw ConfigurationError("METRICS_LISTEN", text, "is not ADDR:PORT with an IPv4 address, e.g. \(gateway):9477")
+        }
+        guard let port = port(parts[1]) else {
+            throw ConfigurationError("METRICS_LISTEN", text, "has a port outside 1...65535")
+        }
+        let listen = MetricsListen(address: address, port: port)
+        guard listen.isLoopback || address == gateway else {
+            throw ConfigurationError("METRICS_LISTEN", text,
+                                     "is neither the LAN gateway address \(gateway) (IP_ADDR) nor a loopback address: metrics are never served on the WAN")
+        }
+        if !listen.isLoopback, port == 53, dns != nil {
+            throw ConfigurationError("METRICS_LISTEN", text, "uses port 53, which DNS redirection takes from the LAN")
+        }
+        return listen
     }
 
     /// Whole seconds, 1...86400 (0 too when `allowZero`).
@@ -218,7 +263,8 @@ public struct Configuration: Hashable, Sendable {
         NetworkLayout(lanInterface: lanInterface, wanInterface: wanInterface,
                       tunnelInterface: Configuration.tunnelInterface,
                       endpoints: endpoints, transportMark: Configuration.transportMark,
-                      dns: dns, portForwards: portForwards, lanGateway: gateway.address)
+                      dns: dns, portForwards: portForwards, lanGateway: gateway.address,
+                      metricsPort: metricsListen.flatMap { $0.address == gateway.address ? $0.port : nil })
     }
 
     /// Linux interface names: 1 to 15 bytes, no '/', ':', whitespace or NUL, not "." or ".."; and

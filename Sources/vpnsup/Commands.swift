@@ -10,7 +10,7 @@ struct Vpnsup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vpnsup",
         abstract: "Routes an isolated network through OpenVPN, with a kill switch that fails closed.",
-        subcommands: [Run.self, Status.self, Rules.self, Check.self, Health.self, HostRules.self]
+        subcommands: [Run.self, Status.self, Rules.self, Check.self, Health.self, MetricsCommand.self, HostRules.self]
     )
 }
 
@@ -89,9 +89,12 @@ struct SettingsOptions: ParsableArguments {
     var probeTimeout: String?
     @Option(help: "Failed probes in a row that make the tunnel Degraded and reconnect it. Env: PROBE_FAILURES (default 3).")
     var probeFailures: String?
+    @Option(help: "Serve GET /metrics over HTTP at ADDR:PORT, the LAN gateway address or loopback. Env: METRICS_LISTEN (default: off).")
+    var metricsListen: String?
 
     static let variables = ["CONFIG", "CONFIG_DIR", "IP_ADDR", "DNS", "PORT_FWD", "LAN_IF", "WAN_IF", "CREDENTIALS_FILE", "RUNTIME_DIR",
-                            "STATUS_GROUP", "PROBE_SERVER", "PROBE_NAME", "PROBE_INTERVAL", "PROBE_TIMEOUT", "PROBE_FAILURES"]
+                            "STATUS_GROUP", "PROBE_SERVER", "PROBE_NAME", "PROBE_INTERVAL", "PROBE_TIMEOUT", "PROBE_FAILURES",
+                            "METRICS_LISTEN"]
 
     /// The configuration values, keyed by variable name; flags win over the environment.
     func values(environment: [String: String]) -> [String: String] {
@@ -102,7 +105,7 @@ struct SettingsOptions: ParsableArguments {
             ("PORT_FWD", portFwd), ("LAN_IF", lanIf), ("WAN_IF", wanIf),
             ("CREDENTIALS_FILE", credentialsFile), ("RUNTIME_DIR", runtimeDir), ("STATUS_GROUP", statusGroup),
             ("PROBE_SERVER", probeServer), ("PROBE_NAME", probeName), ("PROBE_INTERVAL", probeInterval),
-            ("PROBE_TIMEOUT", probeTimeout), ("PROBE_FAILURES", probeFailures),
+            ("PROBE_TIMEOUT", probeTimeout), ("PROBE_FAILURES", probeFailures), ("METRICS_LISTEN", metricsListen),
         ]
         for case let (name, value?) in flags { values[name] = value }
         return values

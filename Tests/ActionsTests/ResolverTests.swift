@@ -186,6 +186,20 @@ struct TunnelProbeTests {
         }
     }
 
+    /// `measure()` (the latency of `vpnsup_probe_duration_seconds`): an answer comes within the
+    /// timeout, and a failure is timed to its end, the timeout.
+    @Test func measureTimesTheAnswerAndTheTimeout() throws {
+        let dns = try LocalDNS(dnsmasq: resolverTestEnvironment!.dnsmasq)
+        let answered = TunnelProbe(server: loopback, port: dns.port, name: "vpn.test", device: "lo", timeout: .seconds(2)).measure()
+        #expect(answered.failure == nil)
+        #expect(answered.latency > .zero && answered.latency < .seconds(2))
+        let (silent, port) = try #require(loopbackUDPSocket())
+        defer { close(silent) }
+        let unanswered = TunnelProbe(server: loopback, port: port, name: "vpn.test", device: "lo", timeout: .milliseconds(300)).measure()
+        #expect(unanswered.failure == "no answer from 127.0.0.1 within 300 ms")
+        #expect(unanswered.latency >= .milliseconds(300))
+    }
+
     @Test func aSilentServerFailsAtTheTimeoutAndStrayDatagramsAreNotAnswers() throws {
         let (silent, port) = try #require(loopbackUDPSocket())
         defer { close(silent) }
