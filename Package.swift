@@ -1,6 +1,22 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+/// The release `vpnsup --version` names, and the commit: VPNSUP_COMMIT when set (a build without
+/// .git, e.g. the Dockerfile's), else the checkout's HEAD (with "-dirty" for uncommitted
+/// changes), else "unknown".
+let vpnsupVersion = "0.2.0"
+let vpnsupCommit: String = {
+    if let commit = Context.environment["VPNSUP_COMMIT"], !commit.isEmpty, commit != "unknown" {
+        return commit
+    }
+    guard let git = Context.gitInformation else { return "unknown" }
+    return String(git.currentCommit.prefix(12)) + (git.hasUncommittedChanges ? "-dirty" : "")
+}()
+/// Only characters a C string literal takes as they are.
+func cLiteral(_ text: String) -> String {
+    "\"" + String(text.filter { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.+".contains($0)) }) + "\""
+}
+
 let package = Package(
     name: "vpnsup",
     platforms: [.macOS(.v15)],
@@ -18,12 +34,16 @@ let package = Package(
         .systemLibrary(name: "CNftnl", pkgConfig: "libnftnl", providers: [.apt(["libnftnl-dev"])]),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
 
+        .target(name: "CBuildInfo", cSettings: [
+            .define("VPNSUP_VERSION", to: cLiteral(vpnsupVersion)), .define("VPNSUP_COMMIT", to: cLiteral(vpnsupCommit)),
+        ]),
+
         // The pure core: no Glibc, no I/O, no clocks.
         .target(name: "StateMachine"),
         .target(name: "Watchers", dependencies: ["StateMachine", "CMnl"]),
         .target(
             name: "Actions",
-            dependencies: ["StateMachine", "CMnl", "CNftnl", "CSystemd", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["StateMachine", "CMnl", "CNftnl", "CSystemd", "CBuildInfo", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "vpnsup",

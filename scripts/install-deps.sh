@@ -1,19 +1,35 @@
 #!/usr/bin/env bash
-# Installs the Debian packages vpnsup builds, tests and demos with, when any is missing.
-# Quiet when everything is present, so `make` stays fast on a prepared machine.
+# scripts/install-deps.sh [PROFILE...] — installs the Debian packages a profile needs, when any is
+# missing. Quiet when everything is present, so `make` stays fast on a prepared machine.
+#
+#   build   the C libraries vpnsup links (make build, make install)
+#   demo    build, plus OpenVPN and the namespace lab the demo runs (make demo)
+#   test    everything: the lab tests, the systemd units, the Docker scenario (make test; default)
+#   bench   test, plus the benchmarks' baselines (make bench)
 set -euo pipefail
 
-packages=(
-  # build: the C libraries vpnsup links
-  pkg-config libmnl-dev libnftnl-dev libsystemd-dev
-  # run: what vpnsup drives
-  openvpn iproute2
-  # tests and demo: namespaces lab, captures, servers, clients
-  nftables tcpdump openssl curl socat dnsmasq-base bind9-dnsutils iperf3 python3 util-linux procps iputils-ping jq
-  # the container scenario and the systemd units: a Docker engine, a local base image, the
-  # host rules, the compose example, unit checks
-  docker.io docker-compose debootstrap iptables binutils python3-yaml systemd strace gdb
-)
+build=(pkg-config libmnl-dev libnftnl-dev libsystemd-dev binutils)
+# run: what vpnsup drives; the lab: namespaces, captures, a VPN server, DNS, an HTTP echo
+demo=(openvpn iproute2 nftables tcpdump openssl curl dnsmasq-base bind9-dnsutils python3 iputils-ping jq coreutils)
+# tests: more clients and servers, the systemd units (verify, strace, gdb for the soak), the
+# Docker scenario (an engine of the test's own in a namespace with slirp4netns for its way out,
+# a local base image made with debootstrap, the host rules, the compose example)
+test=(socat iperf3 util-linux procps docker.io docker-compose slirp4netns debootstrap iptables python3-yaml
+      systemd strace gdb)
+bench=(conntrack)
+
+profiles=("$@")
+[ ${#profiles[@]} -gt 0 ] || profiles=(test)
+packages=()
+for profile in "${profiles[@]}"; do
+    case $profile in
+    build) packages+=("${build[@]}") ;;
+    demo) packages+=("${build[@]}" "${demo[@]}") ;;
+    test) packages+=("${build[@]}" "${demo[@]}" "${test[@]}") ;;
+    bench) packages+=("${build[@]}" "${demo[@]}" "${test[@]}" "${bench[@]}") ;;
+    *) echo "install-deps: unknown profile '$profile' (build, demo, test, bench)" >&2; exit 64 ;;
+    esac
+done
 
 missing=()
 for p in "${packages[@]}"; do

@@ -9,6 +9,7 @@ struct Vpnsup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vpnsup",
         abstract: "Routes an isolated network through OpenVPN, with a kill switch that fails closed.",
+        version: BuildInfo.line,
         subcommands: [Run.self, Status.self, Rules.self, Health.self, HostRules.self]
     )
 }
