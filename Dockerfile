@@ -60,7 +60,9 @@ RUN apt-get update \
 WORKDIR /src
 COPY Package.swift ./
 COPY Sources ./Sources
-COPY scripts/build-static.sh ./scripts/
+# The test targets' sources: SwiftPM refuses a manifest whose targets have no directory.
+COPY Tests ./Tests
+COPY scripts/build-static.sh scripts/commit.sh ./scripts/
 # The commit `vpnsup --version` names (the build context has no .git).
 ARG VPNSUP_COMMIT=unknown
 # The same release build as scripts/build-static.sh outside (static Swift runtime and libstdc++).

@@ -8,6 +8,8 @@ VPNSUP := .build/debug/vpnsup
 PREFIX ?= /usr/local
 DESTDIR ?=
 SYSTEMD_UNIT_DIR ?= /etc/systemd/system
+# The commit `vpnsup --version` names (Package.swift reads it).
+export VPNSUP_COMMIT ?= $(shell bash scripts/commit.sh)
 
 .PHONY: all deps deps-build deps-demo build test lab-test docker-test image demo install uninstall clean
 

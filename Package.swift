@@ -1,9 +1,10 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-/// The release `vpnsup --version` names, and the commit: VPNSUP_COMMIT when set (a build without
-/// .git, e.g. the Dockerfile's), else the checkout's HEAD (with "-dirty" for uncommitted
-/// changes), else "unknown".
+/// The release `vpnsup --version` names, and the commit: VPNSUP_COMMIT when set (the Makefile and
+/// scripts/build-static.sh set it from scripts/commit.sh; the Dockerfile from a build argument),
+/// else the checkout's HEAD when SwiftPM last evaluated this manifest (it does not notice a new
+/// HEAD by itself), else "unknown".
 let vpnsupVersion = "0.2.0"
 let vpnsupCommit: String = {
     if let commit = Context.environment["VPNSUP_COMMIT"], !commit.isEmpty, commit != "unknown" {

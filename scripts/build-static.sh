@@ -16,6 +16,8 @@ cd "$(dirname "$0")/.."
 SWIFT=${SWIFT:-swift}
 SCRATCH=${SCRATCH:-.build-static}
 OUT=${OUT:-dist/vpnsup}
+# The commit `vpnsup --version` names; the Dockerfile passes it (its context has no .git).
+export VPNSUP_COMMIT=${VPNSUP_COMMIT:-$(bash scripts/commit.sh 2>/dev/null || echo unknown)}
 
 clang=$(dirname "$(command -v "$SWIFT")")/clang
 archive=$("$clang" -print-file-name=libstdc++.a 2>/dev/null || true)

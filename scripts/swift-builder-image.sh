@@ -44,7 +44,7 @@ cat >"$context/Dockerfile" <<EOF
 FROM $BASE_IMAGE
 RUN apt-get update \\
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\
-        binutils git libc6-dev libgcc-12-dev libstdc++-12-dev libncurses6 pkg-config zlib1g-dev \\
+        binutils git libc6-dev libgcc-12-dev libstdc++-12-dev libncurses6 libsqlite3-0 libcurl4 libxml2 pkg-config zlib1g-dev \\
  && rm -rf /var/lib/apt/lists/*
 COPY swift /opt/swift
 COPY swift-packages /opt/swift-packages

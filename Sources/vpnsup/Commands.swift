@@ -69,6 +69,8 @@ struct SettingsOptions: ParsableArguments {
     var dns: String?
     @Option(help: "Port forwards from the tunnel, [PUBLIC:]IP:PORT[/tcp|/udp], comma separated. Env: PORT_FWD.")
     var portFwd: String?
+    @Option(help: "File of port forwards, one per line in PORT_FWD's syntax, # comments. Env: PORT_FWD_FILE.")
+    var portFwdFile: String?
     @Option(help: "LAN interface. Env: LAN_IF (default eth1).")
     var lanIf: String?
     @Option(help: "WAN interface. Env: WAN_IF (default eth0).")
@@ -90,7 +92,7 @@ struct SettingsOptions: ParsableArguments {
     @Option(help: "Failed probes in a row that make the tunnel Degraded and reconnect it. Env: PROBE_FAILURES (default 3).")
     var probeFailures: String?
 
-    static let variables = ["CONFIG", "CONFIG_DIR", "IP_ADDR", "DNS", "PORT_FWD", "LAN_IF", "WAN_IF", "CREDENTIALS_FILE", "RUNTIME_DIR",
+    static let variables = ["CONFIG", "CONFIG_DIR", "IP_ADDR", "DNS", "PORT_FWD", "PORT_FWD_FILE", "LAN_IF", "WAN_IF", "CREDENTIALS_FILE", "RUNTIME_DIR",
                             "STATUS_GROUP", "PROBE_SERVER", "PROBE_NAME", "PROBE_INTERVAL", "PROBE_TIMEOUT", "PROBE_FAILURES"]
 
     /// The configuration values, keyed by variable name; flags win over the environment.
@@ -99,7 +101,7 @@ struct SettingsOptions: ParsableArguments {
         for name in Self.variables { values[name] = environment[name] }
         let flags: [(String, String?)] = [
             ("CONFIG", config), ("CONFIG_DIR", configDir), ("IP_ADDR", ipAddr), ("DNS", dns),
-            ("PORT_FWD", portFwd), ("LAN_IF", lanIf), ("WAN_IF", wanIf),
+            ("PORT_FWD", portFwd), ("PORT_FWD_FILE", portFwdFile), ("LAN_IF", lanIf), ("WAN_IF", wanIf),
             ("CREDENTIALS_FILE", credentialsFile), ("RUNTIME_DIR", runtimeDir), ("STATUS_GROUP", statusGroup),
             ("PROBE_SERVER", probeServer), ("PROBE_NAME", probeName), ("PROBE_INTERVAL", probeInterval),
             ("PROBE_TIMEOUT", probeTimeout), ("PROBE_FAILURES", probeFailures),

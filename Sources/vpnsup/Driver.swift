@@ -549,11 +549,21 @@ actor Driver {
     }
 
     private func loadConfiguration() -> Event? {
-        let configuration: Configuration
+        var configuration: Configuration
         do {
             configuration = try Configuration(settings.values)
         } catch {
             return .configurationRejected(error.description)
+        }
+        // PORT_FWD_FILE's forwards join PORT_FWD's at start-up (live changes: PortForwardDiff).
+        if let file = configuration.portForwardFile {
+            switch TextFile.read(file) {
+            case .success(let text):
+                do { configuration = try configuration.addingPortForwards(fromFile: text) } catch {
+                    return .configurationRejected(error.description)
+                }
+            case .failure(let error): return .configurationRejected("PORT_FWD_FILE=\(file) cannot be read: \(error)")
+            }
         }
         for (variable, name) in [("LAN_IF", configuration.lanInterface), ("WAN_IF", configuration.wanInterface)]
         where !AddressConfigurator.interfaceExists(name) {
