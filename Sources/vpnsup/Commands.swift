@@ -17,9 +17,10 @@ struct Vpnsup: AsyncParsableCommand {
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Supervise OpenVPN and route the LAN through it (container PID 1 or a service).",
+        // One line per paragraph: ArgumentParser wraps the text to the terminal itself.
         discussion: """
-        Each option may also come from the environment variable named in its help; the flag wins.
-        Arguments after `--` are passed to OpenVPN. Bad configuration exits with 78 (EX_CONFIG)
+        Each option may also come from the environment variable named in its help; the flag wins. \
+        Arguments after `--` are passed to OpenVPN. Bad configuration exits with 78 (EX_CONFIG) \
         after the lockdown ruleset has been committed.
         """
     )
@@ -116,8 +117,8 @@ struct Rules: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print, in nft syntax, the ruleset the configuration produces for a state (a dry run, no root needed).",
         discussion: """
-        The output loads with `nft -f`. Remotes given by host name are resolved only by `run`; the
-        dry run lists them in a comment and pins the IPv4 remotes alone.
+        The output loads with `nft -f`. Remotes given by host name are resolved only by `run`; \
+        the dry run lists them in a comment and pins the IPv4 remotes alone.
         """
     )
 
