@@ -134,12 +134,24 @@ struct Rules: AsyncParsableCommand {
             throw ExitCode(StateMachine.ExitCode.configuration)
         }
         let values = settings.values(environment: ProcessInfo.processInfo.environment)
-        let configuration: Configuration
+        var configuration: Configuration
         do {
             configuration = try Configuration(values)
         } catch {
             StandardError.writeLine(error.description)
             throw ExitCode(StateMachine.ExitCode.configuration)
+        }
+        if let file = configuration.portForwardFile {
+            switch TextFile.read(file) {
+            case .success(let forwards):
+                do { configuration = try configuration.addingPortForwards(fromFile: forwards) } catch {
+                    StandardError.writeLine(error.description)
+                    throw ExitCode(StateMachine.ExitCode.configuration)
+                }
+            case .failure(let error):
+                StandardError.writeLine("PORT_FWD_FILE=\(file) cannot be read: \(error)")
+                throw ExitCode(StateMachine.ExitCode.configuration)
+            }
         }
         var text = ""
         var endpoints: [Endpoint] = []

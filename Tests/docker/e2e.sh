@@ -166,7 +166,7 @@ bash "$REPO/scripts/debian-base-image.sh"
 base=$(docker image inspect -f '{{.Size}}' debian:bookworm-slim)
 mkdir -p "$REPO/dist"
 [ "$VPNSUP" -ef "$REPO/dist/vpnsup" ] || install -m 0755 "$VPNSUP" "$REPO/dist/vpnsup"
-EXPECTED_COMMIT=$(git -C "$REPO" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+EXPECTED_COMMIT=$(bash "$REPO/scripts/commit.sh")
 
 # image_check IMAGE LABEL VERSION_LINE: the files, the metadata and the version of an image.
 image_check() {
@@ -183,7 +183,11 @@ image_check() {
     tap_check "$label: ENTRYPOINT vpnsup run, HEALTHCHECK vpnsup health, STOPSIGNAL SIGTERM, VOLUME /config" metadata_ok
     # The image's files, from an exported container: no shell, no package manager.
     docker create --name vpsu-smoke "$image" >/dev/null
-    docker export vpsu-smoke | tar -t | sed 's,/$,,' | sort >"$RUN_BASE/logs/files-$label.txt"
+    docker export vpsu-smoke >"$RUN_BASE/logs/export-$label.tar"
+    tar -tf "$RUN_BASE/logs/export-$label.tar" | sed 's,/$,,' | sort >"$RUN_BASE/logs/files-$label.txt"
+    # Regular files only (type '-'), for the list of libraries below.
+    tar -tvf "$RUN_BASE/logs/export-$label.tar" | awk '$1 ~ /^-/ { print $NF }' | sort >"$RUN_BASE/logs/regular-$label.txt"
+    rm -f "$RUN_BASE/logs/export-$label.tar"
     docker rm -f vpsu-smoke >/dev/null
     files=$(grep -vc '/$' "$RUN_BASE/logs/files-$label.txt" || true)
     distroless() {
@@ -192,10 +196,12 @@ image_check() {
             ! grep -qE '^(usr/)?bin/(sh|bash|dash)$|^usr/bin/(apt|dpkg)$' "$RUN_BASE/logs/files-$label.txt"
     }
     tap_check "$label: distroless: vpnsup and openvpn, no shell, no apt or dpkg ($files entries)" distroless
-    tap_note "figure: image $label holds: $(grep -E '\.so' "$RUN_BASE/logs/files-$label.txt" | grep -v -- '->' | sed 's,.*/,,' | sort -u | xargs)"
+    tap_note "figure: image $label holds: $(sed 's,.*/,,' "$RUN_BASE/logs/regular-$label.txt" | xargs)"
     version=$(docker run --rm --entrypoint /usr/local/bin/vpnsup "$image" --version 2>&1 || true)
     tap_check "$label: vpnsup --version in the image: '$version'" test "$version" = "$want_version"
-    openvpn_runs() { docker run --rm --entrypoint /usr/sbin/openvpn "$image" --version 2>&1 | grep -q '^OpenVPN 2\.6'; }
+    # Read whole, then matched: grep -q closing the pipe early would fail the run under pipefail.
+    openvpn_version=$(docker run --rm --entrypoint /usr/sbin/openvpn "$image" --version 2>&1 || true)
+    openvpn_runs() { [[ $openvpn_version == "OpenVPN 2.6"* ]]; }
     tap_check "$label: OpenVPN runs in the image (its libraries are all there)" openvpn_runs
 }
 
