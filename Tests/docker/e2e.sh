@@ -328,7 +328,9 @@ tap_check "$label: the client's default route is the aux address $LAN_GW (Docker
 
 # The capture on the web bridge, everything on it, from before the router starts, so its start-up
 # is watched too. The accounting keeps what the router sent and anything with a LAN address.
-docker_engine_exec tcpdump -n -i "$WEB" --immediate-mode -U -w "$RUN/capture/web.pcap" >"$RUN/logs/tcpdump.log" 2>&1 &
+# Started directly, not through a function (which would run in a subshell): $! is tcpdump itself,
+# so the SIGINT that ends the capture reaches it.
+ip netns exec "$DOCKER_ENGINE_NS" tcpdump -n -i "$WEB" --immediate-mode -U -w "$RUN/capture/web.pcap" >"$RUN/logs/tcpdump.log" 2>&1 &
 CAPTURE_PID=$!
 lab_wait_for 10 grep -q "listening on" "$RUN/logs/tcpdump.log" || tap_note "tcpdump did not start listening"
 
