@@ -202,9 +202,11 @@ if [ -n "$VPNSUP_STATIC" ]; then
          $1 == "Private_Clean:" || $1 == "Private_Dirty:" { priv[name] += $2 }
          END { for (n in rss) if (rss[n] > 0) printf "%8d %8d  %s\n", rss[n], priv[n], n }' "/proc/$VPNSUP_PID/smaps" |
         sort -rn | head -n 15 | tee "$BENCH_TMP/rss-by-mapping.txt"
-    for mapping in vpnsup libc.so.6 libsystemd.so.0 libm.so.6 libgcrypt.so.20 '[heap]' '[anonymous]'; do
+    for mapping in "$(basename "$VPNSUP_STATIC")" libc.so.6 libsystemd.so.0.35.0 libm.so.6 libgcrypt.so.20.4.1 '[heap]' '[anonymous]'; do
         kib=$(awk -v m="$mapping" '{ n = $3; sub(/.*\//, "", n) } n == m { print $1 }' "$BENCH_TMP/rss-by-mapping.txt")
-        [ -z "$kib" ] || bench_record footprint "vpnsup (static stdlib, shipped)" "RSS in TunnelUp: $mapping" MiB \
+        label=$mapping
+        [ "$mapping" != "$(basename "$VPNSUP_STATIC")" ] || label="the vpnsup binary itself"
+        [ -z "$kib" ] || bench_record footprint "vpnsup (static stdlib, shipped)" "RSS in TunnelUp: $label" MiB \
             "$(awk -v k="$kib" 'BEGIN { printf "%.2f", k / 1024 }')"
     done
 fi
