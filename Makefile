@@ -32,10 +32,10 @@ build: deps-build
 # then a short pass of every fuzz target (fuzz/run.sh: replays the crash regressions, 5 s each),
 # the lab proves its own leak detector (selftest), the end-to-end tests run against the
 # built binary, a short fault-injection soak, the systemd units, and the original Docker scenario
-# with the image built both ways (Tests/docker/e2e.sh: the whole scenario against the prebuilt image;
-# the image from the Dockerfile's own build stage is built, checked and smoke-run; `make docker-test`
-# runs the whole scenario against both). It starts by recording what runs and ends by failing if
-# anything it started still runs or a namespace it made remains (scripts/leftovers.sh).
+# with the image built both ways (Tests/docker/e2e.sh: `--target prebuilt` from dist/vpnsup, and the
+# Dockerfile's own build stage on a Swift image made from the toolchain here; the whole scenario
+# against each). It starts by recording what runs and ends by failing if anything it started still
+# runs or a namespace it made remains (scripts/leftovers.sh).
 LEFTOVERS := .build/leftovers.state
 test: deps build
 	bash scripts/leftovers.sh start $(LEFTOVERS)
@@ -47,7 +47,7 @@ test: deps build
 	VPNSUP=$(VPNSUP) SOAK_FAULTS=12 bash Tests/lab/soak.sh
 	VPNSUP=$(VPNSUP) bash Tests/systemd/units.sh
 	SWIFT=$(SWIFT) bash scripts/build-static.sh
-	VPNSUP=dist/vpnsup DOCKER_SCENARIO_TARGETS=prebuilt bash Tests/docker/e2e.sh
+	VPNSUP=dist/vpnsup bash Tests/docker/e2e.sh
 	bash scripts/leftovers.sh check $(LEFTOVERS)
 
 # The fault-injection soak (minutes; SOAK_FAULTS, SOAK_SEED to replay a run). `make test` runs 12.

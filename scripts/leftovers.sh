@@ -9,9 +9,10 @@
 #
 # Processes: every program a test starts stays in make's session (none of them calls setsid(),
 # and the Docker engine's shims go with the engine), even once reparented to PID 1 after its
-# parent died: the session id and the start time (clock ticks since boot, /proc/PID/stat) find
-# them, vpnsup, openvpn, strace, tcpdump, dnsmasq, socat, iperf3, python servers alike, whatever
-# their name. Namespaces: the tests name theirs vpl<pid>- (lab), vpst<pid>- (units), vpb<pid>-
+# parent died: the session id, the start time (clock ticks since boot, /proc/PID/stat) and a
+# parent chain of such processes up to PID 1 find them, vpnsup, openvpn, strace, tcpdump,
+# dnsmasq, socat, iperf3, python servers alike, whatever their name. (Where orphans go to a
+# child subreaper started before the run instead of PID 1, they would escape this check.) Namespaces: the tests name theirs vpl<pid>- (lab), vpst<pid>- (units), vpb<pid>-
 # (bench), vpsd<pid>- (Docker engine); one that appeared since `start` and whose owner <pid> is no
 # longer running is a leftover (a live owner is a concurrent run of someone else's, still going).
 set -euo pipefail
@@ -41,6 +42,20 @@ check)
         ancestors+="$pid "
         pid=$(field "$pid" 4)
     done
+    # Left behind: its parents, up to PID 1, all started after `start` (the test's own processes,
+    # orphaned when the script that started them ended). A process whose parents lead to one that
+    # was running before (the shell of another command of this session) is someone's live work.
+    orphaned() {
+        local pid=$1 parent started
+        while true; do
+            parent=$(field "$pid" 4) || return 1
+            [ -n "$parent" ] || return 1
+            [ "$parent" -gt 1 ] || return 0
+            started=$(field "$parent" 22) || return 1
+            [ -n "$started" ] && [ "$started" -ge "$since" ] || return 1
+            pid=$parent
+        done
+    }
     leftover=()
     for dir in /proc/[0-9]*; do
         pid=${dir#/proc/}
@@ -49,8 +64,7 @@ check)
         started=$(field "$pid" 22) || continue
         [ -n "$started" ] && [ "$started" -ge "$since" ] || continue
         [ "$(field "$pid" 3)" != Z ] || continue
-        # The subshells of this very check ($(...) above) are its children: not leftovers.
-        [ "$(field "$pid" 4)" != $$ ] || continue
+        orphaned "$pid" || continue
         leftover+=("pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-160)")
     done
     before=$(awk '$1 == "namespace" { print $2 }' "$state")

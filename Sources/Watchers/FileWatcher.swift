@@ -151,8 +151,8 @@ public final class FileWatcher: Sendable {
             var relevant = false
             // The file's name, and the name in this directory its link goes through, if any.
             let names = [name] + (FileWatcher.linkStep(path).map { [$0] } ?? [])
-            // Drain every queued event; what each names matters only for the directory's own end
-            // (an IN_Q_OVERFLOW means lost events, which only ask for the reading done anyway).
+            // Drain every queued event: which name each concerns, whether the directory itself
+            // went, whether events were lost (IN_Q_OVERFLOW: any of them may have been the file's).
             while true {
                 let count = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
                 if count < 0 {
@@ -179,6 +179,10 @@ public final class FileWatcher: Sendable {
                     }
                     if names.contains(where: { named.elementsEqual($0.utf8) }) { relevant = true }
                     if mask & UInt32(IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED) != 0 { directoryGone = true }
+                    if mask & UInt32(IN_Q_OVERFLOW) != 0 {
+                        relevant = true
+                        beingWritten = false
+                    }
                     offset += MemoryLayout<inotify_event>.size + length
                 }
             }
