@@ -3,11 +3,11 @@
 # installed on this machine, for an engine that no registry serves the official Swift image:
 # debian:bookworm-slim (scripts/debian-base-image.sh makes it locally) with what the official
 # image has for building (binutils, git, the C and C++ development files, pkg-config, the
-# libraries the toolchain loads), the
-# toolchain at /opt/swift (the same release, less what no build needs: debugger, language server,
-# formatter, documentation compiler, Embedded Swift and WebAssembly), and the git repositories
-# of the packages vpnsup depends on, where git finds github.com (as on this machine), so that
-# `swift build` in the build stage resolves them without a network.
+# libraries the toolchain loads), the toolchain at /opt/swift (the same release, less what no
+# build needs: debugger, language server, formatter, documentation compiler, Embedded Swift and
+# WebAssembly), and the git repositories of the packages vpnsup depends on, where git finds
+# github.com (as on this machine), so that `swift build` in the build stage resolves them
+# without a network.
 #
 # Prints the image name (vpnsup-swift-builder:<swift version>); does nothing when it exists
 # already (FORCE=1 makes it again). Needs a Docker engine (DOCKER_HOST as usual).
