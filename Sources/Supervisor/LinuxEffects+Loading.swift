@@ -13,7 +13,8 @@ extension LinuxEffects {
     func load() -> Event {
         let configuration: Configuration
         do {
-            configuration = try Configuration(settings.values)
+            // PORT_FWD_FILE's forwards join PORT_FWD's (live changes: PortForwardDiff).
+            configuration = try Configuration(settings.values).loadingPortForwardFile().get()
         } catch {
             return .configurationRejected(error.description)
         }

@@ -2,14 +2,13 @@ import Foundation
 import Glibc
 import StateMachine
 import Testing
+import TestSupport
 @testable import Actions
 
 /// Root, in the private network namespace `make test` runs in, with dnsmasq installed: the lab's
 /// DNS server, here on 127.0.0.1 and a port of its own.
 private let resolverTestEnvironment: (dnsmasq: String, nft: String)? = {
-    guard getuid() == 0, let mine = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net"),
-          mine != "net:[4026531833]" else { return nil }
-    if let initial = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/1/ns/net"), initial == mine { return nil }
+    guard IsolatedNetworkNamespace.isRootInside else { return nil }
     let find = { (name: String) in ["/usr/sbin/", "/sbin/", "/usr/bin/"].map { $0 + name }.first { access($0, X_OK) == 0 } }
     guard let dnsmasq = find("dnsmasq"), let nft = find("nft") else { return nil }
     return (dnsmasq, nft)

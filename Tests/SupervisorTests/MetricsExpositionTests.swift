@@ -2,7 +2,7 @@ import Foundation
 import StateMachine
 import Testing
 @testable import Supervisor
-import MetricsTestSupport
+import TestSupport
 
 
 @Suite("Metrics exposition")

@@ -101,7 +101,7 @@ fi
 probed() { [ "$(status_json | jq -r '.probe.lastResult // ""')" = answered ]; }
 lab_wait_for 10 probed || tap_note "the DNS probe has not answered yet"
 
-listening() { lab_exec router ss -Hltn "sport = :$METRICS_PORT" | grep -qF "$LAB_LAN_GW:$METRICS_PORT"; }
+listening() { grep -qF "$LAB_LAN_GW:$METRICS_PORT" <<<"$(lab_exec router ss -Hltn "sport = :$METRICS_PORT")"; }
 tap_check "the router listens on $LAB_LAN_GW:$METRICS_PORT (the gateway address only)" listening
 
 # 1. A scrape from the LAN, read by prometheus_client, agrees with the status around it.

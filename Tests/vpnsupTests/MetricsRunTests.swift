@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 @testable import vpnsup
-import MetricsTestSupport
+import TestSupport
 import Supervisor
 
 /// `vpnsup run` with METRICS_LISTEN, each in a network namespace of its own: refused values exit

@@ -1,8 +1,8 @@
 import Supervisor
 import Testing
 
-// The Prometheus text exposition read back, for the tests of the metrics (SupervisorTests and
-// vpnsupTests): a target of its own so both use one parser.
+// The Prometheus text exposition read back, for the metrics tests of SupervisorTests and
+// vpnsupTests.
 
 /// One sample line of the text format: `name{label="value",...} number`.
 public struct Sample: Hashable {
