@@ -94,9 +94,10 @@ took=$(($(lab_now_ms) - t0))
 tap_check "vpnsup run in the gateway pod: TunnelUp" ksim_state_is gw TunnelUp
 tap_note "figure: gateway pod created -> vpnsup run TunnelUp: $(lab_ms_to_s "$took") s"
 gateway_owns_overlay() {
-    ksim_exec gw ip -d link show vxlan0 | grep -q "vxlan id $(ksim_manifest_value gateway OVERLAY_VNI) .*dstport $KSIM_PORT" &&
-        ksim_exec gw ip -4 -o addr show dev vxlan0 | grep -q " inet $KSIM_GATEWAY_ADDR " &&
-        ksim_exec gw ip route show "$KSIM_POD_CIDR" | grep -q "via 169.254.1.1 dev eth0"
+    # Here-strings, not pipes: grep -q leaving early would fail the pipeline (pipefail).
+    grep -q "vxlan id $(ksim_manifest_value gateway OVERLAY_VNI) .*dstport $KSIM_PORT" <<<"$(ksim_exec gw ip -d link show vxlan0)" &&
+        grep -q " inet $KSIM_GATEWAY_ADDR " <<<"$(ksim_exec gw ip -4 -o addr show dev vxlan0)" &&
+        grep -q "via 169.254.1.1 dev eth0" <<<"$(ksim_exec gw ip route show "$KSIM_POD_CIDR")"
 }
 tap_check "the gateway created its overlay link (VNI, port, IP_ADDR) and routes the pods by eth0" gateway_owns_overlay
 ksim_dns_set "$KSIM_GATEWAY_NAME" "$GW1"
@@ -120,7 +121,7 @@ agrees_with_manifests() {
 }
 tap_check "vpnsup run runs with the gateway manifests' environment (only the site's values differ)" agrees_with_manifests vpnsup-gw gateway gw
 tap_check "vpnsup join runs with the client manifests' environment (only the site's values differ)" agrees_with_manifests join-client-a join client-a
-overlay_address() { ksim_exec "$1" ip -4 -o addr show dev vxlan0 | grep -q " inet $2/${KSIM_GATEWAY_ADDR#*/} "; }
+overlay_address() { grep -q " inet $2/${KSIM_GATEWAY_ADDR#*/} " <<<"$(ksim_exec "$1" ip -4 -o addr show dev vxlan0)"; }
 tap_check "client overlay addresses derived from the pod IPs (172.31.1.10, 172.31.2.10)" \
     eval 'overlay_address client-a 172.31.1.10 && overlay_address client-b 172.31.2.10'
 
@@ -170,7 +171,7 @@ ksim_exec client-b nft delete table inet vpnsup
 table_back() { ksim_exec client-b nft list chain inet vpnsup output >/dev/null 2>&1; }
 tap_check "client-b's kill switch deleted: vpnsup join commits it again" lab_wait_for 5 table_back
 ksim_exec client-b ip route replace default via 169.254.1.1 dev eth0
-into_overlay() { ksim_exec client-b ip route show default | grep -q "via $GATEWAY_OVERLAY dev vxlan0"; }
+into_overlay() { grep -q "via $GATEWAY_OVERLAY dev vxlan0" <<<"$(ksim_exec client-b ip route show default)"; }
 tap_check "client-b's default route moved out of eth0: vpnsup join puts it back into the overlay" lab_wait_for 5 into_overlay
 # The sidecar dies: what it committed stays in the kernel, and holds even against the routes.
 ksim_daemon_stop join-client-b KILL
@@ -253,7 +254,7 @@ if [ -n "$followed_a" ] && [ -n "$followed_b" ]; then
 else
     tap_not_ok "both clients follow the rescheduled gateway (client-a: ${followed_a:-no}, client-b: ${followed_b:-no})"
 fi
-fdb_points_at() { ksim_exec "$1" bridge fdb show dev vxlan0 | grep -qx "00:00:00:00:00:00 dst $2 via eth0 self permanent"; }
+fdb_points_at() { grep -qx "00:00:00:00:00:00 dst $2 via eth0 self permanent" <<<"$(ksim_exec "$1" bridge fdb show dev vxlan0)"; }
 tap_check "each client's overlay has one destination, the new gateway" eval 'fdb_points_at client-a $GW2 && fdb_points_at client-b $GW2'
 tap_check "the clients' status: one follow, $GW1 -> $GW2" \
     eval '[ "$(status_field client-a ".follows, .lastFollow.to" | paste -sd" ")" = "1 $GW2" ] && [ "$(status_field client-b ".follows" )" = 1 ]'
