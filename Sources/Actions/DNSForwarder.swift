@@ -1,5 +1,5 @@
-// CMnl: its headers carry glibc's socket constants for this module (see Sources/CMnl/shim.h).
-import CMnl
+// Glibc only, no C module of the project: see SocketFlags (a file importing CMnl that named these
+// constants would hide them from the module's other files).
 import Glibc
 import StateMachine
 import Synchronization
@@ -59,9 +59,9 @@ public final class DNSForwarder: Sendable {
     public static func start(address: IPv4Address = IPv4Address(127, 0, 0, 1), port: UInt16 = 53, mark: UInt32,
                              timeout: Duration = .seconds(2), route: @escaping Route,
                              threads: @escaping ThreadStarter) throws -> DNSForwarder {
-        let udp = try listening(Int32(SOCK_DGRAM.rawValue), address, port)
+        let udp = try listening(SocketFlags.datagram, address, port)
         let tcp: Int32
-        do { tcp = try listening(Int32(SOCK_STREAM.rawValue), address, port) } catch { close(udp); throw error }
+        do { tcp = try listening(SocketFlags.stream, address, port) } catch { close(udp); throw error }
         var wakeup: [Int32] = [-1, -1]
         guard pipe(&wakeup) == 0 else {
             let code = errno
@@ -150,7 +150,7 @@ public final class DNSForwarder: Sendable {
                     _ = answer.withUnsafeBytes { bytes in
                         withUnsafePointer(to: &entry.client) {
                             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                                sendto(udp, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL), $0,
+                                sendto(udp, bytes.baseAddress, bytes.count, SocketFlags.noSignal, $0,
                                        socklen_t(MemoryLayout<sockaddr_in>.size))
                             }
                         }
@@ -265,10 +265,10 @@ public final class DNSForwarder: Sendable {
     // MARK: Sockets
 
     private static func listening(_ type: Int32, _ address: IPv4Address, _ port: UInt16) throws -> Int32 {
-        let kind = type == Int32(SOCK_DGRAM.rawValue) ? "UDP" : "TCP"
-        let fd = socket(AF_INET, type | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let kind = type == SocketFlags.datagram ? "UDP" : "TCP"
+        let fd = socket(AF_INET, type | SocketFlags.closeOnExec, 0)
         guard fd >= 0 else { throw SystemError("\(kind) socket") }
-        if type == Int32(SOCK_STREAM.rawValue) {
+        if type == SocketFlags.stream {
             // A restarted sidecar binds again while the last one's connections linger. Not for
             // UDP, where it would let two forwarders share the port.
             var on: Int32 = 1
@@ -281,7 +281,7 @@ public final class DNSForwarder: Sendable {
         let bound = withUnsafePointer(to: &local) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard bound == 0, type == Int32(SOCK_DGRAM.rawValue) || listen(fd, 16) == 0 else {
+        guard bound == 0, type == SocketFlags.datagram || listen(fd, 16) == 0 else {
             let error = SystemError("listen on \(address):\(port)/\(kind.lowercased())")
             close(fd)
             throw error
@@ -310,7 +310,7 @@ public final class DNSForwarder: Sendable {
     private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
         var offset = 0
         while offset < bytes.count {
-            let sent = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let sent = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, SocketFlags.noSignal) }
             if sent > 0 {
                 offset += sent
             } else if sent < 0, errno == EINTR {

@@ -1,6 +1,3 @@
-// CMnl too: within this module a file that imports only Glibc may not see glibc's socket constants
-// (MSG_NOSIGNAL) when the compiler batches it with a file whose C headers claimed them first.
-import CMnl
 import Glibc
 import Logging
 

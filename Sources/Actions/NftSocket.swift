@@ -1,6 +1,3 @@
-// CMnl too: within this module a file that imports only Glibc may not see glibc's socket constants
-// when the compiler batches it with a file whose C headers claimed them first (see JournalLogHandler).
-import CMnl
 import CNftnl
 import Glibc
 
