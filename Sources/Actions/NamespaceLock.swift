@@ -6,15 +6,17 @@ import Glibc
 /// socket in the abstract namespace, which the kernel keeps per network namespace and releases when
 /// the process ends, however it ends: no file to go stale, nothing to clean up.
 public enum NamespaceLock {
-    /// The lock of `vpnsup run`.
-    public static let run = "vpnsup/run"
+    /// The lock of `vpnsup run` and `vpnsup join`: both keep table inet vpnsup.
+    public static let supervisor = "vpnsup/run"
 
     /// The supervisor already holding `name` in this network namespace.
     public struct Held: Error, Sendable, CustomStringConvertible {
         /// Its process id, when the kernel tells it (SO_PEERCRED of a connection to the lock).
         public var holder: Int32?
+        /// Its command (`run`, `join`), read from /proc when it can be.
+        public var command: String?
         public var description: String {
-            "another vpnsup run\(holder.map { " (pid \($0))" } ?? "") supervises this network namespace: "
+            "another vpnsup \(command ?? "run")\(holder.map { " (pid \($0))" } ?? "") supervises this network namespace: "
                 + "two would fight over table inet vpnsup"
         }
     }
@@ -29,7 +31,20 @@ public enum NamespaceLock {
         let bindError = errno
         close(descriptor)
         guard bindError == EADDRINUSE else { return }
-        throw Held(holder: holderPID(name))
+        let holder = holderPID(name)
+        throw Held(holder: holder, command: holder.flatMap(command(of:)))
+    }
+
+    /// The first argument of `pid`'s command line (the vpnsup verb).
+    private static func command(of pid: Int32) -> String? {
+        guard let file = fopen("/proc/\(pid)/cmdline", "r") else { return nil }
+        defer { fclose(file) }
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let count = fread(&buffer, 1, buffer.count, file)
+        let arguments = buffer.prefix(count).split(separator: 0, omittingEmptySubsequences: false)
+        guard arguments.count > 1, let verb = String(validating: arguments[1], as: UTF8.self),
+              ["run", "join"].contains(verb) else { return nil }
+        return verb
     }
 
     private static func bind(_ descriptor: Int32, _ name: String) -> Bool {

@@ -13,7 +13,7 @@ if CommandLine.arguments.count > 1, ["run", "join"].contains(CommandLine.argumen
     // First the namespace's one-supervisor lock: a second `run` (or a `join`, which keeps the same
     // table for a client pod) must not touch the first's table.
     do {
-        try NamespaceLock.acquire(NamespaceLock.run)
+        try NamespaceLock.acquire(NamespaceLock.supervisor)
     } catch {
         StandardError.writeLine(error.description)
         exit(ExitCode.alreadyRunning)
