@@ -28,6 +28,8 @@ public actor LinuxEffects: Effects {
     var statusChannel: StatusChannel?
     var metricsResponder: MetricsResponder?
     var netlink: NetlinkWatcher?
+    /// PORT_FWD_FILE, watched and read again while vpnsup runs (LinuxEffects+Forwards).
+    var portForwardFile: PortForwardFileSource?
     /// The credentials read, by token; the machine says which are in use.
     var credentials: [CredentialsToken: Credentials] = [:]
     var credentialsRead = 0
@@ -59,6 +61,11 @@ public actor LinuxEffects: Effects {
             }
         case .verifyFirewall(let policy):
             return verify(policy, ruleset: machine.ruleset(for: policy))
+        case .readPortForwardFile:
+            portForwardFile?.reread(inbox: inbox)
+            return []
+        case .applyForwardChanges(let diff):
+            return applyForwardChanges(diff, for: machine)
         case .loadConfiguration:
             return [load()]
         case .reloadConfiguration:
@@ -131,6 +138,7 @@ public actor LinuxEffects: Effects {
             statusChannel?.close()
             metricsResponder?.close()
             backend.close()
+            portForwardFile?.stop()
             netlink?.stop()
             monitor?.stop()
             return []
@@ -141,7 +149,7 @@ public actor LinuxEffects: Effects {
 
     /// The Firewall, created with its first commit; the nftables monitor starts with it, before
     /// that commit, so nothing done to the table from then on goes unseen.
-    private func ensureFirewall() throws -> Firewall {
+    func ensureFirewall() throws -> Firewall {
         if let firewall { return firewall }
         let created = try Firewall()
         firewall = created

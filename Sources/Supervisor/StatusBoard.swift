@@ -40,8 +40,15 @@ public struct StatusSnapshot: Codable, Sendable, Equatable {
     /// Bytes through tun0 as the kernel counts them when the status is asked; absent without tun0.
     public var bytesIn: UInt64?
     public var bytesOut: UInt64?
-    /// PORT_FWD as applied, e.g. `8080/tcp -> 172.22.0.10:80`.
+    /// The port forwards in force (PORT_FWD's, then PORT_FWD_FILE's), e.g. `8080/tcp -> 172.22.0.10:80`.
     public var portForwards: [String]?
+    /// PORT_FWD_FILE, when there is one; how many new sets of forwards read from it since the
+    /// start were taken into use, and the outcome of its last reading (a change of the file or
+    /// SIGHUP): accepted (what changed and how it was applied) or refused (why; the forwards in
+    /// force stayed).
+    public var portForwardFile: String?
+    public var forwardsChanges: Int?
+    public var lastForwardsChange: Reload?
     /// The DNS probe: where it asks, and how the last one went.
     public var probe: Probe?
     /// `signal SIGUSR1` sent to OpenVPN because the probe kept failing (or tun0 vanished).

@@ -66,6 +66,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             commandFailed, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry),
             .timerFired(.stopDeadline), .timerFired(.probe), .timerFired(.crashWindow), .reloadRequested, reloaded,
             refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .lockdownFailed:
@@ -89,6 +90,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked, commandFailed,
             .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
             .timerFired(.probe), .timerFired(.crashWindow), .reloadRequested, reloaded, refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .awaitingLockdown:
@@ -113,6 +115,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             reconnecting, waiting, fatal, remoteAsked, commandFailed, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), .reloadRequested, reloaded, refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .resolutionOpening:
@@ -136,6 +139,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked, commandFailed,
             .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
             .timerFired(.probe), .timerFired(.crashWindow), .reloadRequested, reloaded, refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .resolving:
@@ -160,6 +164,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             commandFailed, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry),
             .timerFired(.stopDeadline), .timerFired(.probe), .timerFired(.crashWindow), .reloadRequested, reloaded,
             refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .closingResolution:
@@ -184,6 +189,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             reconnecting, waiting, fatal, remoteAsked, commandFailed, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), .reloadRequested, reloaded, refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .initial:
@@ -211,6 +217,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked, commandFailed,
             .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
             .timerFired(.probe), .timerFired(.crashWindow), refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .addressAssigned:
@@ -235,6 +242,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked, commandFailed,
             .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
             .timerFired(.probe), .timerFired(.crashWindow), refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .tunnelConnecting:
@@ -268,6 +276,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             .tunnelStartFailed("ENOENT"), .tunnelConnected, reconnecting, waiting, fatal, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .connectedAwaitingLink:
@@ -298,6 +307,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             .tunnelStartFailed("ENOENT"), .tunnelConnected, reconnecting, waiting, fatal, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .tunnelUp:
@@ -327,6 +337,10 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
             ExpectedRow(.reloadRequested, .tunnelUp, [.reloadConfiguration]),
             ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
+            // The first forwards of a protocol: its map and the rule that looks it up come with the
+            // whole up ruleset (this configuration has none).
+            ExpectedRow(forwardsUnchanged, .tunnelUp, [.applyFirewall(.up)]),
+            ExpectedRow(forwardsChanged, .tunnelUp, [.applyFirewall(.up)]),
         ], ignored: [
             .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
             .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
@@ -335,6 +349,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             .tunnelRouteFailed("ENETDOWN"), .wanLinkUp, started, .tunnelStartFailed("ENOENT"), .tunnelConnected,
             fatal, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
             .timerFired(.probe), .timerFired(.crashWindow), refused,
+            forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .degraded:
@@ -358,6 +373,10 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
             ExpectedRow(.reloadRequested, .degraded, [.reloadConfiguration]),
             ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
+            // The first forwards of a protocol: its map and the rule that looks it up come with the
+            // whole up ruleset (this configuration has none).
+            ExpectedRow(forwardsUnchanged, .degraded, [.applyFirewall(.up)]),
+            ExpectedRow(forwardsChanged, .degraded, [.applyFirewall(.up)]),
         ], ignored: [
             .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
             .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
@@ -367,6 +386,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             .tunnelStartFailed("ENOENT"), reconnecting, waiting, fatal, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), refused,
+            forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .degradedLinkDown:
@@ -388,6 +408,10 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
             ExpectedRow(.reloadRequested, .degraded, [.reloadConfiguration]),
             ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
+            // The first forwards of a protocol: its map and the rule that looks it up come with the
+            // whole up ruleset (this configuration has none).
+            ExpectedRow(forwardsUnchanged, .degraded, [.applyFirewall(.up)]),
+            ExpectedRow(forwardsChanged, .degraded, [.applyFirewall(.up)]),
         ], ignored: [
             .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
             .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
@@ -397,6 +421,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             .tunnelStartFailed("ENOENT"), .tunnelConnected, reconnecting, waiting, fatal, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), refused,
+            forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .killswitched:
@@ -424,6 +449,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             reconnecting, waiting, fatal, remoteAsked, commandFailed, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .killswitchedTransient:
@@ -449,6 +475,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             reconnecting, waiting, fatal, remoteAsked, commandFailed, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.stopDeadline), .timerFired(.probe), .timerFired(.crashWindow),
             refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .shuttingDown:
@@ -471,6 +498,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             .credentialsRequested, .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked,
             commandFailed, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.probe),
             .timerFired(.crashWindow), .shutdownRequested, .reloadRequested, reloaded, refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .shutDownWhileResolving:
@@ -489,8 +517,10 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             reconnecting, waiting, fatal, remoteAsked, commandFailed, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), .shutdownRequested, .reloadRequested, reloaded, refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
     default:
+        if let table = forwardsTable(for: scenario) { return table }
         Issue.record("no expected table for \(scenario.name)")
         return ExpectedTable(rows: [], ignored: [])
     }
