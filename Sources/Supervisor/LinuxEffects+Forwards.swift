@@ -5,9 +5,10 @@ import StateMachine
 import Watchers
 
 /// PORT_FWD_FILE while vpnsup runs. The file is watched (`FileWatcher`: writes, renames,
-/// Kubernetes' `..data` swaps) and read again on SIGHUP, always by the watcher's thread, so every
-/// reading arrives in the order it was made; each is validated off the interpreter and posted as
-/// `portForwardsRead`, for the machine to decide on.
+/// Kubernetes' `..data` swaps) and read again on SIGHUP, always by the watcher's thread, which
+/// validates each reading (off the interpreter and off Swift's cooperative pool: 10,000 lines take
+/// a while) and posts it as `portForwardsRead` in the order it was made, for the machine to decide
+/// on.
 ///
 /// Reading is `FileWatcher.read`: non-blocking open, regular files of at most 8 MiB only, so a
 /// FIFO or a huge file is refused rather than waited on. It has no deadline: a file on a hung
@@ -31,21 +32,23 @@ final class PortForwardFileSource: Sendable {
     }
 
     /// Starts watching PORT_FWD_FILE and reads it: the configuration with the file's forwards, or
-    /// the one line `run` exits 78 with. Readings after this one are posted to `inbox` by a job
-    /// of `scope`. Without PORT_FWD_FILE: `base` itself, and no source.
-    static func start(_ base: Configuration, inbox: Inbox, scope: TaskScope, log: SupervisorLog)
+    /// the one line `run` exits 78 with. Readings after this one are posted to `inbox`. Without
+    /// PORT_FWD_FILE: `base` itself, and no source.
+    static func start(_ base: Configuration, inbox: Inbox, log: SupervisorLog)
         -> (source: PortForwardFileSource?, result: Result<Configuration, ConfigurationError>) {
         guard let path = base.portForwardFile else { return (nil, .success(base)) }
         var watcher: FileWatcher?
         var unwatched: FileWatcherError?
         do {
             // The watch exists before the first reading: no change can fall between the two.
-            watcher = try FileWatcher(path: path)
+            // Later readings are validated on the watcher's thread and posted from there.
+            watcher = try FileWatcher(path: path) { reading in
+                inbox.post(.event(.portForwardsRead(Self.reading(reading, base: base))))
+            }
         } catch {
             unwatched = error
         }
-        let source = PortForwardFileSource(path: path, base: base, watcher: watcher)
-        let result = source.validate(watcher?.initial ?? FileWatcher.read(path))
+        let result = base.addingPortForwardFile(watcher?.initial ?? FileWatcher.read(path))
         guard case .success = result else {
             watcher?.stop()
             return (nil, result)
@@ -53,22 +56,12 @@ final class PortForwardFileSource: Sendable {
         if let unwatched {
             log.log(.warning, "PORT_FWD_FILE=\(path) is read again on SIGHUP only: its directory cannot be watched (\(unwatched))")
         }
-        if let watcher {
-            scope.spawn { [source] in
-                await inbox.forward(watcher.changes) { .event(.portForwardsRead(source.reading($0))) }
-            }
-        }
-        return (source, result)
+        return (PortForwardFileSource(path: path, base: base, watcher: watcher), result)
     }
 
-    /// The configuration with the file's forwards added to PORT_FWD's, or why not.
-    func validate(_ reading: FileWatcher.Reading) -> Result<Configuration, ConfigurationError> {
-        base.addingPortForwardFile(reading)
-    }
-
-    /// A later reading, as the machine takes it.
-    func reading(_ reading: FileWatcher.Reading) -> PortForwardReading {
-        switch validate(reading) {
+    /// A later reading, validated as at start-up, as the machine takes it.
+    static func reading(_ reading: FileWatcher.Reading, base: Configuration) -> PortForwardReading {
+        switch base.addingPortForwardFile(reading) {
         case .success(let configuration): .accepted(configuration.portForwards)
         case .failure(let error): .refused(error.description)
         }
@@ -82,7 +75,7 @@ final class PortForwardFileSource: Sendable {
         }
         let number = requested.withLock { $0 += 1; return $0 }
         let work: @Sendable () -> Void = { [self] in
-            let reading = reading(FileWatcher.read(path))
+            let reading = Self.reading(FileWatcher.read(path), base: base)
             // A later SIGHUP's reading supersedes this one, whichever thread ends first.
             guard requested.withLock({ $0 == number }) else { return }
             inbox.post(.event(.portForwardsRead(reading)))

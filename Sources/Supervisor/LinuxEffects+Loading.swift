@@ -18,7 +18,7 @@ extension LinuxEffects {
             return .configurationRejected(error.description)
         }
         // PORT_FWD_FILE's forwards join PORT_FWD's; the file is watched from now on.
-        let forwards = PortForwardFileSource.start(base, inbox: inbox, scope: scope, log: log)
+        let forwards = PortForwardFileSource.start(base, inbox: inbox, log: log)
         let configuration: Configuration
         switch forwards.result {
         case .success(let withFile): configuration = withFile

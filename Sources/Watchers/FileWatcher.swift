@@ -37,7 +37,7 @@ public final class FileWatcher: Sendable {
     /// The reading when the watcher started; `changes` reports only later ones that differ.
     public let initial: Reading
     /// Each new reading, in order. Ends when the watcher stops or the directory goes away (with
-    /// an `.unreadable` reading first, in that case).
+    /// an `.unreadable` reading first, in that case). Empty when the readings go to `report`.
     public let changes: AsyncStream<Reading>
 
     private let wakeup: WakeupEvent
@@ -52,8 +52,10 @@ public final class FileWatcher: Sendable {
         func take() -> Pending { pending.withLock { taken in defer { taken.reread = false }; return taken } }
     }
 
-    /// Starts watching `path` (absolute). Throws if its directory cannot be watched.
-    public init(path: String) throws(FileWatcherError) {
+    /// Starts watching `path` (absolute). Throws if its directory cannot be watched. With
+    /// `report`, each new reading is passed to it on the watcher's thread, in order, instead of to
+    /// `changes`: work on a reading (parsing 10,000 lines) then stays off Swift's cooperative pool.
+    public init(path: String, report: (@Sendable (Reading) -> Void)? = nil) throws(FileWatcherError) {
         self.path = path
         let directory = FileWatcher.directory(of: path)
         let name = String(path[path.index(after: path.lastIndex(of: "/")!)...])
@@ -77,11 +79,12 @@ public final class FileWatcher: Sendable {
         initial = FileWatcher.read(path)
         let (stream, continuation) = AsyncStream.makeStream(of: Reading.self, bufferingPolicy: .unbounded)
         changes = stream
+        let deliver: @Sendable (Reading) -> Void = report ?? { continuation.yield($0) }
         let wakeup = self.wakeup, requests = self.requests, start = initial
         do {
             let reader = try ReaderThread.start(name: "vpnsup-file") {
                 FileWatcher.watch(descriptor: descriptor, path: path, name: name, last: start,
-                                  wakeup: wakeup, requests: requests, continuation: continuation)
+                                  wakeup: wakeup, requests: requests, deliver: deliver)
                 close(descriptor)
                 continuation.finish()
             }
@@ -178,7 +181,7 @@ public final class FileWatcher: Sendable {
     /// The watcher thread: waits for inotify events or the stop signal; after each batch of
     /// events, reads the file once and reports a reading that differs from the last.
     private static func watch(descriptor: Int32, path: String, name: String, last start: Reading,
-                              wakeup: WakeupEvent, requests: Requests, continuation: AsyncStream<Reading>.Continuation) {
+                              wakeup: WakeupEvent, requests: Requests, deliver: (Reading) -> Void) {
         var last = start
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         // Modified (a truncation or a write) and not yet closed after writing.
@@ -191,7 +194,7 @@ public final class FileWatcher: Sendable {
             let ready = poll(&fds, 2, -1)
             if ready < 0 {
                 if errno == EINTR { continue }
-                continuation.yield(.unreadable("poll: \(String(cString: strerror(errno)))"))
+                deliver(.unreadable("poll: \(String(cString: strerror(errno)))"))
                 return
             }
             if fds[1].revents != 0 {
@@ -248,10 +251,10 @@ public final class FileWatcher: Sendable {
             if reading != last || rereadPending {
                 last = reading
                 rereadPending = false
-                continuation.yield(reading)
+                deliver(reading)
             }
             if directoryGone {
-                if case .contents = reading { continuation.yield(.unreadable("the directory of \(name) was removed or moved")) }
+                if case .contents = reading { deliver(.unreadable("the directory of \(name) was removed or moved")) }
                 return
             }
         }

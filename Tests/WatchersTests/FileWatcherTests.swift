@@ -103,7 +103,8 @@ import Testing
         }
     }
 
-    /// SIGHUP's reading: reported even when nothing changed, and in order with the changes.
+    /// SIGHUP's reading: reported even when nothing changed, made by the watcher's thread in order
+    /// with the changes.
     @Test func rereadReportsTheSameContentsAgainInOrder() async throws {
         try await withDirectory { directory in
             let path = directory + "/forwards"
@@ -114,9 +115,31 @@ import Testing
             watcher.reread()
             #expect(await next(changes) == .contents("8080:172.22.0.10:80\n"))
             try replace(path, with: "8081:172.22.0.10:81\n")
+            #expect(await next(changes) == .contents("8081:172.22.0.10:81\n"))
             watcher.reread()
             #expect(await next(changes) == .contents("8081:172.22.0.10:81\n"))
-            #expect(await next(changes) == .contents("8081:172.22.0.10:81\n"))
+            // A change and a reread the watcher sees together make one reading, which answers both.
+            try replace(path, with: "8082:172.22.0.10:82\n")
+            watcher.reread()
+            #expect(await next(changes) == .contents("8082:172.22.0.10:82\n"))
+        }
+    }
+
+    /// With a report closure the readings go to it, in order, and `changes` stays empty.
+    @Test func aReportClosureTakesTheReadingsInstead() async throws {
+        try await withDirectory { directory in
+            let path = directory + "/forwards"
+            TestSystem.writeFile(path, "first\n")
+            let (reported, continuation) = AsyncStream.makeStream(of: FileWatcher.Reading.self)
+            let watcher = try FileWatcher(path: path) { continuation.yield($0) }
+            #expect(watcher.initial == .contents("first\n"))
+            try replace(path, with: "second\n")
+            #expect(await next(reported) == .contents("second\n"))
+            watcher.reread()
+            #expect(await next(reported) == .contents("second\n"))
+            let changes = watcher.changes
+            watcher.stop()
+            #expect(await next(changes) == nil)
         }
     }
 

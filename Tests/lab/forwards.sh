@@ -83,6 +83,7 @@ udp_reached() { # PORT TARGET_PORT TEXT
 
 # The receiving end of the long transfer, on the client: counts what arrives on one connection and
 # answers the count when the sender is done.
+write_scripts() {
 cat >"$LAB_RUNDIR/sink.py" <<'PYEOF'
 import socket, sys
 server = socket.socket()
@@ -123,9 +124,11 @@ try:
 except Exception as error:
     print(f"FAIL after {sent} bytes: {type(error).__name__} {error}", flush=True)
 PYEOF
+}
 
 lab_up
 tap_note "lab up in $(lab_ms_to_s "$LAB_UP_MS") s (prefix $LAB_PREFIX, vpnsup $VPNSUP)"
+write_scripts
 # HTTP echo targets for B and C (and the 10,000), a datagram echo for U; A's end is the sink.
 lab_targets_start 5002,5003 5004
 lab_daemon_start sink client "$LAB_PYTHON" -u "$LAB_RUNDIR/sink.py" "$LAB_CLIENT_IP" 5001
