@@ -35,7 +35,8 @@ build: deps-build
 # the lab proves its own leak detector (selftest, and its WireGuard side: wireguard-selftest),
 # the Kubernetes manifests render and validate, the cluster simulation proves its topology and
 # its leak detector (Tests/k8s/sim.sh, ~25 s), the end-to-end tests run against the built binary,
-# the metrics scraped from the LAN (Tests/lab/metrics.sh, ~15 s), a short fault-injection soak,
+# the metrics scraped from the LAN (Tests/lab/metrics.sh, ~15 s), live port forwards from
+# PORT_FWD_FILE (Tests/lab/forwards.sh, ~40 s), a short fault-injection soak,
 # the systemd units, and the original Docker scenario with the image built both ways
 # (Tests/docker/e2e.sh: `--target prebuilt` from dist/vpnsup, and the Dockerfile's own build stage
 # on a Swift image made from the toolchain here; the whole scenario against each). It starts by
@@ -54,6 +55,7 @@ test: deps build
 	bash Tests/k8s/sim.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/metrics.sh
+	VPNSUP=$(VPNSUP) bash Tests/lab/forwards.sh
 	VPNSUP=$(VPNSUP) SOAK_FAULTS=12 bash Tests/lab/soak.sh
 	VPNSUP=$(VPNSUP) bash Tests/systemd/units.sh
 	SWIFT=$(SWIFT) bash scripts/build-static.sh
@@ -102,6 +104,7 @@ uninstall:
 lab-test: build
 	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/metrics.sh
+	VPNSUP=$(VPNSUP) bash Tests/lab/forwards.sh
 
 # Builds, starts the namespace lab, routes a client through vpnsup, shows status, tears down.
 demo: deps-demo build
