@@ -76,6 +76,12 @@ public struct StatusSnapshot: Codable, Sendable, Equatable {
         public var at: String
         public var accepted: Bool
         public var message: String
+
+        public init(at: String, accepted: Bool, message: String) {
+            self.at = at
+            self.accepted = accepted
+            self.message = message
+        }
     }
 
     public struct Repair: Codable, Sendable, Equatable {

@@ -207,7 +207,8 @@ enum StatusReport {
         }
         if let file = s.portForwardFile {
             let last = s.lastForwardsChange.map { "; last read at \($0.at) \($0.accepted ? "accepted" : "refused"): \($0.message)" }
-            lines.append(("fwd file", "\(file), \(s.forwardsChanges ?? 0) changes" + (last ?? "")))
+            let changes = s.forwardsChanges ?? 0
+            lines.append(("fwd file", "\(file), \(changes) change\(changes == 1 ? "" : "s")" + (last ?? "")))
         }
         if let probe = s.probe {
             let last = probe.lastAt.map { ", last at \($0): \(probe.lastResult ?? "-")" } ?? ", not run yet"
