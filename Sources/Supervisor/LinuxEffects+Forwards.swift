@@ -1,5 +1,4 @@
 import Actions
-import FoundationEssentials
 import Synchronization
 import StateMachine
 import Watchers
