@@ -35,13 +35,20 @@ build: deps-build
 # the lab proves its own leak detector (selftest, and its WireGuard side: wireguard-selftest),
 # the Kubernetes manifests render and validate, the cluster simulation runs vpnsup run and vpnsup
 # join with the manifests' environment (Tests/k8s/sim.sh, ~50 s), the end-to-end tests run against the built binary,
-# the metrics scraped from the LAN (Tests/lab/metrics.sh, ~15 s), a short fault-injection soak,
+# the metrics scraped from the LAN (Tests/lab/metrics.sh, ~15 s), live port forwards from
+# PORT_FWD_FILE (Tests/lab/forwards.sh, ~40 s), a short fault-injection soak,
 # the systemd units, and the original Docker scenario with the image built both ways
 # (Tests/docker/e2e.sh: `--target prebuilt` from dist/vpnsup, and the Dockerfile's own build stage
 # on a Swift image made from the toolchain here; the whole scenario against each). It starts by
 # recording what runs and ends by failing if anything it started still runs or a namespace it
 # made remains (scripts/leftovers.sh).
+# Each line's wall-clock time and the load around it go to stderr (and, with TEST_TIMES=FILE, to a
+# file): scripts/step-time.sh; docs/benchmarks.md has the figures. DOCKER_LOCK: a command the
+# Docker scenario runs under, e.g. `flock /path/docker.lock` on a machine where runs share one
+# Docker engine.
 LEFTOVERS := .build/leftovers.state
+DOCKER_LOCK ?=
+test: SHELL := $(CURDIR)/scripts/step-time.sh
 test: deps build
 	bash scripts/leftovers.sh start $(LEFTOVERS)
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
@@ -54,10 +61,11 @@ test: deps build
 	VPNSUP=$(VPNSUP) bash Tests/k8s/sim.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/metrics.sh
+	VPNSUP=$(VPNSUP) bash Tests/lab/forwards.sh
 	VPNSUP=$(VPNSUP) SOAK_FAULTS=12 bash Tests/lab/soak.sh
 	VPNSUP=$(VPNSUP) bash Tests/systemd/units.sh
 	SWIFT=$(SWIFT) bash scripts/build-static.sh
-	VPNSUP=dist/vpnsup bash Tests/docker/e2e.sh
+	VPNSUP=dist/vpnsup $(DOCKER_LOCK) bash Tests/docker/e2e.sh
 	bash scripts/leftovers.sh check $(LEFTOVERS)
 
 # The fault-injection soak (minutes; SOAK_FAULTS, SOAK_SEED to replay a run). `make test` runs 12.
@@ -70,7 +78,7 @@ soak: build
 # build stage (an engine of its own in a namespace; KEEP_IMAGES=1 keeps its images as a cache).
 docker-test: deps
 	SWIFT=$(SWIFT) bash scripts/build-static.sh
-	VPNSUP=dist/vpnsup bash Tests/docker/e2e.sh
+	VPNSUP=dist/vpnsup $(DOCKER_LOCK) bash Tests/docker/e2e.sh
 
 # The image vpnsup:latest in a running Docker engine, from a binary built here (target prebuilt);
 # `docker build -t vpnsup .` builds it in the Swift image instead.
@@ -102,6 +110,7 @@ uninstall:
 lab-test: build
 	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/metrics.sh
+	VPNSUP=$(VPNSUP) bash Tests/lab/forwards.sh
 
 # Builds, starts the namespace lab, routes a client through vpnsup, shows status, tears down.
 demo: deps-demo build

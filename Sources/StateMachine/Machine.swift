@@ -134,6 +134,8 @@ public struct Machine: Hashable, Sendable {
     /// remotes with their pinned addresses.
     var loaded: LoadedConfiguration?
     var pinned: RemotePins?
+    /// Port forwards sent to the kernel as map element changes, not yet reported back.
+    var forwardChange: ForwardChange?
 
     public init(timings: Timings = Timings(), seed: UInt64 = 0, tunnelName: String = "OpenVPN") {
         self.timings = timings
@@ -320,7 +322,9 @@ public struct Machine: Hashable, Sendable {
             probeTimerPending = false
             return []
         case .reloadRequested:
-            return isConfigured ? [.reloadConfiguration] : []
+            return isConfigured ? [.reloadConfiguration] + rereadsForwards : []
+        case .portForwardsRead, .forwardChangesApplied, .forwardChangesFailed:
+            return handleForwards(event)
         case .shutdownRequested:
             return shutDown()
         default:

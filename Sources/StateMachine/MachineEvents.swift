@@ -132,6 +132,15 @@ public enum Event: Hashable, Sendable {
     case configurationReloaded(ReloadedConfiguration)
     /// The new credentials or configuration could not be read or parsed; the old ones stay in use.
     case reloadRefused(String)
+
+    // MARK: Port forwards (PORT_FWD_FILE)
+    /// PORT_FWD_FILE was read again (it changed, or SIGHUP) and validated.
+    case portForwardsRead(PortForwardReading)
+    /// `applyForwardChanges`: the kernel's maps hold the new forwards.
+    case forwardChangesApplied(PortForwardDiff)
+    /// `applyForwardChanges` failed: the transaction was refused (nothing changed), or the maps
+    /// did not read back as the new forwards.
+    case forwardChangesFailed(PortForwardDiff, String)
 }
 
 /// What the machine asks the effects to do, in order.
@@ -181,6 +190,11 @@ public enum Action: Hashable, Sendable {
     case reloadConfiguration
     /// Read the table back; reported as `firewallIntact` or `firewallTampered`.
     case verifyFirewall(FirewallPolicy)
+    /// Read PORT_FWD_FILE again; reported later as `portForwardsRead`.
+    case readPortForwardFile
+    /// Delete and add these elements of the forward maps in one transaction, nothing else;
+    /// reported as `forwardChangesApplied` or `forwardChangesFailed`.
+    case applyForwardChanges(PortForwardDiff)
     case scheduleTimer(TimerID, after: Duration)
     case cancelTimer(TimerID)
     case exit(code: Int32, message: String?)
@@ -240,6 +254,10 @@ extension Event {
         case .reloadRequested: "reloadRequested"
         case .configurationReloaded: "configurationReloaded"
         case .reloadRefused: "reloadRefused"
+        case .portForwardsRead(.accepted(let forwards)): "portForwardsRead(\(forwards.count) forwards)"
+        case .portForwardsRead(.refused): "portForwardsRead(refused)"
+        case .forwardChangesApplied: "forwardChangesApplied"
+        case .forwardChangesFailed: "forwardChangesFailed"
         }
     }
 }
@@ -268,6 +286,8 @@ extension Action {
         case .probeTunnel: "probeTunnel"
         case .reloadConfiguration: "reloadConfiguration"
         case .verifyFirewall(let policy): "verifyFirewall(\(policy))"
+        case .readPortForwardFile: "readPortForwardFile"
+        case .applyForwardChanges(let diff): "applyForwardChanges(\(diff.label))"
         case .scheduleTimer(let timer, let after): "scheduleTimer(\(timer.rawValue), \(Self.label(after)))"
         case .cancelTimer(let timer): "cancelTimer(\(timer.rawValue))"
         case .exit(let code, let message): message == nil ? "exit(\(code))" : "exit(\(code), message)"

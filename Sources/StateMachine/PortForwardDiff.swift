@@ -2,17 +2,8 @@
 /// the forwards to add. A forward whose target changes is both (its key, the public port, stays).
 /// Applied in one nftables transaction (Actions: `Firewall.applyForwardChanges`), deletes first,
 /// it leaves every other element, chain and rule as it was, so connections through unchanged
-/// forwards are never disturbed.
-///
-/// The phase-2 driver wiring (SIGHUP or a change of PORT_FWD_FILE seen by `FileWatcher`):
-///
-///     let next = try base.addingPortForwards(fromFile: text)     // refused: keep the old, say why in status
-///     let diff = PortForwardDiff(from: current.portForwards, to: next.portForwards)
-///     if diff.isEmpty { nothing }
-///     else if diff.needsFullCommit || committed policy is not `up` { commit the whole ruleset for `next` }
-///     else { try firewall.applyForwardChanges(diff, expecting: next.portForwards) }
-///
-/// where `base` is the configuration as `Configuration.init` made it (PORT_FWD only).
+/// forwards are never disturbed. The machine decides when a change goes this way
+/// (`Machine+Forwards.swift`: a new reading of PORT_FWD_FILE under the committed up policy).
 public struct PortForwardDiff: Hashable, Sendable {
     /// Forwards to delete, by public port then protocol.
     public var removed: [PortForward]
@@ -31,6 +22,9 @@ public struct PortForwardDiff: Hashable, Sendable {
     }
 
     public var isEmpty: Bool { removed.isEmpty && added.isEmpty }
+
+    /// "-2 +3": elements deleted and added.
+    public var label: String { "-\(removed.count) +\(added.count)" }
 
     static func order(_ a: PortForward, _ b: PortForward) -> Bool {
         (a.publicPort, a.transport.rawValue) < (b.publicPort, b.transport.rawValue)

@@ -11,13 +11,20 @@ extension LinuxEffects {
     /// tunnel's control channel) and the netlink watcher, whose reports the configuration lets
     /// the interpreter translate. Judging the remotes (pins, name resolution) is the machine's.
     func load() -> Event {
-        let configuration: Configuration
+        let base: Configuration
         do {
-            // PORT_FWD_FILE's forwards join PORT_FWD's (live changes: PortForwardDiff).
-            configuration = try Configuration(settings.values).loadingPortForwardFile().get()
+            base = try Configuration(settings.values)
         } catch {
             return .configurationRejected(error.description)
         }
+        // PORT_FWD_FILE's forwards join PORT_FWD's; the file is watched from now on.
+        let forwards = PortForwardFileSource.start(base, inbox: inbox, log: log)
+        let configuration: Configuration
+        switch forwards.result {
+        case .success(let withFile): configuration = withFile
+        case .failure(let error): return .configurationRejected(error.description)
+        }
+        portForwardFile = forwards.source
         // With an overlay, LAN_IF is vpnsup's to create.
         let existing = configuration.overlay == nil ? [("LAN_IF", configuration.lanInterface)] : []
         for (variable, name) in existing + [("WAN_IF", configuration.wanInterface)]

@@ -27,6 +27,8 @@ public actor LinuxEffects: Effects {
     var statusChannel: StatusChannel?
     var metricsResponder: MetricsResponder?
     var netlink: NetlinkWatcher?
+    /// PORT_FWD_FILE, watched and read again while vpnsup runs (LinuxEffects+Forwards).
+    var portForwardFile: PortForwardFileSource?
     /// The credentials read, by token; the machine says which are in use.
     var credentials: [CredentialsToken: Credentials] = [:]
     var credentialsRead = 0
@@ -58,6 +60,11 @@ public actor LinuxEffects: Effects {
             }
         case .verifyFirewall(let policy):
             return verify(policy, ruleset: machine.ruleset(for: policy))
+        case .readPortForwardFile:
+            portForwardFile?.reread(inbox: inbox)
+            return []
+        case .applyForwardChanges(let diff):
+            return applyForwardChanges(diff, for: machine)
         case .loadConfiguration:
             return [load()]
         case .reloadConfiguration:
@@ -134,6 +141,7 @@ public actor LinuxEffects: Effects {
             statusChannel?.close()
             metricsResponder?.close()
             backend.close()
+            portForwardFile?.stop()
             netlink?.stop()
             firewalls?.stop()
             return []
@@ -143,7 +151,7 @@ public actor LinuxEffects: Effects {
     // MARK: Firewall
 
     /// The Firewall, created with its first commit, with the nftables monitor (`FirewallSession`).
-    private func ensureFirewall() throws -> Firewall {
+    func ensureFirewall() throws -> Firewall {
         if let firewalls { return try firewalls.ensure() }
         let created = FirewallSession(log: log) { [scope, inbox] monitor in
             scope.spawn { await inbox.forward(monitor.events) { .nftables($0) } }

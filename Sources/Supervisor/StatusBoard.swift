@@ -40,11 +40,18 @@ public struct StatusSnapshot: Codable, Sendable, Equatable {
     /// Bytes through tun0 as the kernel counts them when the status is asked; absent without tun0.
     public var bytesIn: UInt64?
     public var bytesOut: UInt64?
-    /// PORT_FWD as applied, e.g. `8080/tcp -> 172.22.0.10:80`.
+    /// The port forwards in force (PORT_FWD's, then PORT_FWD_FILE's), e.g. `8080/tcp -> 172.22.0.10:80`.
     public var portForwards: [String]?
     /// The Kubernetes gateway's overlay (LAN_IF a vxlan link), e.g.
     /// `vxlan0 vni 30320 port 4789 over eth0, pods 10.244.0.0/16`; absent on an ordinary router.
     public var overlay: String?
+    /// PORT_FWD_FILE, when there is one; how many new sets of forwards read from it since the
+    /// start were taken into use, and the outcome of its last reading (a change of the file or
+    /// SIGHUP): accepted (what changed and how it was applied) or refused (why; the forwards in
+    /// force stayed).
+    public var portForwardFile: String?
+    public var forwardsChanges: Int?
+    public var lastForwardsChange: Reload?
     /// The DNS probe: where it asks, and how the last one went.
     public var probe: Probe?
     /// `signal SIGUSR1` sent to OpenVPN because the probe kept failing (or tun0 vanished).
@@ -72,6 +79,12 @@ public struct StatusSnapshot: Codable, Sendable, Equatable {
         public var at: String
         public var accepted: Bool
         public var message: String
+
+        public init(at: String, accepted: Bool, message: String) {
+            self.at = at
+            self.accepted = accepted
+            self.message = message
+        }
     }
 
     public struct Repair: Codable, Sendable, Equatable {

@@ -19,6 +19,10 @@ public struct SupervisorRecord: Sendable {
     private var reconnects = 0
     private var reloads = 0
     private var repairs = 0
+    private var forwardsChanges = 0
+    /// The forwards the status lists, kept to format them again only when they change (there
+    /// may be 10,000, and the status is refreshed on every event).
+    private var listedForwards: [PortForward]?
     /// Outside changes whose repair (a commit of the policy) is under way, oldest first.
     private var repairing: [(change: String, policy: FirewallPolicy)] = []
     /// The `>REMOTE:` question being answered.
@@ -72,6 +76,9 @@ public struct SupervisorRecord: Sendable {
 
     /// An action was performed: `results` came back, after `elapsed`.
     public mutating func performed(_ action: Action, results: [Event], elapsed: Duration, at now: String) -> [LogNote] {
+        if case .applyForwardChanges(let diff) = action {
+            return appliedForwards(diff, results: results, elapsed: elapsed, at: now)
+        }
         guard case .applyFirewall(let policy) = action, let index = repairing.firstIndex(where: { $0.policy == policy })
         else { return [] }
         let change = repairing.remove(at: index).change
@@ -157,9 +164,56 @@ public struct SupervisorRecord: Sendable {
             }
         case .reloadRefused(let message):
             return refused(message, at: now)
+        case .portForwardsRead(let reading):
+            return forwardsRead(reading, before: before, after: after, actions: actions, at: now)
+        case .forwardChangesFailed(_, let message):
+            let fallback = actions.contains(.applyFirewall(.up)) ? "; committing the whole up ruleset with them instead" : ""
+            snapshot.lastForwardsChange?.message += ", which failed: \(message)\(fallback)"
+            return [LogNote(.warning, "the forward maps could not be changed in place: \(message)\(fallback)")]
         default:
             return []
         }
+    }
+
+    /// PORT_FWD_FILE read again: refused (the forwards in force stay), unchanged, or accepted and
+    /// on its way into force as the machine decided (map elements, the whole up ruleset, or the
+    /// next up commit).
+    private mutating func forwardsRead(_ reading: PortForwardReading, before: Machine, after: Machine,
+                                       actions: [Action], at now: String) -> [LogNote] {
+        let path = after.configuration?.portForwardFile ?? "PORT_FWD_FILE"
+        let inForce = before.forwardsBeingApplied ?? before.portForwards
+        switch reading {
+        case .refused(let message):
+            snapshot.lastForwardsChange = .init(at: now, accepted: false, message: message)
+            return [LogNote(.error, "PORT_FWD_FILE refused, the \(inForce.count) forwards in force stay: \(message)")]
+        case .accepted(let forwards):
+            let diff = PortForwardDiff(from: inForce, to: forwards)
+            guard !diff.isEmpty else {
+                snapshot.lastForwardsChange = .init(at: now, accepted: true, message: "unchanged: \(forwards.count) forwards")
+                return [LogNote(.info, "\(path) read again: unchanged, \(forwards.count) forwards")]
+            }
+            forwardsChanges += 1
+            snapshot.forwardsChanges = forwardsChanges
+            let how = if actions.contains(.applyForwardChanges(diff)) {
+                "applying them as map element changes"
+            } else if actions.contains(.applyFirewall(.up)) {
+                "committing the whole up ruleset with them (a forward map appears or goes)"
+            } else {
+                "in force from the next up commit (the \(after.requestedPolicy.map { "\($0)" } ?? "lockdown") ruleset holds no forwards)"
+            }
+            let message = "\(forwards.count) forwards (\(diff.removed.count) removed, \(diff.added.count) added): \(how)"
+            snapshot.lastForwardsChange = .init(at: now, accepted: true, message: message)
+            return [LogNote(.notice, "\(path) changed: \(message)")]
+        }
+    }
+
+    private mutating func appliedForwards(_ diff: PortForwardDiff, results: [Event], elapsed: Duration,
+                                          at now: String) -> [LogNote] {
+        guard results.contains(.forwardChangesApplied(diff)) else { return [] }
+        let milliseconds = Self.milliseconds(elapsed)
+        snapshot.lastForwardsChange?.message += ", done in \(milliseconds) ms"
+        return [LogNote(.notice, "applied \(diff.removed.count) forward deletes and \(diff.added.count) adds to the maps "
+            + "in one transaction in \(milliseconds) ms")]
     }
 
     private mutating func refused(_ message: String, at now: String) -> [LogNote] {
@@ -190,11 +244,15 @@ public struct SupervisorRecord: Sendable {
         snapshot.resolvedRemotes = pins.resolved.isEmpty ? nil : pins.resolved.mapValues { $0.map(\.description) }
         snapshot.lanInterface = configuration.lanInterface
         snapshot.gateway = configuration.gateway.description
-        snapshot.portForwards = configuration.portForwards.map(\.description)
+        if listedForwards != machine.portForwards {
+            listedForwards = machine.portForwards
+            snapshot.portForwards = machine.portForwards.map(\.description)
+        }
         snapshot.overlay = configuration.overlay.map { overlay in
             "\(overlay.interface) vni \(overlay.settings.vni) port \(overlay.settings.port) over \(overlay.underlay), pods "
                 + overlay.settings.podNetworks.map(\.description).joined(separator: ", ")
         }
+        snapshot.portForwardFile = configuration.portForwardFile
         if let server = configuration.probe.server, let interval = machine.probeInterval {
             if snapshot.probe == nil {
                 snapshot.probe = .init(server: server.description, name: configuration.probe.name,

@@ -17,6 +17,11 @@ import Synchronization
 /// its writer closes it. (A truncation when a writer opens the file
 /// raises no event, so a writer that truncates and then stalls before writing can still be read
 /// empty: replace the file by a rename, which is atomic, as editors and Kubernetes do.)
+///
+/// `reread()` asks for a reading now (SIGHUP), reported even when it is the same as the last;
+/// because the watcher's thread makes it, every reading is reported in the order it was made.
+/// Reading never blocks on what the path names: a FIFO, a device or a directory is unreadable,
+/// not waited on, and so is a file over `maximumSize`.
 public final class FileWatcher: Sendable {
     /// What reading the file gave.
     public enum Reading: Sendable, Hashable {
@@ -32,14 +37,25 @@ public final class FileWatcher: Sendable {
     /// The reading when the watcher started; `changes` reports only later ones that differ.
     public let initial: Reading
     /// Each new reading, in order. Ends when the watcher stops or the directory goes away (with
-    /// an `.unreadable` reading first, in that case).
+    /// an `.unreadable` reading first, in that case). Empty when the readings go to `report`.
     public let changes: AsyncStream<Reading>
 
     private let wakeup: WakeupEvent
+    private let requests = Requests()
     private let thread = Mutex<ReaderThread?>(nil)
 
-    /// Starts watching `path` (absolute). Throws if its directory cannot be watched.
-    public init(path: String) throws(FileWatcherError) {
+    /// What the watcher's thread is asked for besides the kernel's events.
+    final class Requests: Sendable {
+        struct Pending { var stop = false, reread = false }
+        let pending = Mutex(Pending())
+        /// Takes the pending requests.
+        func take() -> Pending { pending.withLock { taken in defer { taken.reread = false }; return taken } }
+    }
+
+    /// Starts watching `path` (absolute). Throws if its directory cannot be watched. With
+    /// `report`, each new reading is passed to it on the watcher's thread, in order, instead of to
+    /// `changes`: work on a reading (parsing 10,000 lines) then stays off Swift's cooperative pool.
+    public init(path: String, report: (@Sendable (Reading) -> Void)? = nil) throws(FileWatcherError) {
         self.path = path
         let directory = FileWatcher.directory(of: path)
         let name = String(path[path.index(after: path.lastIndex(of: "/")!)...])
@@ -63,11 +79,12 @@ public final class FileWatcher: Sendable {
         initial = FileWatcher.read(path)
         let (stream, continuation) = AsyncStream.makeStream(of: Reading.self, bufferingPolicy: .unbounded)
         changes = stream
-        let wakeup = self.wakeup, start = initial
+        let deliver: @Sendable (Reading) -> Void = report ?? { continuation.yield($0) }
+        let wakeup = self.wakeup, requests = self.requests, start = initial
         do {
             let reader = try ReaderThread.start(name: "vpnsup-file") {
                 FileWatcher.watch(descriptor: descriptor, path: path, name: name, last: start,
-                                  wakeup: wakeup, continuation: continuation)
+                                  wakeup: wakeup, requests: requests, deliver: deliver)
                 close(descriptor)
                 continuation.finish()
             }
@@ -81,11 +98,22 @@ public final class FileWatcher: Sendable {
 
     /// Stops the watcher and waits for its thread; `changes` then ends.
     public func stop() {
+        requests.pending.withLock { $0.stop = true }
         wakeup.signal()
         thread.withLock { $0 }?.join()
     }
 
-    deinit { wakeup.signal() }
+    /// Asks for a reading now (SIGHUP), reported in `changes` even when it is the same as the last.
+    /// While the file is being written in place it comes with the writer's close.
+    public func reread() {
+        requests.pending.withLock { $0.reread = true }
+        wakeup.signal()
+    }
+
+    deinit {
+        requests.pending.withLock { $0.stop = true }
+        wakeup.signal()
+    }
 
     static func directory(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return "/" }
@@ -108,45 +136,73 @@ public final class FileWatcher: Sendable {
         return String(first)
     }
 
-    /// The file's contents now, following symbolic links.
+    /// The file's contents now, following symbolic links. Never waits on what the path names:
+    /// it is opened non-blocking and must be a regular file of at most `maximumSize` bytes, UTF-8.
+    /// Why not is said with the call that failed (`open: No such file or directory`).
     public static func read(_ path: String) -> Reading {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { return .unreadable(String(cString: strerror(errno))) }
+        func failed(_ call: String) -> Reading { .unreadable("\(call): \(String(cString: strerror(errno)))") }
+        // O_NONBLOCK: opening a FIFO without a writer would otherwise wait for one.
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
+        guard descriptor >= 0 else { return failed("open") }
         defer { close(descriptor) }
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else { return failed("fstat") }
+        guard info.st_mode & S_IFMT == S_IFREG else { return .unreadable("not a regular file (\(kind(info.st_mode)))") }
+        guard info.st_size <= maximumSize else { return .unreadable("larger than \(maximumSize) bytes") }
         var bytes: [UInt8] = []
+        bytes.reserveCapacity(Int(info.st_size))
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let count = Glibc.read(descriptor, &buffer, buffer.count)
             if count < 0 {
                 if errno == EINTR { continue }
-                return .unreadable(String(cString: strerror(errno)))
+                return failed("read")
             }
             if count == 0 { break }
             bytes += buffer[..<count]
+            // It may grow while it is read.
             if bytes.count > maximumSize { return .unreadable("larger than \(maximumSize) bytes") }
         }
         guard let text = String(validating: bytes, as: UTF8.self) else { return .unreadable("not UTF-8 text") }
         return .contents(text)
     }
 
+    static func kind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFDIR: "a directory"
+        case S_IFIFO: "a FIFO"
+        case S_IFSOCK: "a socket"
+        case S_IFCHR: "a character device"
+        case S_IFBLK: "a block device"
+        default: "mode \(String(mode & S_IFMT, radix: 8))"
+        }
+    }
+
     /// The watcher thread: waits for inotify events or the stop signal; after each batch of
     /// events, reads the file once and reports a reading that differs from the last.
     private static func watch(descriptor: Int32, path: String, name: String, last start: Reading,
-                              wakeup: WakeupEvent, continuation: AsyncStream<Reading>.Continuation) {
+                              wakeup: WakeupEvent, requests: Requests, deliver: (Reading) -> Void) {
         var last = start
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         // Modified (a truncation or a write) and not yet closed after writing.
         var beingWritten = false
+        // `reread()` asked for a reading that has not been made yet.
+        var rereadPending = false
         while true {
             var fds = [pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: wakeup.descriptor, events: Int16(POLLIN), revents: 0)]
             let ready = poll(&fds, 2, -1)
             if ready < 0 {
                 if errno == EINTR { continue }
-                continuation.yield(.unreadable("poll: \(String(cString: strerror(errno)))"))
+                deliver(.unreadable("poll: \(String(cString: strerror(errno)))"))
                 return
             }
-            if fds[1].revents != 0 { return }
+            if fds[1].revents != 0 {
+                wakeup.drain()
+                let pending = requests.take()
+                if pending.stop { return }
+                if pending.reread { rereadPending = true }
+            }
             var directoryGone = false
             var relevant = false
             // The file's name, and the name in this directory its link goes through, if any.
@@ -186,18 +242,19 @@ public final class FileWatcher: Sendable {
                     offset += MemoryLayout<inotify_event>.size + length
                 }
             }
-            if !directoryGone && (beingWritten || !relevant) { continue }
+            if !directoryGone && (beingWritten || !(relevant || rereadPending)) { continue }
             let reading = read(path)
             // A write that began while this was reading (its events are queued by now): the
             // reading may be half of it; the events bring another.
             var pending = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
             if !directoryGone && poll(&pending, 1, 0) > 0 { continue }
-            if reading != last {
+            if reading != last || rereadPending {
                 last = reading
-                continuation.yield(reading)
+                rereadPending = false
+                deliver(reading)
             }
             if directoryGone {
-                if case .contents = reading { continuation.yield(.unreadable("the directory of \(name) was removed or moved")) }
+                if case .contents = reading { deliver(.unreadable("the directory of \(name) was removed or moved")) }
                 return
             }
         }

@@ -260,7 +260,15 @@ enum StatusReport {
             lines.append(("traffic", "\(s.bytesIn ?? 0) bytes in, \(s.bytesOut ?? 0) bytes out"))
         }
         if let forwards = s.portForwards {
-            lines.append(("forwards", forwards.isEmpty ? "none" : forwards.joined(separator: ", ")))
+            // Thousands may come from PORT_FWD_FILE: the first few here, all of them in --json.
+            let shown = forwards.count <= 8 ? forwards.joined(separator: ", ")
+                : "\(forwards.count): " + forwards.prefix(4).joined(separator: ", ") + ", ... (status --json lists them all)"
+            lines.append(("forwards", forwards.isEmpty ? "none" : shown))
+        }
+        if let file = s.portForwardFile {
+            let last = s.lastForwardsChange.map { "; last read at \($0.at) \($0.accepted ? "accepted" : "refused"): \($0.message)" }
+            let changes = s.forwardsChanges ?? 0
+            lines.append(("fwd file", "\(file), \(changes) change\(changes == 1 ? "" : "s")" + (last ?? "")))
         }
         if let probe = s.probe {
             let last = probe.lastAt.map { ", last at \($0): \(probe.lastResult ?? "-")" } ?? ", not run yet"

@@ -26,6 +26,26 @@ let resolved = Event.namesResolved(addresses: ["vpn.example.net": [IPv4Address(1
 /// SIGHUP's result: another literal remote, new credentials.
 let reloaded = Event.configurationReloaded(ReloadedConfiguration(remotes: [Remote(host: "192.0.2.2", port: 1194, transport: .udp)],
                                                                   credentials: CredentialsToken(generation: 2)))
+/// The example with PORT_FWD and PORT_FWD_FILE: three forwards in force, TCP and UDP.
+let forwardsConfiguration = try! Configuration(["CONFIG": "/config/client.ovpn", "IP_ADDR": "172.22.0.1/24",
+                                                "PORT_FWD": "8080:172.22.0.10:80/tcp", "PORT_FWD_FILE": "/etc/vpnsup/forwards"])
+    .addingPortForwards(fromFile: "9000:172.22.0.11:9000/udp\n8443:172.22.0.12:443/tcp\n")
+let loadedWithForwards = Event.configurationLoaded(LoadedConfiguration(
+    configuration: forwardsConfiguration, remotes: [Remote(host: "192.0.2.1", port: 1194, transport: .udp)],
+    credentials: CredentialsToken(generation: 1)))
+/// PORT_FWD_FILE read again, the same as in force.
+let forwardsUnchanged = Event.portForwardsRead(.accepted(forwardsConfiguration.portForwards))
+/// PORT_FWD_FILE changed: 8443 gone, 9000 retargeted, 8444 and 9001 new; TCP and UDP maps both stay.
+let changedForwards = try! Array(forwardsConfiguration.portForwards.prefix(1))
+    + Configuration.portForwards("9000:172.22.0.13:9000/udp 8444:172.22.0.12:443/tcp 9001:172.22.0.13:9001/udp",
+                                 lan: forwardsConfiguration.gateway.network)
+let forwardsChanged = Event.portForwardsRead(.accepted(changedForwards))
+/// What the change is as map elements (no map appears or goes).
+let forwardsDiff = PortForwardDiff(from: forwardsConfiguration.portForwards, to: changedForwards)
+let forwardsRefused = Event.portForwardsRead(.refused(
+    "PORT_FWD_FILE=/etc/vpnsup/forwards:2 has '8081:10.0.0.5:81/tcp', which targets 10.0.0.5, outside the LAN 172.22.0.0/24"))
+let forwardsApplied = Event.forwardChangesApplied(forwardsDiff)
+let forwardsFailed = Event.forwardChangesFailed(forwardsDiff, "add elements 1-2 of 2 to map udp_forwards: File exists")
 let started = Event.tunnelStarted(pid: 4242)
 let exited = Event.tunnelProcessExited(.exited(1))
 let reconnecting = Event.tunnelDisconnected("OpenVPN reports RECONNECTING")
@@ -56,6 +76,7 @@ let representativeEvents: [Event] = [
     .timerFired(.probe), .timerFired(.crashWindow),
     .shutdownRequested,
     .reloadRequested, reloaded, .reloadRefused("CONFIG=/config/new.ovpn has no remote line"),
+    forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
 ]
 
 /// The Kubernetes gateway's overlay events: a router without an overlay ignores them all.
@@ -120,6 +141,9 @@ func caseName(_ event: Event) -> String {
     case .reloadRequested: "reloadRequested"
     case .configurationReloaded: "configurationReloaded"
     case .reloadRefused: "reloadRefused"
+    case .portForwardsRead: "portForwardsRead"
+    case .forwardChangesApplied: "forwardChangesApplied"
+    case .forwardChangesFailed: "forwardChangesFailed"
     }
 }
 
@@ -136,6 +160,7 @@ let allEventCaseNames: Set<String> = [
     "credentialsRequested", "authenticationFailed", "tunnelConnected", "tunnelDisconnected", "tunnelFatal",
     "remoteRequested", "tunnelCommandFailed", "probeSucceeded", "probeFailed", "timerFired",
     "shutdownRequested", "reloadRequested", "configurationReloaded", "reloadRefused",
+    "portForwardsRead", "forwardChangesApplied", "forwardChangesFailed",
 ]
 
 /// A named way of reaching a state from a new machine, through events only.
@@ -237,13 +262,31 @@ struct Scenario: Hashable, Sendable, CustomStringConvertible {
 
     var hasOverlay: Bool { path.contains(loadedOverlay) }
 
+    // MARK: Port forwards from PORT_FWD_FILE
+
+    /// TunnelConnecting with PORT_FWD and PORT_FWD_FILE's forwards.
+    static let tunnelConnectingWithForwards = Scenario(
+        name: "TunnelConnecting (PORT_FWD_FILE)", state: .tunnelConnecting,
+        path: [.start, .firewallCommitted(.lockdown), loadedWithForwards, .lanAddressPresent,
+               .firewallCommitted(.connecting), started, .tunnelControlConnected])
+    /// TunnelUp with them: the up ruleset holds their maps.
+    static let tunnelUpWithForwards = Scenario(
+        name: "TunnelUp (PORT_FWD_FILE)", state: .tunnelUp,
+        path: tunnelConnectingWithForwards.path + [.tunnelHeld, .credentialsRequested, .tunnelConnected,
+                                                   .tunnelLinkUp, .firewallCommitted(.up)])
+    /// The file changed: the change is with the kernel as map element changes, not yet reported.
+    static let forwardChangePending = Scenario(
+        name: "TunnelUp (PORT_FWD_FILE, element change sent)", state: .tunnelUp,
+        path: tunnelUpWithForwards.path + [forwardsChanged])
+
     /// One scenario per state, in `State.allCases` order.
     static let perState: [Scenario] = [initial, addressAssigned, tunnelConnecting, tunnelUp, degraded, killswitched]
     /// Every scenario: one per state, plus the variants that reach the other transitions.
     static let all: [Scenario] = [starting, lockdownFailed, awaitingLockdown, resolutionOpening, resolving, closingResolution,
                                   initial, addressAssigned, tunnelConnecting, connectedAwaitingLink, tunnelUp,
                                   degraded, degradedLinkDown, killswitched, killswitchedTransient, shuttingDown,
-                                  shutDownWhileResolving, overlayInitial, overlayTunnelUp, overlayKillswitched]
+                                  shutDownWhileResolving, overlayInitial, overlayTunnelUp, overlayKillswitched,
+                                  tunnelConnectingWithForwards, tunnelUpWithForwards, forwardChangePending]
 
     /// The kernel may hold the resolving ruleset, which only a lockdown commit replaces.
     var resolutionMayBeOpen: Bool { [Scenario.resolutionOpening, .resolving, .closingResolution].contains(self) }

@@ -47,6 +47,8 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
     if let counterpart = Scenario.overlayCounterparts[scenario] {
         return overlayTable(for: scenario, counterpart: expectedTable(for: counterpart))
     }
+    // Derived from a counterpart's complete table, which ignores the overlay's events already.
+    if let table = forwardsTable(for: scenario) { return table }
     // A router without an overlay ignores the overlay's events.
     var table = ordinaryTable(for: scenario)
     table.ignored += overlayEvents
@@ -105,6 +107,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             commandFailed, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry),
             .timerFired(.stopDeadline), .timerFired(.probe), .timerFired(.crashWindow), .reloadRequested, reloaded,
             refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .lockdownFailed:
@@ -128,6 +131,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked, commandFailed,
             .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
             .timerFired(.probe), .timerFired(.crashWindow), .reloadRequested, reloaded, refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .awaitingLockdown:
@@ -152,6 +156,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             reconnecting, waiting, fatal, remoteAsked, commandFailed, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), .reloadRequested, reloaded, refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .resolutionOpening:
@@ -175,6 +180,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked, commandFailed,
             .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
             .timerFired(.probe), .timerFired(.crashWindow), .reloadRequested, reloaded, refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .resolving:
@@ -199,6 +205,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             commandFailed, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry),
             .timerFired(.stopDeadline), .timerFired(.probe), .timerFired(.crashWindow), .reloadRequested, reloaded,
             refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .closingResolution:
@@ -223,6 +230,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             reconnecting, waiting, fatal, remoteAsked, commandFailed, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), .reloadRequested, reloaded, refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .initial:
@@ -250,6 +258,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked, commandFailed,
             .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
             .timerFired(.probe), .timerFired(.crashWindow), refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .addressAssigned:
@@ -274,6 +283,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked, commandFailed,
             .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
             .timerFired(.probe), .timerFired(.crashWindow), refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .tunnelConnecting:
@@ -307,6 +317,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             .tunnelStartFailed("ENOENT"), .tunnelConnected, reconnecting, waiting, fatal, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .connectedAwaitingLink:
@@ -337,6 +348,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             .tunnelStartFailed("ENOENT"), .tunnelConnected, reconnecting, waiting, fatal, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .tunnelUp:
@@ -366,6 +378,10 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
             ExpectedRow(.reloadRequested, .tunnelUp, [.reloadConfiguration]),
             ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
+            // The first forwards of a protocol: its map and the rule that looks it up come with the
+            // whole up ruleset (this configuration has none).
+            ExpectedRow(forwardsUnchanged, .tunnelUp, [.applyFirewall(.up)]),
+            ExpectedRow(forwardsChanged, .tunnelUp, [.applyFirewall(.up)]),
         ], ignored: [
             .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
             .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
@@ -374,6 +390,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             .tunnelRouteFailed("ENETDOWN"), .wanLinkUp, started, .tunnelStartFailed("ENOENT"), .tunnelConnected,
             fatal, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
             .timerFired(.probe), .timerFired(.crashWindow), refused,
+            forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .degraded:
@@ -397,6 +414,10 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
             ExpectedRow(.reloadRequested, .degraded, [.reloadConfiguration]),
             ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
+            // The first forwards of a protocol: its map and the rule that looks it up come with the
+            // whole up ruleset (this configuration has none).
+            ExpectedRow(forwardsUnchanged, .degraded, [.applyFirewall(.up)]),
+            ExpectedRow(forwardsChanged, .degraded, [.applyFirewall(.up)]),
         ], ignored: [
             .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
             .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
@@ -406,6 +427,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             .tunnelStartFailed("ENOENT"), reconnecting, waiting, fatal, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), refused,
+            forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .degradedLinkDown:
@@ -427,6 +449,10 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
             ExpectedRow(.reloadRequested, .degraded, [.reloadConfiguration]),
             ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
+            // The first forwards of a protocol: its map and the rule that looks it up come with the
+            // whole up ruleset (this configuration has none).
+            ExpectedRow(forwardsUnchanged, .degraded, [.applyFirewall(.up)]),
+            ExpectedRow(forwardsChanged, .degraded, [.applyFirewall(.up)]),
         ], ignored: [
             .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
             .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
@@ -436,6 +462,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             .tunnelStartFailed("ENOENT"), .tunnelConnected, reconnecting, waiting, fatal, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), refused,
+            forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .killswitched:
@@ -463,6 +490,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             reconnecting, waiting, fatal, remoteAsked, commandFailed, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .killswitchedTransient:
@@ -488,6 +516,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             reconnecting, waiting, fatal, remoteAsked, commandFailed, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.stopDeadline), .timerFired(.probe), .timerFired(.crashWindow),
             refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .shuttingDown:
@@ -510,6 +539,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             .credentialsRequested, .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked,
             commandFailed, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.probe),
             .timerFired(.crashWindow), .shutdownRequested, .reloadRequested, reloaded, refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
 
     case .shutDownWhileResolving:
@@ -528,6 +558,7 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             reconnecting, waiting, fatal, remoteAsked, commandFailed, .probeSucceeded, noAnswer,
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), .shutdownRequested, .reloadRequested, reloaded, refused,
+            forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
         ])
     default:
         Issue.record("no expected table for \(scenario.name)")

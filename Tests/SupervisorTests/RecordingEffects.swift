@@ -24,6 +24,8 @@ actor RecordingEffects: Effects {
     var failingCommands: Set<TunnelCommand> = []
     /// What reading the table back finds.
     var verifyResult: (FirewallPolicy) -> Event = { .firewallIntact($0) }
+    /// Why the next forward map changes fail, if they do.
+    var failingForwardChanges: String?
     private var nextPID: Int32 = 100
     private let log: SupervisorLog
 
@@ -36,6 +38,7 @@ actor RecordingEffects: Effects {
     func script(failingCommit policy: FirewallPolicy, _ message: String) { failingCommits[policy] = message }
     func script(failing command: TunnelCommand) { failingCommands.insert(command) }
     func script(verify: @escaping @Sendable (FirewallPolicy) -> Event) { verifyResult = verify }
+    func script(failingForwardChanges message: String?) { failingForwardChanges = message }
 
     var actions: [Action] { performed.map(\.action) }
 
@@ -64,7 +67,12 @@ actor RecordingEffects: Effects {
         case .sendCredentials: return sent(.sendCredentials)
         case .reconnectTunnel: return sent(.reconnect)
         case .answerRemote(let answer): return sent(.answerRemote(answer))
-        case .resolveNames, .probeTunnel, .stopTunnel, .killTunnel, .scheduleTimer, .cancelTimer, .exit:
+        case .applyForwardChanges(let diff):
+            if let message = failingForwardChanges { return [.forwardChangesFailed(diff, message)] }
+            return [.forwardChangesApplied(diff)]
+        case .resolveNames, .probeTunnel, .stopTunnel, .killTunnel, .scheduleTimer, .cancelTimer, .exit,
+             .readPortForwardFile:
+            // Later on Linux: the test delivers the outcome (a reading of PORT_FWD_FILE: `portForwardsRead`).
             return []
         }
     }

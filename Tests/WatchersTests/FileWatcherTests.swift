@@ -96,10 +96,66 @@ import Testing
     @Test func stopEndsTheStream() async throws {
         try await withDirectory { directory in
             let watcher = try FileWatcher(path: directory + "/absent")
-            #expect(watcher.initial == .unreadable(String(cString: strerror(ENOENT))))
+            #expect(watcher.initial == .unreadable("open: \(String(cString: strerror(ENOENT)))"))
             let changes = watcher.changes
             watcher.stop()
             #expect(await next(changes) == nil)
+        }
+    }
+
+    /// SIGHUP's reading: reported even when nothing changed, made by the watcher's thread in order
+    /// with the changes.
+    @Test func rereadReportsTheSameContentsAgainInOrder() async throws {
+        try await withDirectory { directory in
+            let path = directory + "/forwards"
+            TestSystem.writeFile(path, "8080:172.22.0.10:80\n")
+            let watcher = try FileWatcher(path: path)
+            defer { watcher.stop() }
+            let changes = watcher.changes
+            watcher.reread()
+            #expect(await next(changes) == .contents("8080:172.22.0.10:80\n"))
+            try replace(path, with: "8081:172.22.0.10:81\n")
+            #expect(await next(changes) == .contents("8081:172.22.0.10:81\n"))
+            watcher.reread()
+            #expect(await next(changes) == .contents("8081:172.22.0.10:81\n"))
+            // A change and a reread the watcher sees together make one reading, which answers both.
+            try replace(path, with: "8082:172.22.0.10:82\n")
+            watcher.reread()
+            #expect(await next(changes) == .contents("8082:172.22.0.10:82\n"))
+        }
+    }
+
+    /// With a report closure the readings go to it, in order, and `changes` stays empty.
+    @Test func aReportClosureTakesTheReadingsInstead() async throws {
+        try await withDirectory { directory in
+            let path = directory + "/forwards"
+            TestSystem.writeFile(path, "first\n")
+            let (reported, continuation) = AsyncStream.makeStream(of: FileWatcher.Reading.self)
+            let watcher = try FileWatcher(path: path) { continuation.yield($0) }
+            #expect(watcher.initial == .contents("first\n"))
+            try replace(path, with: "second\n")
+            #expect(await next(reported) == .contents("second\n"))
+            watcher.reread()
+            #expect(await next(reported) == .contents("second\n"))
+            let changes = watcher.changes
+            watcher.stop()
+            #expect(await next(changes) == nil)
+        }
+    }
+
+    /// What the path names is never waited on: a FIFO without a writer (a blocking open(2) would
+    /// wait for one for ever, and this test with it), a directory, a device.
+    @Test func aFIFOADirectoryOrADeviceIsUnreadableAtOnce() async throws {
+        try await withDirectory { directory in
+            let fifo = directory + "/forwards"
+            #expect(mkfifo(fifo, 0o600) == 0)
+            #expect(FileWatcher.read(fifo) == .unreadable("not a regular file (a FIFO)"))
+            #expect(FileWatcher.read(directory) == .unreadable("not a regular file (a directory)"))
+            #expect(FileWatcher.read("/dev/zero") == .unreadable("not a regular file (a character device)"))
+            // A watcher on the FIFO starts, and stops, without a writer ever coming.
+            let watcher = try FileWatcher(path: fifo)
+            #expect(watcher.initial == .unreadable("not a regular file (a FIFO)"))
+            watcher.stop()
         }
     }
 
