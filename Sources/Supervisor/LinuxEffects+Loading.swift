@@ -22,14 +22,30 @@ extension LinuxEffects {
             return .interfaceMissing(variable: variable, name: name)
         }
         let remotes: [Remote]
-        switch readRemotes(configuration.openvpnConfigPath) {
-        case .success(let read): remotes = read
-        case .failure(let error): return .configurationRejected(error.description)
-        }
         let token: CredentialsToken
-        switch readCredentials(configuration.credentialsFile) {
-        case .success(let read): token = read
-        case .failure(let error): return .configurationRejected(error.description)
+        var wireGuardProfile: WireGuardProfile?
+        var wireGuardStatus: WireGuardStatusReader?
+        switch tunnelKind(configuration) {
+        case .failure(let error):
+            return .configurationRejected(error.description)
+        case .success(.wireguard):
+            switch readWireGuard(configuration, inUse: nil) {
+            case .success(let read):
+                (remotes, token, wireGuardProfile) = (read.profile.remotes, read.token, read.profile)
+                backend = wireGuard
+                wireGuardStatus = WireGuardStatusReader(interface: read.profile.interface, kernelHasWireGuard: probeKernelPlane())
+            case .failure(let error):
+                return .configurationRejected(error.description)
+            }
+        case .success(.openvpn):
+            switch readRemotes(configuration.openvpnConfigPath) {
+            case .success(let read): remotes = read
+            case .failure(let error): return .configurationRejected(error.description)
+            }
+            switch readCredentials(configuration.credentialsFile) {
+            case .success(let read): token = read
+            case .failure(let error): return .configurationRejected(error.description)
+            }
         }
         var statusGroup: UInt32?
         if let group = configuration.statusGroup {
@@ -51,18 +67,20 @@ extension LinuxEffects {
             }
         }
         do {
-            try openChannels(configuration, statusGroup: statusGroup)
+            try openChannels(configuration, statusGroup: statusGroup, wireGuard: wireGuardStatus)
         } catch {
             return .configurationRejected("RUNTIME_DIR=\(configuration.runtimeDirectory): \(error)")
         }
         return .configurationLoaded(LoadedConfiguration(configuration: configuration, remotes: remotes,
-                                                        nameservers: nameservers, credentials: token))
+                                                        nameservers: nameservers, credentials: token,
+                                                        wireGuard: wireGuardProfile))
     }
 
     /// SIGHUP: the credentials file and the OpenVPN configuration again. What cannot be read or
     /// parsed is refused here; whether the remotes can be used is the machine's to judge.
     func reload(_ machine: Machine) -> Event {
         guard let configuration = machine.configuration else { return .reloadRefused("no configuration yet") }
+        if machine.tunnelKind == .wireguard { return reloadWireGuard(configuration, machine) }
         let remotes: [Remote]
         switch readRemotes(configuration.openvpnConfigPath) {
         case .success(let read): remotes = read
@@ -113,15 +131,18 @@ extension LinuxEffects {
         return .success(token)
     }
 
-    private func openChannels(_ configuration: Configuration, statusGroup: UInt32?) throws {
+    /// `wireGuard`: a WireGuard tunnel's link and peers, read by the status too (nil: OpenVPN's tun0).
+    private func openChannels(_ configuration: Configuration, statusGroup: UInt32?, wireGuard: WireGuardStatusReader?) throws {
         if statusChannel == nil {
             statusChannel = try StatusChannel.listen(at: configuration.runtimeDirectory + "/status.sock",
                                                      group: statusGroup) { [board] in
                 // Read on the status thread through a socket of its own: a status request never
-                // waits for the interpreter, and shows what the kernel counts right now.
+                // waits for the interpreter, and shows what the kernel (and wireguard-go) count
+                // right now.
                 let counters = try? Firewall().dropCounters()
                 return board.json(blocked: counters?.mapValues { BlockedCount(packets: $0.packets, bytes: $0.bytes) },
-                                  traffic: LinkTraffic.of(Configuration.tunnelInterface))
+                                  traffic: LinkTraffic.of(wireGuard?.interface ?? Configuration.tunnelInterface),
+                                  wireGuard: wireGuard?.read(pid: board.current.openvpnPID))
             }
         }
         try backend.open(runtimeDirectory: configuration.runtimeDirectory, inbox: inbox, scope: scope)
@@ -162,10 +183,10 @@ extension LinuxEffects {
 
     /// One DNS question through the tunnel, on a thread of its own; `probeSucceeded` or
     /// `probeFailed` follows.
-    func probe(_ configuration: Configuration?) {
+    func probe(_ configuration: Configuration?, device: String) {
         guard let configuration, let server = configuration.probe.server else { return }
         let probe = TunnelProbe(server: server, name: configuration.probe.name,
-                                device: Configuration.tunnelInterface, timeout: configuration.probe.timeout)
+                                device: device, timeout: configuration.probe.timeout)
         do {
             try ReaderThread.start(name: "vpnsup-probe") { [inbox] in
                 let failure = probe.run()

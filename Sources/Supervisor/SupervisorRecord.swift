@@ -44,6 +44,13 @@ public struct SupervisorRecord: Sendable {
                 readySent = true
                 notices.append(.ready)
             }
+        } else if before.reason != after.reason, after.reason != nil {
+            // Why, learnt within a state (WireGuard's overdue handshake while connecting).
+            snapshot.reason = after.reason
+            notices.append(.status("\(after.state) (\(after.reason ?? ""))"))
+        }
+        if let evidence = after.wireGuardEvidence, evidence != before.wireGuardEvidence {
+            notes.append(LogNote(evidence == .up || evidence == .connecting ? .info : .warning, "WireGuard handshakes: \(evidence)"))
         }
         if !before.isConfigured, after.isConfigured {
             notes += accepted(after)
@@ -56,7 +63,12 @@ public struct SupervisorRecord: Sendable {
             case .reconnectTunnel:
                 reconnects += 1
                 snapshot.reconnects = reconnects
-                notes.append(LogNote(.notice, "asking OpenVPN to reconnect (signal SIGUSR1, reconnect \(reconnects))"))
+                notes.append(LogNote(.notice, after.tunnelKind == .wireguard
+                    ? "setting the WireGuard peers again (reconnect \(reconnects))"
+                    : "asking OpenVPN to reconnect (signal SIGUSR1, reconnect \(reconnects))"))
+            case .openNameResolution where after.isConfigured:
+                notes.append(LogNote(.notice, "resolving \(after.namesBeingReresolved?.joined(separator: ", ") ?? "the peers' names") "
+                    + "again: no peer answered on any pinned address"))
             case .answerRemote(let answer):
                 if let asked = remoteAsked {
                     notes.append(LogNote(.info, "OpenVPN asks for remote \(asked.host) \(asked.port.map(String.init) ?? "?") \(asked.proto): \(answer.command)"))
@@ -129,11 +141,12 @@ public struct SupervisorRecord: Sendable {
             let lan = after.configuration?.lanInterface ?? "the LAN"
             return [LogNote(.error, "policy routing for \(lan) is not in place: \(message)")]
         case .tunnelRouteFailed(let message):
-            return [LogNote(.warning, "LAN traffic stays unreachable while \(Configuration.tunnelInterface) has no route in table "
+            return [LogNote(.warning, "LAN traffic stays unreachable while \(after.tunnelInterface) has no route in table "
                 + "\(Configuration.routingTable): \(message)")]
         case .tunnelCommandFailed(let command, let message):
-            return [LogNote(.warning, "management command \(command.label) failed: \(message)"
-                + (actions.contains(.stopTunnel) ? "; stopping OpenVPN" : ""))]
+            let tunnel = after.tunnelKind == .wireguard ? "wireguard-go" : "OpenVPN"
+            let channel = after.tunnelKind == .wireguard ? "wireguard-go's \(command.label)" : "management command \(command.label)"
+            return [LogNote(.warning, "\(channel) failed: \(message)" + (actions.contains(.stopTunnel) ? "; stopping \(tunnel)" : ""))]
         case .remoteRequested(let host, let port, let proto):
             remoteAsked = (host, port, proto)
             return []
@@ -164,7 +177,7 @@ public struct SupervisorRecord: Sendable {
     }
 
     private mutating func probed(_ event: Event, before: Machine, after: Machine, at now: String) -> [LogNote] {
-        let tunnel = Configuration.tunnelInterface
+        let tunnel = after.tunnelInterface
         snapshot.probe?.lastAt = now
         switch event {
         case .probeFailed(let why):
@@ -182,6 +195,13 @@ public struct SupervisorRecord: Sendable {
     private mutating func refresh(from machine: Machine) {
         snapshot.openvpnPID = machine.tunnelPID
         guard let configuration = machine.configuration, let pins = machine.pins else { return }
+        if machine.tunnelKind == .wireguard {
+            let endpoints = machine.tunnelPlan?.wireGuard?.endpoints ?? [:]
+            snapshot.wireGuard = WireGuardStatus(
+                interface: machine.tunnelInterface, plane: "userspace",
+                evidence: machine.wireGuardEvidence?.description,
+                configuredEndpoints: Dictionary(uniqueKeysWithValues: endpoints.map { ($0.key.base64, "\($0.value.address):\($0.value.port)") }))
+        }
         snapshot.endpoints = pins.endpoints.map(\.description)
         snapshot.resolvedRemotes = pins.resolved.isEmpty ? nil : pins.resolved.mapValues { $0.map(\.description) }
         snapshot.lanInterface = configuration.lanInterface

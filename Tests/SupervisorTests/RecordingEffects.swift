@@ -62,7 +62,7 @@ actor RecordingEffects: Effects {
         case .sendCredentials: return sent(.sendCredentials)
         case .reconnectTunnel: return sent(.reconnect)
         case .answerRemote(let answer): return sent(.answerRemote(answer))
-        case .resolveNames, .probeTunnel, .stopTunnel, .killTunnel, .scheduleTimer, .cancelTimer, .exit:
+        case .resolveNames, .probeTunnel, .stopTunnel, .killTunnel, .scheduleTimer, .cancelTimer, .exit, .readTunnelPeers:
             return []
         }
     }
