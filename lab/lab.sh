@@ -146,6 +146,12 @@ lab_daemon_start() {
     pid=$!
     disown "$pid" 2>/dev/null || true
     echo "$pid $node" >"$LAB_RUNDIR/pids/$name.pid"
+    # `ip netns exec` enters the namespace a moment after the fork; until it has, lab_daemon_pid
+    # would take the daemon for dead (a loaded machine made _lab_wait_log give up on tcpdump).
+    local deadline=$(($(lab_now_ms) + 5000))
+    while kill -0 "$pid" 2>/dev/null && ! _lab_pid_in_ns "$pid" "$ns" && [ "$(lab_now_ms)" -lt "$deadline" ]; do
+        sleep 0.01
+    done
 }
 
 # Pid of a recorded daemon if it is still alive in its namespace; fails otherwise.

@@ -69,6 +69,14 @@ extension LinuxEffects {
         }
     }
 
+    /// The router's own traffic into the tunnel (or nowhere), as OpenVPN's pushed routes send it:
+    /// the rules after the LAN's (`AddressConfigurator.ensureUnmarkedRule`).
+    func ensureRouterTrafficRules() throws {
+        try addresses.ensureMainTableWithoutDefault(priority: Configuration.routingRulePriority + 1)
+        try addresses.ensureUnmarkedRule(mark: Configuration.transportMark, table: Configuration.routingTable,
+                                         priority: Configuration.routingRulePriority + 2)
+    }
+
     /// Whether this kernel has the `wireguard` link type, for the status (vpnsup runs
     /// wireguard-go either way: the kernel plane is not driven yet). nil: the probe failed.
     func probeKernelPlane() -> Bool? {

@@ -81,6 +81,7 @@ public actor LinuxEffects: Effects {
                 try addresses.ensureUnreachableDefault(table: Configuration.routingTable)
                 try addresses.ensureRule(inputInterface: configuration.lanInterface, table: Configuration.routingTable,
                                          priority: Configuration.routingRulePriority)
+                if machine.tunnelKind == .wireguard { try ensureRouterTrafficRules() }
                 return [.policyRoutingInstalled]
             } catch {
                 return [.policyRoutingFailed("\(error)")]
