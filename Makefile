@@ -32,6 +32,7 @@ test: build
 	bash Tests/k8s/manifests.sh
 	bash Tests/k8s/sim.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
+	VPNSUP=$(VPNSUP) bash Tests/lab/wireguard-e2e.sh
 	VPNSUP=$(VPNSUP) SOAK_FAULTS=12 bash Tests/lab/soak.sh
 	VPNSUP=$(VPNSUP) bash Tests/systemd/units.sh
 	SWIFT=$(SWIFT) bash scripts/build-static.sh

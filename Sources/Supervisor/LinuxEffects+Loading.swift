@@ -32,6 +32,7 @@ extension LinuxEffects {
             switch readWireGuard(configuration, inUse: nil) {
             case .success(let read):
                 (remotes, token, wireGuardProfile) = (read.profile.remotes, read.token, read.profile)
+                if let refusal = claimWireGuardSocket(read.profile.interface) { return .configurationRejected(refusal) }
                 backend = wireGuard
                 wireGuardStatus = WireGuardStatusReader(interface: read.profile.interface, kernelHasWireGuard: probeKernelPlane())
             case .failure(let error):

@@ -69,6 +69,19 @@ extension LinuxEffects {
         }
     }
 
+    /// TUNNEL_IF's UAPI socket, before anything runs: a stale one (a killed wireguard-go's) is
+    /// removed, a live one refused, since its device is another router's (the socket directory is
+    /// shared by every network namespace), or a wireguard-go an earlier vpnsup left running. The
+    /// message, or nil when the name is free.
+    func claimWireGuardSocket(_ interface: String) -> String? {
+        do {
+            try WireGuardGo.claimSocket(interface: interface)
+            return nil
+        } catch {
+            return "TUNNEL_IF=\(interface): \(error)"
+        }
+    }
+
     /// The router's own traffic into the tunnel (or nowhere), as OpenVPN's pushed routes send it:
     /// the rules after the LAN's (`AddressConfigurator.ensureUnmarkedRule`).
     func ensureRouterTrafficRules() throws {
