@@ -34,6 +34,7 @@ test: build
 	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/wireguard-e2e.sh
 	VPNSUP=$(VPNSUP) SOAK_FAULTS=12 bash Tests/lab/soak.sh
+	VPNSUP=$(VPNSUP) SOAK_FAULTS=9 SOAK_TUNNEL=wireguard bash Tests/lab/soak.sh
 	VPNSUP=$(VPNSUP) bash Tests/systemd/units.sh
 	SWIFT=$(SWIFT) bash scripts/build-static.sh
 	VPNSUP=dist/vpnsup bash Tests/docker/e2e.sh
