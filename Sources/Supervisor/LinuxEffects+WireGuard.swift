@@ -140,6 +140,13 @@ struct WireGuardStatusReader: Sendable {
         var kernelHasWireGuard: Bool?
         var peers: [WireGuardStatus.Peer]?
         var error: String?
+
+        /// Into the status the interpreter published (which has the machine's part).
+        func apply(to snapshot: inout StatusSnapshot) {
+            snapshot.wireGuard?.kernelHasWireGuard = kernelHasWireGuard
+            snapshot.wireGuard?.peers = peers
+            snapshot.wireGuard?.readError = error
+        }
     }
 
     func read(pid: Int32?) -> Reading {

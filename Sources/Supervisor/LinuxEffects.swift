@@ -21,19 +21,23 @@ public actor LinuxEffects: Effects {
     /// The backend of the configuration's kind: OpenVPN's until a wg-quick file is loaded.
     var backend: any TunnelBackend
     let wireGuard: WireGuardBackend
+    let metrics: MetricsLedger?
     let timers = TimerBook()
     let addresses = AddressConfigurator()
 
     private var firewall: Firewall?
     private var monitor: NftablesMonitor?
     var statusChannel: StatusChannel?
+    var metricsResponder: MetricsResponder?
     var netlink: NetlinkWatcher?
     /// The credentials read, by token; the machine says which are in use.
     var credentials: [CredentialsToken: Credentials] = [:]
     var credentialsRead = 0
 
     public init(settings: RunSettings, log: SupervisorLog, inbox: Inbox, scope: TaskScope, board: StatusBoard,
-                backend: any TunnelBackend, wireGuard: WireGuardBackend = WireGuardBackend()) throws {
+                backend: any TunnelBackend, wireGuard: WireGuardBackend = WireGuardBackend(),
+                metrics: MetricsLedger? = nil) throws {
+        self.metrics = metrics
         executor = try EffectsExecutor.start(name: "vpnsup-effects")
         self.settings = settings
         self.log = log
@@ -133,6 +137,7 @@ public actor LinuxEffects: Effects {
         case .exit(let code, let message):
             if let message, code != ExitCode.success { StandardError.writeLine(message) }
             statusChannel?.close()
+            metricsResponder?.close()
             backend.close()
             netlink?.stop()
             monitor?.stop()
