@@ -199,7 +199,13 @@ public struct Machine: Hashable, Sendable {
 
     /// The DNS probe's interval, nil when there is none.
     public var probeInterval: Duration? {
-        timings.probeInterval ?? configuration?.probe.effectiveInterval
+        timings.probeInterval ?? (probeServer == nil ? nil : configuration?.probe.interval)
+    }
+
+    /// The resolver the DNS probe asks: PROBE_SERVER, else DNS, else a wg-quick file's first IPv4
+    /// `DNS =` (the resolver the LAN is held to); nil: no probe.
+    public var probeServer: IPv4Address? {
+        configuration?.probe.server ?? loaded?.wireGuard?.dnsServers.first
     }
 
     /// Failures in a row that degrade the tunnel and reconnect it.

@@ -204,8 +204,8 @@ extension LinuxEffects {
 
     /// One DNS question through the tunnel, on a thread of its own; `probeSucceeded` or
     /// `probeFailed` follows.
-    func probe(_ configuration: Configuration?, device: String) {
-        guard let configuration, let server = configuration.probe.server else { return }
+    func probe(_ configuration: Configuration?, server: IPv4Address?, device: String) {
+        guard let configuration, let server else { return }
         let probe = TunnelProbe(server: server, name: configuration.probe.name,
                                 device: device, timeout: configuration.probe.timeout)
         do {

@@ -121,7 +121,7 @@ public actor LinuxEffects: Effects {
             readTunnelPeers(machine)
             return []
         case .probeTunnel:
-            probe(machine.configuration, device: machine.tunnelInterface)
+            probe(machine.configuration, server: machine.probeServer, device: machine.tunnelInterface)
             return []
         case .scheduleTimer(let id, let delay):
             let generation = timers.arm(id)

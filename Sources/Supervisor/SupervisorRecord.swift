@@ -109,14 +109,14 @@ public struct SupervisorRecord: Sendable {
     /// The configuration was just accepted: what is worth saying about it.
     private mutating func accepted(_ machine: Machine) -> [LogNote] {
         var notes: [LogNote] = []
-        guard let configuration = machine.configuration, let pins = machine.pins else { return notes }
+        guard machine.configuration != nil, let pins = machine.pins else { return notes }
         let unpinned = pins.remotes.filter { $0.endpoint == nil && !$0.isHostName }
         if !unpinned.isEmpty {
             notes.append(LogNote(.warning, "IPv6 remotes are not pinned (the WAN carries IPv4 only) and are skipped: "
                 + unpinned.map(\.description).joined(separator: ", ")))
         }
         if machine.probeInterval == nil {
-            notes.append(LogNote(.info, configuration.probe.server == nil
+            notes.append(LogNote(.info, machine.probeServer == nil
                 ? "no DNS probe: neither DNS nor PROBE_SERVER names a resolver to ask through the tunnel"
                 : "no DNS probe: PROBE_INTERVAL=0"))
         }
@@ -207,7 +207,7 @@ public struct SupervisorRecord: Sendable {
         snapshot.lanInterface = configuration.lanInterface
         snapshot.gateway = configuration.gateway.description
         snapshot.portForwards = configuration.portForwards.map(\.description)
-        if let server = configuration.probe.server, let interval = machine.probeInterval {
+        if let server = machine.probeServer, let interval = machine.probeInterval {
             if snapshot.probe == nil {
                 snapshot.probe = .init(server: server.description, name: configuration.probe.name,
                                        intervalSeconds: Double(interval.components.seconds), consecutiveFailures: 0)

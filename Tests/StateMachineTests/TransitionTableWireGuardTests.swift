@@ -101,6 +101,8 @@ func expectedWireGuardRows(for scenario: Scenario) -> [ExpectedRow] {
             ExpectedRow(reconnecting, .degraded, []),
             ExpectedRow(waiting, .degraded, []),
             ExpectedRow(wireGuardReloaded, .tunnelConnecting, [stopLooking, .applyFirewall(.connecting)]),
+            // The DNS probe asks the file's DNS (no DNS or PROBE_SERVER set), as for OpenVPN.
+            ExpectedRow(.timerFired(.probe), nil, [.probeTunnel, .scheduleTimer(.probe, after: .seconds(10))]),
         ] + watchingRows(
             handshake: (nil, [look(.seconds(180))]),
             // No handshake listed while up: suspect, looked at again after the grace.

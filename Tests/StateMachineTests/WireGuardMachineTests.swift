@@ -67,7 +67,8 @@ struct WireGuardMachineTests {
         _ = machine.handle(handshakeLook)
         #expect(machine.handle(handshakeRead) == [.scheduleTimer(.handshakeLook, after: .seconds(180))])
         #expect(machine.state == .tunnelConnecting, "the link is not up yet")
-        #expect(machine.handle(.tunnelLinkUp) == [.ensureTunnelRoute, .applyFirewall(.up)])
+        // Up: the DNS probe starts, asking the file's DNS (no DNS or PROBE_SERVER is set).
+        #expect(machine.handle(.tunnelLinkUp) == [.ensureTunnelRoute, .applyFirewall(.up), .scheduleTimer(.probe, after: .seconds(10))])
         #expect(machine.state == .tunnelUp)
         #expect(machine.wireGuardEvidence == .up)
     }
@@ -214,6 +215,19 @@ struct WireGuardMachineTests {
         }
         #expect(machine.state == .killswitched)
         #expect(machine.reason?.hasPrefix("crash loop: wireguard-go ended 5 times within") == true)
+    }
+
+    /// Without DNS or PROBE_SERVER, the probe asks the resolver the LAN is held to: the file's DNS.
+    @Test func theProbeAsksTheFilesDNS() {
+        let (machine, _) = Self.drive(Scenario.wgUp.path.dropFirst().map { $0 })
+        #expect(machine.probeServer == IPv4Address(10, 64, 0, 1))
+        #expect(machine.probeInterval == ProbeSettings.defaultInterval)
+        var withServer = Machine(timings: .exact)
+        let configured = try! Configuration(["CONFIG": "/config/wg0.conf", "IP_ADDR": "172.22.0.1/24", "PROBE_SERVER": "192.0.2.53"])
+        for event in [Event.start, .firewallCommitted(.lockdown), .configurationLoaded(LoadedConfiguration(
+            configuration: configured, remotes: literalPeerProfile.remotes, credentials: CredentialsToken(generation: 1),
+            wireGuard: literalPeerProfile))] { _ = withServer.handle(event) }
+        #expect(withServer.probeServer == IPv4Address(192, 0, 2, 53), "PROBE_SERVER wins")
     }
 
     @Test func openVPNsQuestionsMeanNothingToWireGuard() {

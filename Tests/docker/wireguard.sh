@@ -49,11 +49,18 @@ mkdir -p "$RUN"/{logs,inet,config,keys,capture}
 # lab.sh's echo script writes into LAB_RUNDIR/inet.
 LAB_RUNDIR=$RUN
 ENGINE_STARTED=no
+HOST_RULES_APPLIED=no
 CAPTURE_PID=
 
 now_ms() { lab_now_ms; }
 seconds_since() { lab_ms_to_s $(($(now_ms) - $1)); }
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1000000 }'; }
+remove_host_rules() {
+    [ "$HOST_RULES_APPLIED" = yes ] || return 0
+    HOST_RULES_APPLIED=no
+    docker_engine_exec "$VPNSUP" host-rules --subnet "$LAN_NET" --bridge "$LAN" --remove >/dev/null ||
+        tap_not_ok "host-rules --remove at clean-up"
+}
 remove_scenario() {
     docker rm -f "${CONTAINERS[@]}" >/dev/null 2>&1 || true
     docker network rm "$LAN" "$WEB" >/dev/null 2>&1 || true
@@ -74,6 +81,7 @@ finish() {
             tap_note "the end of the router's log:"
             docker logs vpsw-router 2>&1 | tail -n 30 | sed 's/^/#   /'
         fi
+        remove_host_rules
         remove_scenario
         docker_engine_stop || tap_not_ok "the test's Docker engine stops and leaves no process behind"
     fi
@@ -149,6 +157,11 @@ _lab_echo_script
 docker network create -d bridge -o com.docker.network.bridge.name="$WEB" --subnet "$WEB_NET" "$WEB" >/dev/null
 docker network create -d bridge -o com.docker.network.bridge.name="$LAN" --internal --subnet "$LAN_NET" \
     --gateway "$LAN_DOCKER_GW" --aux-address "DefaultGatewayIPv4=${LAN_GW_CIDR%/*}" "$LAN" >/dev/null
+# The host's DOCKER-USER rules (Docker drops what an --internal network's hosts send elsewhere).
+if docker_engine_exec "$VPNSUP" host-rules --network "$LAN" --apply >"$RUN/logs/host-rules.log" 2>&1; then
+    HOST_RULES_APPLIED=yes
+fi
+tap_check "host-rules --apply installs the forwarding rules for $LAN" test "$HOST_RULES_APPLIED" = yes
 tools() { # NAME ARGS...
     local name=$1
     shift
@@ -207,6 +220,22 @@ client_fetch() { docker exec vpsw-client curl -sS --max-time "${1:-3}" "http://$
 via_tunnel() { [[ $1 == "$WG_PREFIX"* ]]; }
 seen=$(client_fetch 5 || true)
 tap_check "the client reaches the echo only through the tunnel (the echo sees ${seen:-nothing}, not $CLIENT_IP)" via_tunnel "$seen"
+if tap_last_failed; then
+    in_router() { nsenter -t "$(docker inspect -f '{{.State.Pid}}' vpsw-router)" -n "$@"; }
+    {
+        echo "router rules:"; in_router ip -4 rule show
+        echo "table 30320:"; in_router ip -4 route show table 30320
+        echo "main:"; in_router ip -4 route show
+        echo "addresses:"; in_router ip -4 -o addr show
+        echo "forwarding: $(in_router cat /proc/sys/net/ipv4/ip_forward)"
+        echo "wireguard:"; router_status | jq -c .wireGuard
+        echo "ruleset:"; in_router nft list ruleset
+        echo "server:"; docker exec vpsw-vpn wg show wg0; docker exec vpsw-vpn ip -4 -o addr show
+        echo "client routes:"; docker exec vpsw-client ip -4 route show
+        echo "echo routes:"; docker exec vpsw-echo ip -4 route show
+    } >"$RUN/logs/diagnosis.txt" 2>&1
+    tap_note_file 80 "$RUN/logs/diagnosis.txt"
+fi
 answer=$(docker exec vpsw-client dig +short +time=2 +tries=2 "@$ROGUE_DNS" "$LAB_DNS_NAME" 2>/dev/null || true)
 dns_via_tunnel() { [ "$answer" = "$ECHO_IP" ] && grep -q "query\[A\] $LAB_DNS_NAME from $WG_PREFIX" "$RUN/inet/dns.log"; }
 tap_check "DNS is enforced to the file's DNS = $ECHO_IP through the tunnel (${answer:-no answer})" dns_via_tunnel
