@@ -6,8 +6,9 @@ import Watchers
 // Reading the configuration (at start and on SIGHUP), and the effects that run on threads of
 // their own: name resolution and the DNS probe.
 extension LinuxEffects {
-    /// Reads and validates the environment's configuration, the OpenVPN file's remotes and the
-    /// credentials; prepares RUNTIME_DIR and opens what depends on it (the status socket, the
+    /// Reads and validates the environment's configuration, then CONFIG by its kind: an OpenVPN
+    /// file's remotes and the credentials, or a wg-quick file (its keys kept by the WireGuard
+    /// backend, which is then the one in use); prepares RUNTIME_DIR and opens what depends on it (the status socket, the
     /// tunnel's control channel) and the netlink watcher, whose reports the configuration lets
     /// the interpreter translate. Judging the remotes (pins, name resolution) is the machine's.
     func load() -> Event {

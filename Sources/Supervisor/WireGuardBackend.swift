@@ -73,11 +73,6 @@ public final class WireGuardBackend: TunnelBackend {
         state.withLock { $0.files[token] }
     }
 
-    /// The wireguard-go started last, while it is believed to run.
-    var running: (interface: String, pid: Int32)? {
-        state.withLock { state in state.run.map { ($0.interface, $0.pid) } }
-    }
-
     // MARK: TunnelBackend
 
     public func open(runtimeDirectory: String, inbox: Inbox, scope: TaskScope) throws {
