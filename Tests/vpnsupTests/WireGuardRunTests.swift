@@ -202,3 +202,34 @@ private final class UnixListener {
         unlink(path)
     }
 }
+
+/// `vpnsup rules` with a wg-quick file: the dry run `run` would commit, without root.
+@Suite struct WireGuardRulesTests {
+    @Test func aWgQuickFileDryRuns() throws {
+        let text = WireGuardRunTests.file(interface: ["DNS = 10.64.0.1", "PostUp = iptables -A FORWARD -j ACCEPT"])
+            + "\n[Peer]\nPublicKey = \(WireGuardRunTests.otherKey)\nEndpoint = gw2.example.net:4500\nAllowedIPs = 10.0.0.0/8\n"
+        let (directory, environment) = try WireGuardRunTests.scratch(text, ["TUNNEL_IF": "wgx"])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let outcome = try execute(vpnsupBinary(), ["rules", "--state", "TunnelUp"], environment: environment)
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        let path = directory.appendingPathComponent("wg0.conf").path
+        let out = outcome.stdout
+        #expect(out.contains("# CONFIG=\(path):5 has PostUp, which is ignored: vpnsup never runs a command from the configuration"))
+        #expect(out.contains("# WireGuard link wgx, the transport marked 0x76706e01"))
+        #expect(out.contains("# peer J68c2Abc… 198.51.100.1:51820/udp: pinned as written"))
+        #expect(out.contains("gw2.example.net:4500/udp: resolved by run (under the resolving ruleset) and pinned"))
+        #expect(out.contains("oifname \"vsteth0\" meta mark 0x76706e01 ip daddr 198.51.100.1 udp dport 51820 accept"))
+        #expect(out.contains("oifname \"wgx\" masquerade"))
+        #expect(out.contains("dnat ip to 10.64.0.1"), "DNS is unset: the file's is enforced")
+        #expect(!out.contains("tun0"))
+        #expect(!out.contains(WireGuardRunTests.privateKey))
+    }
+
+    @Test func aBadFileExits78WithRunsLine() throws {
+        let (directory, environment) = try WireGuardRunTests.scratch(WireGuardRunTests.file(interface: ["MTU = 500"]), [:])
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let outcome = try execute(vpnsupBinary(), ["rules"], environment: environment)
+        #expect(outcome.status == 78)
+        #expect(outcome.stderr == "CONFIG=\(directory.appendingPathComponent("wg0.conf").path):4 has an MTU that is not a number in 576...9000\n")
+    }
+}
