@@ -3,7 +3,7 @@ import Glibc
 import Testing
 @testable import vpnsup
 
-/// docs/reliability.md rows 58-78: a bad wg-quick file or WireGuard variable given to `vpnsup run`,
+/// docs/reliability.md rows 59-79: a bad wg-quick file or WireGuard variable given to `vpnsup run`,
 /// each in a network namespace of its own, ends with exit 78, one stderr line naming the input
 /// (never a key), and the lockdown table committed. And a good file runs: wireguard-go under
 /// vpnsup, the peer's endpoint pinned, SIGTERM stops both.
@@ -32,44 +32,44 @@ struct WireGuardRunTests {
     }
 
     static let cases: [Case] = [
-        Case(row: 58, name: "a private key that is not one", text: file().replacingOccurrences(of: privateKey, with: "abc"),
+        Case(row: 59, name: "a private key that is not one", text: file().replacingOccurrences(of: privateKey, with: "abc"),
              line: "CONFIG=<file>:2 has a PrivateKey that is not a key (base64 of 32 bytes: 44 characters ending in '=')"),
-        Case(row: 59, name: "a private key of zeros", text: file().replacingOccurrences(of: privateKey, with: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        Case(row: 60, name: "a private key of zeros", text: file().replacingOccurrences(of: privateKey, with: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
              line: "CONFIG=<file>:2 has a PrivateKey of zeros, which WireGuard takes as no key"),
-        Case(row: 60, name: "a key pasted as a line of its own", text: file(interface: [otherKey]),
+        Case(row: 61, name: "a key pasted as a line of its own", text: file(interface: [otherKey]),
              line: "CONFIG=<file>:4 has a key without a value"),
-        Case(row: 61, name: "a section of another name", text: file(interface: ["[Tunnel]"]),
+        Case(row: 62, name: "a section of another name", text: file(interface: ["[Tunnel]"]),
              line: "CONFIG=<file>:4 has a section other than [Interface] or [Peer]"),
-        Case(row: 62, name: "an unknown key", text: file(interface: ["Jc = 4"]),
+        Case(row: 63, name: "an unknown key", text: file(interface: ["Jc = 4"]),
              line: "CONFIG=<file>:4 has an unknown key Jc in [Interface]"),
-        Case(row: 63, name: "a key set twice", text: file(interface: ["PrivateKey = \(otherKey)"]),
+        Case(row: 64, name: "a key set twice", text: file(interface: ["PrivateKey = \(otherKey)"]),
              line: "CONFIG=<file>:4 sets PrivateKey twice in [Interface]"),
-        Case(row: 64, name: "no IPv4 Address", text: file().replacingOccurrences(of: "Address = 10.9.0.2/32", with: "Address = fd00::2/128"),
+        Case(row: 65, name: "no IPv4 Address", text: file().replacingOccurrences(of: "Address = 10.9.0.2/32", with: "Address = fd00::2/128"),
              line: "CONFIG=<file>:1 has no IPv4 Address in [Interface]: the LAN leaves by the tunnel from one"),
-        Case(row: 65, name: "a DNS entry that is neither", text: file(interface: ["DNS = 10.0.0"]),
+        Case(row: 66, name: "a DNS entry that is neither", text: file(interface: ["DNS = 10.0.0"]),
              line: "CONFIG=<file>:4 has a DNS entry that is neither an IP address nor a domain name"),
-        Case(row: 66, name: "an MTU out of range", text: file(interface: ["MTU = 500"]),
+        Case(row: 67, name: "an MTU out of range", text: file(interface: ["MTU = 500"]),
              line: "CONFIG=<file>:4 has an MTU that is not a number in 576...9000"),
-        Case(row: 67, name: "no [Peer]", text: "[Interface]\nPrivateKey = \(privateKey)\nAddress = 10.9.0.2/32\n",
+        Case(row: 68, name: "no [Peer]", text: "[Interface]\nPrivateKey = \(privateKey)\nAddress = 10.9.0.2/32\n",
              line: "CONFIG=<file> has no [Peer] section"),
-        Case(row: 68, name: "a peer without Endpoint", text: file().replacingOccurrences(of: "Endpoint = 198.51.100.1:51820\n", with: ""),
+        Case(row: 69, name: "a peer without Endpoint", text: file().replacingOccurrences(of: "Endpoint = 198.51.100.1:51820\n", with: ""),
              line: "CONFIG=<file>:4 has no Endpoint in [Peer]: a router's peer must be reachable, and pinned, at a known address"),
-        Case(row: 69, name: "an IPv6 Endpoint",
+        Case(row: 70, name: "an IPv6 Endpoint",
              text: file().replacingOccurrences(of: "Endpoint = 198.51.100.1:51820", with: "Endpoint = [2001:db8::1]:51820"),
              line: "CONFIG=<file>:4 has the IPv6 Endpoint [2001:db8::1]:51820 in [Peer]: the WAN carries IPv4 only (an IPv4 address or a host name)"),
-        Case(row: 70, name: "an Endpoint with port 0",
+        Case(row: 71, name: "an Endpoint with port 0",
              text: file().replacingOccurrences(of: "Endpoint = 198.51.100.1:51820", with: "Endpoint = 198.51.100.1:0"),
              line: "CONFIG=<file>:6 has an Endpoint that is not host:port (an IPv4 address, [IPv6 address] or host name; port 1...65535)"),
-        Case(row: 71, name: "IPv6 AllowedIPs only", text: file().replacingOccurrences(of: "AllowedIPs = 0.0.0.0/0", with: "AllowedIPs = ::/0"),
+        Case(row: 72, name: "IPv6 AllowedIPs only", text: file().replacingOccurrences(of: "AllowedIPs = 0.0.0.0/0", with: "AllowedIPs = ::/0"),
              line: "CONFIG=<file> has no IPv4 AllowedIPs in any [Peer]: the LAN's traffic could go nowhere"),
-        Case(row: 72, name: "one prefix in two peers",
+        Case(row: 73, name: "one prefix in two peers",
              text: file() + "\n[Peer]\nPublicKey = \(otherKey)\nEndpoint = 192.0.2.1:1\nAllowedIPs = 10.0.0.0/8, 0.0.0.0/0",
              line: "CONFIG=<file>:9 has the AllowedIPs 0.0.0.0/0 in [Peer] 2, already [Peer] 1's: WireGuard would keep it for one peer only"),
-        Case(row: 76, name: "VPN_TYPE neither", variables: ["VPN_TYPE": "WireGuard"],
+        Case(row: 77, name: "VPN_TYPE neither", variables: ["VPN_TYPE": "WireGuard"],
              line: "VPN_TYPE=WireGuard is not openvpn or wireguard"),
-        Case(row: 77, name: "TUNNEL_IF the LAN's", variables: ["TUNNEL_IF": "vsteth1"],
+        Case(row: 78, name: "TUNNEL_IF the LAN's", variables: ["TUNNEL_IF": "vsteth1"],
              line: "TUNNEL_IF=vsteth1 is the same interface as LAN_IF"),
-        Case(row: 77, name: "TUNNEL_IF too long", variables: ["TUNNEL_IF": "wireguard-router0"],
+        Case(row: 78, name: "TUNNEL_IF too long", variables: ["TUNNEL_IF": "wireguard-router0"],
              line: "TUNNEL_IF=wireguard-router0 is not an interface name: 1 to 15 bytes"),
     ]
 
@@ -105,7 +105,7 @@ struct WireGuardRunTests {
         #expect(!table.contains("vsteth0"), "the lockdown names no interface but loopback")
     }
 
-    /// Row 78: a TUNNEL_IF whose UAPI socket another process serves (another router's device:
+    /// Row 79: a TUNNEL_IF whose UAPI socket another process serves (another router's device:
     /// /var/run/wireguard is shared by every namespace) is refused before anything runs, and
     /// the socket is left alone.
     @Test func aTunnelNameInUseOnTheMachineExits78() throws {
