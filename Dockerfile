@@ -1,5 +1,5 @@
 # vpnsup container image: the router of the original vpn_nat_router scenario. A distroless image:
-# vpnsup, OpenVPN and the shared libraries they load (copied from a Debian stage by
+# vpnsup, OpenVPN, wireguard-go (for a WireGuard CONFIG) and the shared libraries they load (copied from a Debian stage by
 # scripts/image-root.sh), /etc/passwd and /etc/group; no shell, no package manager.
 #
 #   docker build -t vpnsup .                       # builds vpnsup in a Swift image (stage build)
@@ -15,12 +15,13 @@
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 ARG SWIFT_IMAGE=swift:6.1-bookworm
 
-# The Debian packages whose files the image takes: OpenVPN and the C libraries vpnsup links (the
-# Swift standard library and libstdc++ are linked statically).
+# The Debian packages whose files the image takes: OpenVPN, wireguard-go (WireGuard's userspace
+# plane, 2.5 MB, libc only) and the C libraries vpnsup links (the Swift standard library and
+# libstdc++ are linked statically).
 FROM ${DEBIAN_IMAGE} AS runtime-files
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        openvpn libmnl0 libnftnl11 libsystemd0 \
+        openvpn wireguard-go libmnl0 libnftnl11 libsystemd0 \
  && rm -rf /var/lib/apt/lists/*
 COPY scripts/image-root.sh /usr/local/lib/image-root.sh
 
@@ -30,10 +31,10 @@ FROM runtime-files AS prebuilt-root
 COPY Package.swift dist/vpnsu[p] /staging/
 RUN if [ -f /staging/vpnsup ]; then \
         install -D -m 0755 /staging/vpnsup /usr/local/bin/vpnsup \
-     && /usr/local/lib/image-root.sh /root-fs /usr/local/bin/vpnsup /usr/sbin/openvpn; \
+     && /usr/local/lib/image-root.sh /root-fs /usr/local/bin/vpnsup /usr/sbin/openvpn /usr/bin/wireguard-go; \
     else \
         echo "prebuilt: no dist/vpnsup in the build context (scripts/build-static.sh makes it)" >&2 \
-     && /usr/local/lib/image-root.sh /root-fs /usr/sbin/openvpn; \
+     && /usr/local/lib/image-root.sh /root-fs /usr/sbin/openvpn /usr/bin/wireguard-go; \
     fi
 
 # What both runtime images are, apart from their files.
@@ -70,7 +71,7 @@ RUN VPNSUP_COMMIT=${VPNSUP_COMMIT} OUT=/out/vpnsup bash scripts/build-static.sh
 
 FROM runtime-files AS runtime-root
 COPY --from=build /out/vpnsup /usr/local/bin/vpnsup
-RUN /usr/local/lib/image-root.sh /root-fs /usr/local/bin/vpnsup /usr/sbin/openvpn
+RUN /usr/local/lib/image-root.sh /root-fs /usr/local/bin/vpnsup /usr/sbin/openvpn /usr/bin/wireguard-go
 
 FROM runtime-base AS runtime
 COPY --from=runtime-root /root-fs/ /

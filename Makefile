@@ -60,9 +60,11 @@ test: deps build
 	bash Tests/k8s/manifests.sh
 	VPNSUP=$(VPNSUP) bash Tests/k8s/sim.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
+	VPNSUP=$(VPNSUP) bash Tests/lab/wireguard-e2e.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/metrics.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/forwards.sh
 	VPNSUP=$(VPNSUP) SOAK_FAULTS=12 bash Tests/lab/soak.sh
+	VPNSUP=$(VPNSUP) SOAK_FAULTS=9 SOAK_TUNNEL=wireguard bash Tests/lab/soak.sh
 	VPNSUP=$(VPNSUP) bash Tests/systemd/units.sh
 	SWIFT=$(SWIFT) bash scripts/build-static.sh
 	VPNSUP=dist/vpnsup $(DOCKER_LOCK) bash Tests/docker/e2e.sh

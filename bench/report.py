@@ -19,6 +19,7 @@ TITLES = {
     "tunnel": "4. Tunnel throughput, iperf3 LAN client -> internet host",
     "footprint": "5. Footprint",
     "storm": "6. Event storm",
+    "wireguard": "7. WireGuard (userspace) through the router: throughput, reactions, idle wake-ups",
 }
 BEGIN, END = "<!-- BEGIN GENERATED: bench -->", "<!-- END GENERATED: bench -->"
 

@@ -2,7 +2,7 @@
 # make bench: every benchmark, baselines in the same run, then docs/benchmarks.md's generated
 # section and charts. Needs root (namespaces); installs what it misses (Debian packages, matplotlib).
 #   RUNS=N (default 7)          repetitions of each timed measurement
-#   SECTIONS="arm react forwards tunnel footprint"   which scripts run (all by default)
+#   SECTIONS="arm react forwards tunnel footprint wireguard"   which scripts run (all by default)
 #   SLOW_RUNS=N (default 1)     runs of the 10,000-process iptables loop (about 45 s each; 0 skips it)
 #   BENCH_STATIC=0              skip the statically linked build (saves its compile)
 #   BENCH_DOCS=0                print only, leave docs/ alone
@@ -12,7 +12,7 @@ REPO=$(dirname "$BENCH_DIR")
 cd "$REPO"
 SWIFT=${SWIFT:-swift}
 SCRATCH=${SCRATCH:-$REPO/.build-bench}
-SECTIONS=${SECTIONS:-arm react forwards tunnel footprint}
+SECTIONS=${SECTIONS:-arm react forwards tunnel footprint wireguard}
 export BENCH_RESULTS=${BENCH_RESULTS:-$BENCH_DIR/results/latest.jsonl}
 export RUNS=${RUNS:-7} SWIFT SCRATCH
 if [ "$(id -u)" -ne 0 ]; then
@@ -21,7 +21,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 # shellcheck source=lab/require.sh
 . "$REPO/lab/require.sh"
-lab_require ip nft iptables iperf3 jq openvpn openssl curl dig dnsmasq tcpdump ping conntrack
+lab_require ip nft iptables iperf3 jq openvpn openssl curl dig dnsmasq tcpdump ping conntrack wireguard-go wg
 command -v strip >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq binutils >/dev/null
 python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib
 
@@ -39,7 +39,7 @@ fi
 
 mkdir -p "$(dirname "$BENCH_RESULTS")"
 # A full run starts a new results file; a run of some sections replaces only theirs.
-[ "$SECTIONS" != "arm react forwards tunnel footprint" ] || : >"$BENCH_RESULTS"
+[ "$SECTIONS" != "arm react forwards tunnel footprint wireguard" ] || : >"$BENCH_RESULTS"
 machine=$BENCH_DIR/results/machine.md
 {
     echo "- CPU: $(nproc) × $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"

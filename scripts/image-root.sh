@@ -39,7 +39,9 @@ for program in "$@"; do
         while read -r library; do copy_path "$library"; done
 done
 
-mkdir -p "$out/etc" "$out/run" "$out/config"
+mkdir -p "$out/etc" "$out/run" "$out/config" "$out/var"
+# wireguard-go's UAPI sockets are /var/run/wireguard/NAME.sock, as in Debian.
+ln -sfn ../run "$out/var/run"
 install -d -m 1777 "$out/tmp"
 cat >"$out/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/usr/sbin/nologin

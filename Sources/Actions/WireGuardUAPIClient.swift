@@ -174,7 +174,10 @@ enum UnixSocket {
             raw.copyBytes(from: pathBytes)
             raw[pathBytes.count] = 0
         }
-        let socket = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        // SOCK_STREAM is 1, SOCK_CLOEXEC and SOCK_NONBLOCK are O_CLOEXEC and O_NONBLOCK on Linux; glibc's
+        // SOCK_* names come and go with the importer's batching (see NftablesMonitor.swift): a release
+        // build lost them here once WireGuardRouting.swift joined the module.
+        let socket = Glibc.socket(AF_UNIX, 1 | O_CLOEXEC | O_NONBLOCK, 0)
         guard socket >= 0 else { throw .system(call: "socket", errno: errno) }
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {

@@ -283,7 +283,12 @@ public struct Configuration: Hashable, Sendable {
     /// The ruleset for `policy`: the router's, and with an overlay, the router's plus the overlay's
     /// encapsulated traffic on the WAN (`Ruleset.build(_:for:overlay:)`).
     public func ruleset(_ policy: FirewallPolicy, endpoints: [Endpoint]) -> Ruleset {
-        let layout = layout(endpoints: endpoints)
+        ruleset(policy, for: layout(endpoints: endpoints))
+    }
+
+    /// The ruleset for `policy` over `layout` (an OpenVPN or a WireGuard tunnel's), with the
+    /// overlay's traffic when there is one.
+    public func ruleset(_ policy: FirewallPolicy, for layout: NetworkLayout) -> Ruleset {
         guard let overlay else { return Ruleset.build(policy, for: layout) }
         return Ruleset.build(policy, for: layout, overlay: overlay.underlayTraffic)
     }

@@ -9,21 +9,27 @@ public struct CredentialsToken: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "credentials #\(generation)" }
 }
 
-/// What `loadConfiguration` read and validated: the environment's configuration, the OpenVPN
-/// file's remotes, and what resolving their host names needs.
+/// What `loadConfiguration` read and validated: the environment's configuration, the tunnel
+/// file's remotes (OpenVPN's `remote` lines, or the WireGuard peers' endpoints), and what
+/// resolving their host names needs.
 public struct LoadedConfiguration: Hashable, Sendable {
     public var configuration: Configuration
     public var remotes: [Remote]
     /// resolv.conf's nameservers, read only when a remote names a host.
     public var nameservers: [IPv4Address]
+    /// OpenVPN: the credentials. WireGuard: the parsed wg-quick file with its keys, which the
+    /// effects hold as they hold credentials.
     public var credentials: CredentialsToken
+    /// A wg-quick file, without its keys; nil for OpenVPN.
+    public var wireGuard: WireGuardProfile?
 
     public init(configuration: Configuration, remotes: [Remote], nameservers: [IPv4Address] = [],
-                credentials: CredentialsToken) {
+                credentials: CredentialsToken, wireGuard: WireGuardProfile? = nil) {
         self.configuration = configuration
         self.remotes = remotes
         self.nameservers = nameservers
         self.credentials = credentials
+        self.wireGuard = wireGuard
     }
 }
 
@@ -31,10 +37,13 @@ public struct LoadedConfiguration: Hashable, Sendable {
 public struct ReloadedConfiguration: Hashable, Sendable {
     public var remotes: [Remote]
     public var credentials: CredentialsToken
+    /// The wg-quick file read again (nil: an OpenVPN file).
+    public var wireGuard: WireGuardProfile?
 
-    public init(remotes: [Remote], credentials: CredentialsToken) {
+    public init(remotes: [Remote], credentials: CredentialsToken, wireGuard: WireGuardProfile? = nil) {
         self.remotes = remotes
         self.credentials = credentials
+        self.wireGuard = wireGuard
     }
 }
 
@@ -54,10 +63,17 @@ public struct TunnelPlan: Hashable, Sendable {
     /// remote (OpenVPN: `--management-query-remote`), so a host name gets a pinned address and an
     /// unpinned remote is skipped. Only then: OpenVPN waits for each answer in one-second ticks.
     public var asksForRemotes: Bool
+    /// The tunnel's link: OpenVPN's tun0, or WireGuard's TUNNEL_IF.
+    public var tunnelInterface: String
+    /// What a WireGuard tunnel is configured with; nil for OpenVPN.
+    public var wireGuard: WireGuardPlan?
 
-    public init(configurationPath: String, runtimeDirectory: String, asksForRemotes: Bool) {
+    public init(configurationPath: String, runtimeDirectory: String, asksForRemotes: Bool,
+                tunnelInterface: String = Configuration.tunnelInterface, wireGuard: WireGuardPlan? = nil) {
         self.configurationPath = configurationPath
         self.runtimeDirectory = runtimeDirectory
         self.asksForRemotes = asksForRemotes
+        self.tunnelInterface = tunnelInterface
+        self.wireGuard = wireGuard
     }
 }

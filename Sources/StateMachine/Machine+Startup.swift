@@ -167,6 +167,10 @@ extension Machine {
     public func judge(_ reload: ReloadedConfiguration) -> ReloadVerdict {
         guard let configuration, let pinned else { return .refused("no configuration in use yet") }
         let path = configuration.openvpnConfigPath
+        if (reload.wireGuard == nil) != (loaded?.wireGuard == nil) {
+            return .refused("CONFIG=\(path) is now \(reload.wireGuard == nil ? "an OpenVPN" : "a WireGuard") file; "
+                + "restart vpnsup to change the kind of tunnel")
+        }
         let names = Set(RemotePins.hostNames(in: reload.remotes).map(RemotePins.key))
         let pins = RemotePins(remotes: reload.remotes, resolved: pinned.resolved.filter { names.contains($0.key) })
         let unpinned = pins.unresolved
@@ -184,6 +188,7 @@ extension Machine {
         pinned = pins
         loaded?.remotes = reload.remotes
         loaded?.credentials = reload.credentials
+        loaded?.wireGuard = reload.wireGuard
         return true
     }
 }

@@ -30,6 +30,8 @@ public enum TimerID: String, Hashable, Sendable, CaseIterable {
     case probe
     /// The window in which `crashLoopExits` OpenVPN exits count as a crash loop has passed.
     case crashWindow
+    /// Time to read WireGuard's latest handshakes again (`WireGuardHandshakeMonitor` decides when).
+    case handshakeLook
 }
 
 /// sysexits(3) codes `vpnsup run` ends with.
@@ -64,12 +66,15 @@ public struct Timings: Hashable, Sendable {
     /// Consecutive probe failures that make TunnelUp Degraded and reconnect OpenVPN (used with
     /// `probeInterval`; otherwise the configuration's).
     public var probeFailures: Int
+    /// How WireGuard's handshakes are judged and how often they are read.
+    public var handshakes: WireGuardHandshakeTimings
 
     public init(respawnBase: Duration = .milliseconds(250), respawnCap: Duration = .seconds(30),
                 jitter: Double = 0.2, retry: Duration = .seconds(5), stopGrace: Duration = .milliseconds(1500),
                 crashLoopExits: Int? = 5, crashLoopWindow: Duration = .seconds(60),
                 crashLoopBackoff: Duration = .seconds(10), crashLoopCap: Duration = .seconds(300),
-                probeInterval: Duration? = nil, probeFailures: Int = 3) {
+                probeInterval: Duration? = nil, probeFailures: Int = 3,
+                handshakes: WireGuardHandshakeTimings = WireGuardHandshakeTimings()) {
         self.respawnBase = respawnBase
         self.respawnCap = respawnCap
         self.jitter = min(max(jitter, 0), 1)
@@ -81,6 +86,7 @@ public struct Timings: Hashable, Sendable {
         self.crashLoopCap = crashLoopCap
         self.probeInterval = probeInterval
         self.probeFailures = max(1, probeFailures)
+        self.handshakes = handshakes
     }
 }
 
@@ -109,8 +115,8 @@ struct JitterSource: Hashable, Sendable {
 /// netlink reported about the links, the tunnel process, and the configuration in use.
 public struct Machine: Hashable, Sendable {
     let timings: Timings
-    /// The tunnel's name in reasons ("OpenVPN exited with status 1").
-    let tunnelName: String
+    /// OpenVPN's name in reasons ("OpenVPN exited with status 1"); see `tunnelName`.
+    let openVPNName: String
     var jitterSource: JitterSource
 
     var phase: Phase = .initial(Starting())
@@ -137,10 +143,14 @@ public struct Machine: Hashable, Sendable {
     /// Port forwards sent to the kernel as map element changes, not yet reported back.
     var forwardChange: ForwardChange?
 
+    /// A WireGuard tunnel's evidence, endpoint rotation and re-resolution (Machine+WireGuard).
+    var wireGuard: WireGuardTunnel
+
     public init(timings: Timings = Timings(), seed: UInt64 = 0, tunnelName: String = "OpenVPN") {
         self.timings = timings
-        self.tunnelName = tunnelName
+        openVPNName = tunnelName
         jitterSource = JitterSource(state: seed)
+        wireGuard = WireGuardTunnel(timings: timings.handshakes)
     }
 
     // MARK: What the outside may read
@@ -193,7 +203,13 @@ public struct Machine: Hashable, Sendable {
 
     /// The DNS probe's interval, nil when there is none.
     public var probeInterval: Duration? {
-        timings.probeInterval ?? configuration?.probe.effectiveInterval
+        timings.probeInterval ?? (probeServer == nil ? nil : configuration?.probe.interval)
+    }
+
+    /// The resolver the DNS probe asks: PROBE_SERVER, else DNS, else a wg-quick file's first IPv4
+    /// `DNS =` (the resolver the LAN is held to); nil: no probe.
+    public var probeServer: IPv4Address? {
+        configuration?.probe.server ?? loaded?.wireGuard?.dnsServers.first
     }
 
     /// Failures in a row that degrade the tunnel and reconnect it.
@@ -213,13 +229,15 @@ public struct Machine: Hashable, Sendable {
     /// a configuration before one is accepted.
     public func ruleset(for policy: FirewallPolicy) -> Ruleset? {
         if policy == .lockdown { return .lockdown }
-        guard let configuration, let pinned else { return nil }
-        return configuration.ruleset(policy, endpoints: pinned.endpoints)
+        guard let layout, let configuration else { return nil }
+        return configuration.ruleset(policy, for: layout)
     }
 
-    /// The lockdown plus DNS to the nameservers, for resolving the remotes' host names.
+    /// The lockdown plus DNS to the nameservers, for resolving the remotes' host names; while a
+    /// WireGuard tunnel's names are resolved again, the policy requested plus that DNS.
     public var resolvingRuleset: Ruleset? {
         guard let loaded else { return nil }
+        if let reresolving = reresolvingRuleset { return reresolving }
         return .resolving(nameservers: loaded.nameservers, wanInterface: loaded.configuration.wanInterface,
                           mark: Configuration.transportMark)
     }
@@ -229,12 +247,21 @@ public struct Machine: Hashable, Sendable {
         guard let configuration, let pinned else { return nil }
         return TunnelPlan(configurationPath: configuration.openvpnConfigPath,
                           runtimeDirectory: configuration.runtimeDirectory,
-                          asksForRemotes: pinned.remotes.contains { $0.endpoint == nil })
+                          asksForRemotes: loaded?.wireGuard == nil && pinned.remotes.contains { $0.endpoint == nil },
+                          tunnelInterface: tunnelInterface, wireGuard: wireGuardPlan)
     }
 
     // MARK: Events in, actions out
 
     public mutating func handle(_ event: Event) -> [Action] {
+        // WireGuard's own events, and its answers to shared ones, first; the evidence stops when
+        // the tunnel does, whatever ended it.
+        var actions = handleWireGuard(event) ?? handlePhase(event)
+        actions += settleWireGuard()
+        return actions
+    }
+
+    mutating func handlePhase(_ event: Event) -> [Action] {
         switch phase {
         case .initial(let starting): handleInitial(event, starting)
         case .addressAssigned(let recovery): handleAddressAssigned(event, recovery)

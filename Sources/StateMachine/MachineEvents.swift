@@ -116,6 +116,14 @@ public enum Event: Hashable, Sendable {
     /// A command could not be sent over the tunnel's control channel.
     case tunnelCommandFailed(TunnelCommand, String)
 
+    // MARK: WireGuard's handshakes (it sends no events: they are read when the machine asks)
+    /// The peers were configured anew (a UAPI set with `replace_peers`: none has a handshake yet),
+    /// at this wall-clock time (since the Unix epoch, the clock WireGuard stamps handshakes with).
+    case tunnelPeersConfigured(at: Duration)
+    /// The answer to `readTunnelPeers`: each peer's latest handshake and sent bytes, read at `at`.
+    case tunnelPeersRead([WireGuardPeerSample], at: Duration)
+    case tunnelPeersReadFailed(String)
+
     // MARK: The DNS probe
     /// The resolver answered through the tunnel.
     case probeSucceeded
@@ -183,6 +191,9 @@ public enum Action: Hashable, Sendable {
     case stopTunnel
     /// SIGKILL to the tunnel's process.
     case killTunnel
+    /// Read the peers' latest handshakes (WireGuard: UAPI `get=1`, off the effects' thread);
+    /// reported as `tunnelPeersRead` / `tunnelPeersReadFailed`.
+    case readTunnelPeers
     /// Ask the resolver a name through the tunnel; reported as `probeSucceeded` / `probeFailed`.
     case probeTunnel
     /// Re-read the credentials and the OpenVPN configuration; reported as
@@ -247,6 +258,9 @@ extension Event {
         case .tunnelFatal: "tunnelFatal"
         case .remoteRequested: "remoteRequested"
         case .tunnelCommandFailed(let command, _): "tunnelCommandFailed(\(command.label))"
+        case .tunnelPeersConfigured: "tunnelPeersConfigured"
+        case .tunnelPeersRead(let samples, _): samples.contains { $0.lastHandshake != nil } ? "tunnelPeersRead(handshake)" : "tunnelPeersRead(no handshake)"
+        case .tunnelPeersReadFailed: "tunnelPeersReadFailed"
         case .probeSucceeded: "probeSucceeded"
         case .probeFailed: "probeFailed"
         case .timerFired(let timer): "timerFired(\(timer.rawValue))"
@@ -283,6 +297,7 @@ extension Action {
         case .answerRemote(let answer): "answerRemote(\(answer.command))"
         case .stopTunnel: "stopTunnel"
         case .killTunnel: "killTunnel"
+        case .readTunnelPeers: "readTunnelPeers"
         case .probeTunnel: "probeTunnel"
         case .reloadConfiguration: "reloadConfiguration"
         case .verifyFirewall(let policy): "verifyFirewall(\(policy))"

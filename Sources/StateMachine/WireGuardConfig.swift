@@ -134,26 +134,9 @@ public struct WireGuardConfiguration: Hashable, Sendable {
     /// The resolver the LAN is held to: `DNS` when set, else the file's first IPv4 `DNS =`.
     public func enforcedDNS(configured: IPv4Address?) -> IPv4Address? { configured ?? dnsServers.first }
 
-    /// The address each peer is configured with: a literal as written, a host name as one of its
-    /// pinned addresses (`attempt` rotates through them, as a reconnect after a failed round
-    /// should try the next). A peer whose name resolved to nothing is absent: it cannot be pinned,
-    /// so it must not be configured.
+    /// The address each peer is configured with (`WireGuardProfile.endpoints(pins:attempt:)`).
     public func peerEndpoints(pins: RemotePins, attempt: Int = 0) -> [WireGuardKey: Endpoint] {
-        var result: [WireGuardKey: Endpoint] = [:]
-        for peer in peers {
-            switch peer.endpoint.host {
-            case .v4(let address):
-                result[peer.publicKey] = Endpoint(address: address, port: peer.endpoint.port, transport: .udp)
-            case .name(let name):
-                if let addresses = pins.resolved[RemotePins.key(name)], !addresses.isEmpty {
-                    let address = addresses[((attempt % addresses.count) + addresses.count) % addresses.count]
-                    result[peer.publicKey] = Endpoint(address: address, port: peer.endpoint.port, transport: .udp)
-                }
-            case .v6:
-                break
-            }
-        }
-        return result
+        WireGuardProfile(self, settings: WireGuardSettings()).endpoints(pins: pins, attempt: attempt)
     }
 }
 
@@ -482,5 +465,16 @@ extension WireGuardConfiguration {
             if let keepalive = peer.persistentKeepalive { lines.append("PersistentKeepalive = \(keepalive)") }
         }
         return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+extension WireGuardConfiguration {
+    /// The warning for a wg-quick file every user can read (mode o+r): it holds the private key.
+    /// Only a warning, as for the credentials file: a mounted secret may come 0444.
+    public static func permissionWarning(path: String, mode: UInt32) -> String? {
+        guard mode & 0o004 != 0 else { return nil }
+        let octal = String(mode & 0o7777, radix: 8)
+        return "CONFIG=\(path) holds a private key and is readable by every user (mode "
+            + "\(String(repeating: "0", count: max(0, 4 - octal.count)) + octal)): chmod 600 it"
     }
 }

@@ -68,12 +68,17 @@ extension Configuration {
     /// pinned endpoints (UDP) as the only WAN destinations, vpnsup's mark on the transport
     /// (wireguard-go and the kernel put the device's fwmark on every packet of it), and DNS held to
     /// `DNS`, or to the file's first IPv4 `DNS =` when `DNS` is unset.
+    public func wireGuardLayout(_ profile: WireGuardProfile, endpoints: [Endpoint]) -> NetworkLayout {
+        NetworkLayout(lanInterface: lanInterface, wanInterface: wanInterface,
+                      tunnelInterface: profile.interface,
+                      endpoints: endpoints, transportMark: Configuration.transportMark,
+                      dns: profile.enforcedDNS(configured: dns), portForwards: portForwards,
+                      lanGateway: gateway.address)
+    }
+
+    /// The same from the parsed file.
     public func wireGuardLayout(_ wireGuard: WireGuardConfiguration, settings: WireGuardSettings,
                                 endpoints: [Endpoint]) -> NetworkLayout {
-        NetworkLayout(lanInterface: lanInterface, wanInterface: wanInterface,
-                      tunnelInterface: settings.tunnelInterface,
-                      endpoints: endpoints, transportMark: Configuration.transportMark,
-                      dns: wireGuard.enforcedDNS(configured: dns), portForwards: portForwards,
-                      lanGateway: gateway.address)
+        wireGuardLayout(WireGuardProfile(wireGuard, settings: settings), endpoints: endpoints)
     }
 }

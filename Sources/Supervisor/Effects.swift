@@ -17,10 +17,10 @@ public protocol Effects: Sendable {
 /// around the tunnel, stay the machine's, whatever the backend.
 ///
 /// OpenVPN: spawned held (`--management-hold`), released with `hold release` once the connecting
-/// policy is committed, reports `>STATE:` lines. A WireGuard backend would spawn wireguard-go (or
-/// create a kernel link, with no process: `start` returns nil), report itself held at once and
-/// configure the peer over UAPI as its release, and report connected on the first handshake and
-/// disconnected once the last handshake is older than 180 s.
+/// policy is committed, reports `>STATE:` lines. WireGuard (`WireGuardBackend`): spawns
+/// wireguard-go, reports itself held once its UAPI socket appears, configures the link as its
+/// `watchState` and the device and peers as its release; its handshakes are read as the machine
+/// asks (`readTunnelPeers`), since WireGuard reports nothing by itself.
 public protocol TunnelBackend: Sendable {
     /// The tunnel's name in the log ("OpenVPN").
     var name: String { get }
@@ -32,12 +32,21 @@ public protocol TunnelBackend: Sendable {
     func start(_ plan: TunnelPlan) throws -> Int32?
     /// Sends `command` over the control channel. Blocking.
     func send(_ command: TunnelCommand, credentials: Credentials?) throws
+    /// The same, with the machine's plan for the tunnel as it is now (WireGuard configures the
+    /// device from it); by default the plan is not needed.
+    func send(_ command: TunnelCommand, plan: TunnelPlan, credentials: Credentials?) throws
     /// SIGTERM to the tunnel's process.
     func stop(pid: Int32)
     /// SIGKILL to the tunnel's process.
     func kill(pid: Int32)
     /// Closes the control channel (the tunnel then ends, if it still runs).
     func close()
+}
+
+extension TunnelBackend {
+    public func send(_ command: TunnelCommand, plan: TunnelPlan, credentials: Credentials?) throws {
+        try send(command, credentials: credentials)
+    }
 }
 
 /// What systemd is told (`Type=notify`); a fake in tests.

@@ -6,8 +6,9 @@ import Watchers
 // Reading the configuration (at start and on SIGHUP), and the effects that run on threads of
 // their own: name resolution and the DNS probe.
 extension LinuxEffects {
-    /// Reads and validates the environment's configuration, the OpenVPN file's remotes and the
-    /// credentials; prepares RUNTIME_DIR and opens what depends on it (the status socket, the
+    /// Reads and validates the environment's configuration, then CONFIG by its kind: an OpenVPN
+    /// file's remotes and the credentials, or a wg-quick file (its keys kept by the WireGuard
+    /// backend, which is then the one in use); prepares RUNTIME_DIR and opens what depends on it (the status socket, the
     /// tunnel's control channel) and the netlink watcher, whose reports the configuration lets
     /// the interpreter translate. Judging the remotes (pins, name resolution) is the machine's.
     func load() -> Event {
@@ -32,14 +33,31 @@ extension LinuxEffects {
             return .interfaceMissing(variable: variable, name: name)
         }
         let remotes: [Remote]
-        switch readRemotes(configuration.openvpnConfigPath) {
-        case .success(let read): remotes = read
-        case .failure(let error): return .configurationRejected(error.description)
-        }
         let token: CredentialsToken
-        switch readCredentials(configuration.credentialsFile) {
-        case .success(let read): token = read
-        case .failure(let error): return .configurationRejected(error.description)
+        var wireGuardProfile: WireGuardProfile?
+        var wireGuardStatus: WireGuardStatusReader?
+        switch tunnelKind(configuration) {
+        case .failure(let error):
+            return .configurationRejected(error.description)
+        case .success(.wireguard):
+            switch readWireGuard(configuration, inUse: nil) {
+            case .success(let read):
+                (remotes, token, wireGuardProfile) = (read.profile.remotes, read.token, read.profile)
+                if let refusal = claimWireGuardSocket(read.profile.interface) { return .configurationRejected(refusal) }
+                backend = wireGuard
+                wireGuardStatus = WireGuardStatusReader(interface: read.profile.interface, kernelHasWireGuard: probeKernelPlane())
+            case .failure(let error):
+                return .configurationRejected(error.description)
+            }
+        case .success(.openvpn):
+            switch readRemotes(configuration.openvpnConfigPath) {
+            case .success(let read): remotes = read
+            case .failure(let error): return .configurationRejected(error.description)
+            }
+            switch readCredentials(configuration.credentialsFile) {
+            case .success(let read): token = read
+            case .failure(let error): return .configurationRejected(error.description)
+            }
         }
         var statusGroup: UInt32?
         if let group = configuration.statusGroup {
@@ -61,7 +79,7 @@ extension LinuxEffects {
             }
         }
         do {
-            try openChannels(configuration, statusGroup: statusGroup)
+            try openChannels(configuration, statusGroup: statusGroup, wireGuard: wireGuardStatus)
         } catch let error as MetricsResponderError {
             return .configurationRejected("METRICS_LISTEN=\(configuration.metricsListen.map(\.description) ?? "") "
                 + "cannot be listened on: \(error)")
@@ -69,13 +87,15 @@ extension LinuxEffects {
             return .configurationRejected("RUNTIME_DIR=\(configuration.runtimeDirectory): \(error)")
         }
         return .configurationLoaded(LoadedConfiguration(configuration: configuration, remotes: remotes,
-                                                        nameservers: nameservers, credentials: token))
+                                                        nameservers: nameservers, credentials: token,
+                                                        wireGuard: wireGuardProfile))
     }
 
     /// SIGHUP: the credentials file and the OpenVPN configuration again. What cannot be read or
     /// parsed is refused here; whether the remotes can be used is the machine's to judge.
     func reload(_ machine: Machine) -> Event {
         guard let configuration = machine.configuration else { return .reloadRefused("no configuration yet") }
+        if machine.tunnelKind == .wireguard { return reloadWireGuard(configuration, machine) }
         let remotes: [Remote]
         switch readRemotes(configuration.openvpnConfigPath) {
         case .success(let read): remotes = read
@@ -126,18 +146,20 @@ extension LinuxEffects {
         return .success(token)
     }
 
-    private func openChannels(_ configuration: Configuration, statusGroup: UInt32?) throws {
+    /// `wireGuard`: a WireGuard tunnel's link and peers, read by the status too (nil: OpenVPN's tun0).
+    private func openChannels(_ configuration: Configuration, statusGroup: UInt32?, wireGuard: WireGuardStatusReader?) throws {
         if statusChannel == nil {
             statusChannel = try StatusChannel.listen(at: configuration.runtimeDirectory + "/status.sock",
                                                      group: statusGroup) { [board] in
                 // Read on the status thread through a socket of its own: a status request never
-                // waits for the interpreter, and shows what the kernel counts right now.
-                StatusBoard.json(Self.kernelSnapshot(board))
+                // waits for the interpreter, and shows what the kernel (and wireguard-go) count
+                // right now.
+                StatusBoard.json(Self.kernelSnapshot(board, wireGuard: wireGuard))
             }
         }
         if metricsResponder == nil {
             metricsResponder = try MetricsEndpoints.start(configuration, statusGroup: statusGroup, ledger: metrics) { [board] in
-                Self.kernelSnapshot(board)
+                Self.kernelSnapshot(board, wireGuard: wireGuard)
             }
         }
         try backend.open(runtimeDirectory: configuration.runtimeDirectory, inbox: inbox, scope: scope)
@@ -149,10 +171,13 @@ extension LinuxEffects {
     /// The status with what the kernel counts right now (drops per chain, the tunnel's bytes),
     /// read on the asking thread through sockets of its own: a status request or a scrape never
     /// waits for the interpreter.
-    static func kernelSnapshot(_ board: StatusBoard) -> StatusSnapshot {
+    /// A WireGuard tunnel's link is counted instead of tun0, and its peers read from wireguard-go.
+    static func kernelSnapshot(_ board: StatusBoard, wireGuard: WireGuardStatusReader?) -> StatusSnapshot {
         let counters = try? Firewall().dropCounters()
-        return board.current(blocked: counters?.mapValues { BlockedCount(packets: $0.packets, bytes: $0.bytes) },
-                             traffic: LinkTraffic.of(Configuration.tunnelInterface))
+        var snapshot = board.current(blocked: counters?.mapValues { BlockedCount(packets: $0.packets, bytes: $0.bytes) },
+                                     traffic: LinkTraffic.of(wireGuard?.interface ?? Configuration.tunnelInterface))
+        if let wireGuard { wireGuard.read(pid: snapshot.openvpnPID).apply(to: &snapshot) }
+        return snapshot
     }
 
     // MARK: On threads of their own
@@ -189,10 +214,10 @@ extension LinuxEffects {
 
     /// One DNS question through the tunnel, on a thread of its own; `probeSucceeded` or
     /// `probeFailed` follows.
-    func probe(_ configuration: Configuration?) {
-        guard let configuration, let server = configuration.probe.server else { return }
+    func probe(_ configuration: Configuration?, server: IPv4Address?, device: String) {
+        guard let configuration, let server else { return }
         let probe = TunnelProbe(server: server, name: configuration.probe.name,
-                                device: Configuration.tunnelInterface, timeout: configuration.probe.timeout)
+                                device: device, timeout: configuration.probe.timeout)
         do {
             try ReaderThread.start(name: "vpnsup-probe") { [inbox, metrics] in
                 let measurement = probe.measure()

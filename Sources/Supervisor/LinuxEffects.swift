@@ -18,7 +18,9 @@ public actor LinuxEffects: Effects {
     let inbox: Inbox
     let scope: TaskScope
     let board: StatusBoard
-    let backend: any TunnelBackend
+    /// The backend of the configuration's kind: OpenVPN's until a wg-quick file is loaded.
+    var backend: any TunnelBackend
+    let wireGuard: WireGuardBackend
     let metrics: MetricsLedger?
     let timers = TimerBook<TimerID>()
     let addresses = AddressConfigurator()
@@ -34,7 +36,8 @@ public actor LinuxEffects: Effects {
     var credentialsRead = 0
 
     public init(settings: RunSettings, log: SupervisorLog, inbox: Inbox, scope: TaskScope, board: StatusBoard,
-                backend: any TunnelBackend, metrics: MetricsLedger? = nil) throws {
+                backend: any TunnelBackend, wireGuard: WireGuardBackend = WireGuardBackend(),
+                metrics: MetricsLedger? = nil) throws {
         self.metrics = metrics
         executor = try EffectsExecutor.start(name: "vpnsup-effects")
         self.settings = settings
@@ -43,6 +46,7 @@ public actor LinuxEffects: Effects {
         self.scope = scope
         self.board = board
         self.backend = backend
+        self.wireGuard = wireGuard
     }
 
     public func perform(_ action: Action, for machine: Machine) async -> [Event] {
@@ -87,6 +91,7 @@ public actor LinuxEffects: Effects {
                 try addresses.ensureUnreachableDefault(table: Configuration.routingTable)
                 try addresses.ensureRule(inputInterface: configuration.lanInterface, table: Configuration.routingTable,
                                          priority: Configuration.routingRulePriority)
+                if machine.tunnelKind == .wireguard { try ensureRouterTrafficRules() }
                 return [.policyRoutingInstalled]
             } catch {
                 return [.policyRoutingFailed("\(error)")]
@@ -97,7 +102,7 @@ public actor LinuxEffects: Effects {
             return ensureOverlayRoute(machine.configuration)
         case .ensureTunnelRoute:
             do {
-                try addresses.ensureDefaultRoute(dev: Configuration.tunnelInterface, table: Configuration.routingTable)
+                try addresses.ensureDefaultRoute(dev: machine.tunnelInterface, table: Configuration.routingTable)
                 return [.tunnelRouteInstalled]
             } catch {
                 return [.tunnelRouteFailed("\(error)")]
@@ -122,8 +127,11 @@ public actor LinuxEffects: Effects {
         case .killTunnel:
             if let pid = machine.tunnelPID { backend.kill(pid: pid) }
             return []
+        case .readTunnelPeers:
+            readTunnelPeers(machine)
+            return []
         case .probeTunnel:
-            probe(machine.configuration)
+            probe(machine.configuration, server: machine.probeServer, device: machine.tunnelInterface)
             return []
         case .scheduleTimer(let id, let delay):
             let generation = timers.arm(id)
@@ -192,7 +200,11 @@ public actor LinuxEffects: Effects {
     private func send(_ command: TunnelCommand, _ machine: Machine) -> [Event] {
         let credentials = command == .sendCredentials ? machine.credentials.flatMap { self.credentials[$0] } : nil
         do {
-            try backend.send(command, credentials: credentials)
+            if let plan = machine.tunnelPlan {
+                try backend.send(command, plan: plan, credentials: credentials)
+            } else {
+                try backend.send(command, credentials: credentials)
+            }
             return []
         } catch {
             return [.tunnelCommandFailed(command, "\(error)")]

@@ -24,6 +24,9 @@ public enum MetricFamily: String, CaseIterable, Sendable {
     case probeConsecutiveFailures = "vpnsup_probe_consecutive_failures"
     case probeLastSuccess = "vpnsup_probe_last_success"
     case resolutionAddresses = "vpnsup_resolution_last_addresses"
+    case wireGuardHandshakeTime = "vpnsup_wireguard_latest_handshake_time_seconds"
+    case wireGuardReceiveBytes = "vpnsup_wireguard_peer_receive_bytes_total"
+    case wireGuardTransmitBytes = "vpnsup_wireguard_peer_transmit_bytes_total"
     // From the ledger the driver feeds (MetricsLedger).
     case transitions = "vpnsup_transitions_total"
     case openvpnRestarts = "vpnsup_openvpn_restarts_total"
@@ -67,6 +70,9 @@ public enum MetricFamily: String, CaseIterable, Sendable {
         case .probeConsecutiveFailures: "DNS probe failures in a row"
         case .probeLastSuccess: "1 when the last DNS probe through the tunnel was answered, 0 when it failed"
         case .resolutionAddresses: "Addresses the remotes' host names resolved to and are pinned at"
+        case .wireGuardHandshakeTime: "When each WireGuard peer's latest handshake completed, in seconds since the Unix epoch (read from wireguard-go at the scrape)"
+        case .wireGuardReceiveBytes: "Bytes received from each WireGuard peer, as wireguard-go counts them"
+        case .wireGuardTransmitBytes: "Bytes sent to each WireGuard peer, as wireguard-go counts them"
         case .transitions: "State transitions, by the state left and the state entered"
         case .openvpnRestarts: "OpenVPN processes started after the first"
         case .probeFailures: "DNS probes through the tunnel that got no answer"
@@ -140,6 +146,14 @@ enum MetricsExposition {
         }
         if let resolved = s.resolvedRemotes {
             gauge(.resolutionAddresses, Double(resolved.values.reduce(0) { $0 + $1.count }))
+        }
+        for peer in s.wireGuard?.peers ?? [] {
+            let labels = [("peer", peer.publicKey)]
+            if let handshake = peer.latestHandshake.flatMap(timestamp) {
+                gauge(.wireGuardHandshakeTime, handshake.timeIntervalSince1970, labels: labels)
+            }
+            counter(.wireGuardReceiveBytes, peer.bytesIn, labels: labels)
+            counter(.wireGuardTransmitBytes, peer.bytesOut, labels: labels)
         }
     }
 

@@ -59,6 +59,8 @@ public struct StatusSnapshot: Codable, Sendable, Equatable {
     /// SIGHUP reloads: how many were accepted, and the last one's outcome.
     public var reloads: Int?
     public var lastReload: Reload?
+    /// A WireGuard tunnel: its link, plane, what the handshakes say, and its peers.
+    public var wireGuard: WireGuardStatus?
 
     public init(since: String, pid: Int32, startedAt: String) {
         self.since = since
@@ -113,6 +115,54 @@ public struct StatusSnapshot: Codable, Sendable, Equatable {
         self.reason = reason
         transitions.append(.init(at: at, from: from.rawValue, to: to.rawValue, event: cause, reason: reason))
         if transitions.count > Self.keptTransitions { transitions.removeFirst() }
+    }
+}
+
+/// A WireGuard tunnel in `vpnsup status`. The machine's part (link, evidence, the endpoint each
+/// peer is configured with) comes with every snapshot; the peers' counters are read from
+/// wireguard-go when the status is asked.
+public struct WireGuardStatus: Codable, Sendable, Equatable {
+    public struct Peer: Codable, Sendable, Equatable {
+        public var publicKey: String
+        /// Where wireguard-go sends the transport now.
+        public var endpoint: String?
+        /// The latest completed handshake; nil: none yet.
+        public var latestHandshake: String?
+        public var latestHandshakeAgeSeconds: Double?
+        public var bytesIn: UInt64
+        public var bytesOut: UInt64
+
+        public init(publicKey: String, endpoint: String?, latestHandshake: String?, latestHandshakeAgeSeconds: Double?,
+                    bytesIn: UInt64, bytesOut: UInt64) {
+            self.publicKey = publicKey
+            self.endpoint = endpoint
+            self.latestHandshake = latestHandshake
+            self.latestHandshakeAgeSeconds = latestHandshakeAgeSeconds
+            self.bytesIn = bytesIn
+            self.bytesOut = bytesOut
+        }
+    }
+
+    /// TUNNEL_IF.
+    public var interface: String
+    /// The data plane carrying the tunnel: `userspace` (wireguard-go).
+    public var plane: String
+    /// Whether this kernel has the wireguard link type (probed at start), which vpnsup does not drive yet.
+    public var kernelHasWireGuard: Bool?
+    /// What the handshakes say: `connecting`, `up`, `handshake overdue: ...`, `stale: ...`.
+    public var evidence: String?
+    /// Public key -> the endpoint the peer is configured with (pinned).
+    public var configuredEndpoints: [String: String]
+    /// Read from wireguard-go at the request; absent while it does not run.
+    public var peers: [Peer]?
+    /// Why the peers could not be read.
+    public var readError: String?
+
+    public init(interface: String, plane: String, evidence: String?, configuredEndpoints: [String: String]) {
+        self.interface = interface
+        self.plane = plane
+        self.evidence = evidence
+        self.configuredEndpoints = configuredEndpoints
     }
 }
 

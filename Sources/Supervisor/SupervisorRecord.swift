@@ -48,6 +48,13 @@ public struct SupervisorRecord: Sendable {
                 readySent = true
                 notices.append(.ready)
             }
+        } else if before.reason != after.reason, after.reason != nil {
+            // Why, learnt within a state (WireGuard's overdue handshake while connecting).
+            snapshot.reason = after.reason
+            notices.append(.status("\(after.state) (\(after.reason ?? ""))"))
+        }
+        if let evidence = after.wireGuardEvidence, evidence != before.wireGuardEvidence {
+            notes.append(LogNote(evidence == .up || evidence == .connecting ? .info : .warning, "WireGuard handshakes: \(evidence)"))
         }
         if !before.isConfigured, after.isConfigured {
             notes += accepted(after)
@@ -60,7 +67,12 @@ public struct SupervisorRecord: Sendable {
             case .reconnectTunnel:
                 reconnects += 1
                 snapshot.reconnects = reconnects
-                notes.append(LogNote(.notice, "asking OpenVPN to reconnect (signal SIGUSR1, reconnect \(reconnects))"))
+                notes.append(LogNote(.notice, after.tunnelKind == .wireguard
+                    ? "setting the WireGuard peers again (reconnect \(reconnects))"
+                    : "asking OpenVPN to reconnect (signal SIGUSR1, reconnect \(reconnects))"))
+            case .openNameResolution where after.isConfigured:
+                notes.append(LogNote(.notice, "resolving \(after.namesBeingReresolved?.joined(separator: ", ") ?? "the peers' names") "
+                    + "again: no peer answered on any pinned address"))
             case .answerRemote(let answer):
                 if let asked = remoteAsked {
                     notes.append(LogNote(.info, "OpenVPN asks for remote \(asked.host) \(asked.port.map(String.init) ?? "?") \(asked.proto): \(answer.command)"))
@@ -104,14 +116,14 @@ public struct SupervisorRecord: Sendable {
     /// The configuration was just accepted: what is worth saying about it.
     private mutating func accepted(_ machine: Machine) -> [LogNote] {
         var notes: [LogNote] = []
-        guard let configuration = machine.configuration, let pins = machine.pins else { return notes }
+        guard machine.configuration != nil, let pins = machine.pins else { return notes }
         let unpinned = pins.remotes.filter { $0.endpoint == nil && !$0.isHostName }
         if !unpinned.isEmpty {
             notes.append(LogNote(.warning, "IPv6 remotes are not pinned (the WAN carries IPv4 only) and are skipped: "
                 + unpinned.map(\.description).joined(separator: ", ")))
         }
         if machine.probeInterval == nil {
-            notes.append(LogNote(.info, configuration.probe.server == nil
+            notes.append(LogNote(.info, machine.probeServer == nil
                 ? "no DNS probe: neither DNS nor PROBE_SERVER names a resolver to ask through the tunnel"
                 : "no DNS probe: PROBE_INTERVAL=0"))
         }
@@ -140,11 +152,12 @@ public struct SupervisorRecord: Sendable {
             return [LogNote(.error, "\(overlay?.settings.podNetworks.map(\.description).joined(separator: ", ") ?? "POD_CIDRS") not routed by "
                 + "\(overlay?.underlay ?? "the WAN"): answers to the overlay's clients would go into the tunnel: \(message)")]
         case .tunnelRouteFailed(let message):
-            return [LogNote(.warning, "LAN traffic stays unreachable while \(Configuration.tunnelInterface) has no route in table "
+            return [LogNote(.warning, "LAN traffic stays unreachable while \(after.tunnelInterface) has no route in table "
                 + "\(Configuration.routingTable): \(message)")]
         case .tunnelCommandFailed(let command, let message):
-            return [LogNote(.warning, "management command \(command.label) failed: \(message)"
-                + (actions.contains(.stopTunnel) ? "; stopping OpenVPN" : ""))]
+            let tunnel = after.tunnelKind == .wireguard ? "wireguard-go" : "OpenVPN"
+            let channel = after.tunnelKind == .wireguard ? "wireguard-go's \(command.label)" : "management command \(command.label)"
+            return [LogNote(.warning, "\(channel) failed: \(message)" + (actions.contains(.stopTunnel) ? "; stopping \(tunnel)" : ""))]
         case .remoteRequested(let host, let port, let proto):
             remoteAsked = (host, port, proto)
             return []
@@ -222,7 +235,7 @@ public struct SupervisorRecord: Sendable {
     }
 
     private mutating func probed(_ event: Event, before: Machine, after: Machine, at now: String) -> [LogNote] {
-        let tunnel = Configuration.tunnelInterface
+        let tunnel = after.tunnelInterface
         snapshot.probe?.lastAt = now
         switch event {
         case .probeFailed(let why):
@@ -240,6 +253,13 @@ public struct SupervisorRecord: Sendable {
     private mutating func refresh(from machine: Machine) {
         snapshot.openvpnPID = machine.tunnelPID
         guard let configuration = machine.configuration, let pins = machine.pins else { return }
+        if machine.tunnelKind == .wireguard {
+            let endpoints = machine.tunnelPlan?.wireGuard?.endpoints ?? [:]
+            snapshot.wireGuard = WireGuardStatus(
+                interface: machine.tunnelInterface, plane: "userspace",
+                evidence: machine.wireGuardEvidence?.description,
+                configuredEndpoints: Dictionary(uniqueKeysWithValues: endpoints.map { ($0.key.base64, "\($0.value.address):\($0.value.port)") }))
+        }
         snapshot.endpoints = pins.endpoints.map(\.description)
         snapshot.resolvedRemotes = pins.resolved.isEmpty ? nil : pins.resolved.mapValues { $0.map(\.description) }
         snapshot.lanInterface = configuration.lanInterface
@@ -253,7 +273,7 @@ public struct SupervisorRecord: Sendable {
                 + overlay.settings.podNetworks.map(\.description).joined(separator: ", ")
         }
         snapshot.portForwardFile = configuration.portForwardFile
-        if let server = configuration.probe.server, let interval = machine.probeInterval {
+        if let server = machine.probeServer, let interval = machine.probeInterval {
             if snapshot.probe == nil {
                 snapshot.probe = .init(server: server.description, name: configuration.probe.name,
                                        intervalSeconds: Double(interval.components.seconds), consecutiveFailures: 0)

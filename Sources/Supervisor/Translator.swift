@@ -22,10 +22,12 @@ public enum InputTranslator {
                                notes: [LogNote(.notice, "signal \(number): shutting down", immediate: true)])
         case .reload:
             return Translation(events: [.reloadRequested],
-                               notes: [LogNote(.notice, "SIGHUP: reloading the credentials and the OpenVPN configuration", immediate: true)])
+                               notes: [LogNote(.notice, machine.tunnelKind == .wireguard
+                                   ? "SIGHUP: reloading the WireGuard configuration"
+                                   : "SIGHUP: reloading the credentials and the OpenVPN configuration", immediate: true)])
         case .childExited(let pid, let status) where pid == machine.tunnelPID:
             return Translation(events: [.tunnelProcessExited(status)],
-                               notes: [LogNote(.notice, "OpenVPN (pid \(pid)) \(status)", immediate: true)])
+                               notes: [LogNote(.notice, "\(machine.tunnelKind == .wireguard ? "wireguard-go" : "OpenVPN") (pid \(pid)) \(status)", immediate: true)])
         case .childExited(let pid, let status):
             return Translation(notes: [LogNote(.debug, "reaped pid \(pid): \(status)", immediate: true)])
         }
@@ -33,7 +35,7 @@ public enum InputTranslator {
 
     static func translate(_ event: NetlinkEvent, for machine: Machine) -> Translation {
         guard let configuration = machine.configuration else { return Translation() }
-        let tunnel = Configuration.tunnelInterface, wan = configuration.wanInterface
+        let tunnel = machine.tunnelInterface, wan = configuration.wanInterface
         switch event {
         case .address(let interface, _, let address, let added)
             where interface == configuration.lanInterface && address.address == configuration.gateway.address:

@@ -61,8 +61,12 @@ struct Run: AsyncParsableCommand {
 
 /// The settings `run` and `rules` share: each from a flag or else from its environment variable.
 struct SettingsOptions: ParsableArguments {
-    @Option(help: "OpenVPN configuration, absolute or relative to --config-dir. Env: CONFIG.")
+    @Option(help: "OpenVPN or wg-quick configuration, absolute or relative to --config-dir. Env: CONFIG.")
     var config: String?
+    @Option(help: "openvpn or wireguard; default: what CONFIG holds (a wg-quick file starts with [Interface] or [Peer]). Env: VPN_TYPE.")
+    var vpnType: String?
+    @Option(help: "WireGuard's link (and UAPI socket) name, unique on the machine. Env: TUNNEL_IF (default wg0).")
+    var tunnelIf: String?
     @Option(help: "Directory for a relative --config. Env: CONFIG_DIR (default /config).")
     var configDir: String?
     @Option(help: "LAN gateway address with prefix length, e.g. 172.22.0.1/24. Env: IP_ADDR.")
@@ -104,7 +108,8 @@ struct SettingsOptions: ParsableArguments {
 
     static let variables = ["CONFIG", "CONFIG_DIR", "IP_ADDR", "DNS", "PORT_FWD", "PORT_FWD_FILE", "LAN_IF", "WAN_IF", "CREDENTIALS_FILE",
                             "RUNTIME_DIR", "STATUS_GROUP", "PROBE_SERVER", "PROBE_NAME", "PROBE_INTERVAL", "PROBE_TIMEOUT",
-                            "PROBE_FAILURES", "METRICS_LISTEN", "POD_CIDRS", "OVERLAY_VNI", "OVERLAY_PORT"]
+                            "PROBE_FAILURES", "METRICS_LISTEN", "POD_CIDRS", "OVERLAY_VNI", "OVERLAY_PORT",
+                            "VPN_TYPE", "TUNNEL_IF"]
 
     /// The configuration values, keyed by variable name; flags win over the environment.
     func values(environment: [String: String]) -> [String: String] {
@@ -117,6 +122,7 @@ struct SettingsOptions: ParsableArguments {
             ("PROBE_SERVER", probeServer), ("PROBE_NAME", probeName), ("PROBE_INTERVAL", probeInterval),
             ("PROBE_TIMEOUT", probeTimeout), ("PROBE_FAILURES", probeFailures), ("METRICS_LISTEN", metricsListen),
             ("POD_CIDRS", podCidrs), ("OVERLAY_VNI", overlayVni), ("OVERLAY_PORT", overlayPort),
+            ("VPN_TYPE", vpnType), ("TUNNEL_IF", tunnelIf),
         ]
         for case let (name, value?) in flags { values[name] = value }
         return values
@@ -254,8 +260,12 @@ enum StatusReport {
         if let lan = s.lanInterface, let gateway = s.gateway { lines.append(("LAN", "\(lan) \(gateway)")) }
         if let overlay = s.overlay { lines.append(("overlay", overlay)) }
         lines.append(("endpoints", s.endpoints.isEmpty ? "-" : s.endpoints.joined(separator: ", ")))
-        lines.append(("openvpn", [s.openvpnPID.map { "pid \($0)" } ?? "not running", s.openvpnState].compactMap { $0 }.joined(separator: ", ")))
-        if let address = s.tunnelAddress { lines.append(("tunnel", "\(Configuration.tunnelInterface) \(address)" + (s.remote.map { " via \($0)" } ?? ""))) }
+        if let wireGuard = s.wireGuard {
+            lines += WireGuardReport.lines(wireGuard, pid: s.openvpnPID)
+        } else {
+            lines.append(("openvpn", [s.openvpnPID.map { "pid \($0)" } ?? "not running", s.openvpnState].compactMap { $0 }.joined(separator: ", ")))
+            if let address = s.tunnelAddress { lines.append(("tunnel", "\(Configuration.tunnelInterface) \(address)" + (s.remote.map { " via \($0)" } ?? ""))) }
+        }
         if s.bytesIn != nil || s.bytesOut != nil {
             lines.append(("traffic", "\(s.bytesIn ?? 0) bytes in, \(s.bytesOut ?? 0) bytes out"))
         }
@@ -275,7 +285,9 @@ enum StatusReport {
             let failing = probe.consecutiveFailures > 0 ? " (\(probe.consecutiveFailures) failures in a row)" : ""
             lines.append(("probe", "\(probe.name) @\(probe.server) every \(Int(probe.intervalSeconds)) s\(last)\(failing)"))
         }
-        if let reconnects = s.reconnects, reconnects > 0 { lines.append(("reconnects", "\(reconnects) (probe failures)")) }
+        if let reconnects = s.reconnects, reconnects > 0 {
+            lines.append(("reconnects", "\(reconnects) (\(s.wireGuard == nil ? "probe failures" : "peers set again"))"))
+        }
         if let reload = s.lastReload {
             lines.append(("reload", "\(s.reloads ?? 0) accepted; last at \(reload.at) \(reload.accepted ? "accepted" : "refused"): \(reload.message)"))
         }
@@ -299,5 +311,32 @@ enum StatusReport {
 private extension String {
     func padding(_ width: Int) -> String {
         count >= width ? self + " " : self + String(repeating: " ", count: width - count)
+    }
+}
+
+/// A WireGuard tunnel's lines in `vpnsup status`.
+enum WireGuardReport {
+    static func lines(_ w: WireGuardStatus, pid: Int32?) -> [(String, String)] {
+        let kernel = switch w.kernelHasWireGuard {
+        case true?: "; the kernel has the wireguard link type (not used yet)"
+        case false?: "; no kernel wireguard link type"
+        case nil: ""
+        }
+        var lines: [(String, String)] = [
+            ("wireguard", "\(w.interface), \(w.plane) plane (wireguard-go \(pid.map { "pid \($0)" } ?? "not running"))\(kernel)"),
+            ("handshakes", w.evidence ?? "not watched"),
+        ]
+        let peers = w.peers ?? []
+        for key in Set(w.configuredEndpoints.keys).union(peers.map(\.publicKey)).sorted() {
+            let peer = peers.first { $0.publicKey == key }
+            var text = "\(key.prefix(8))… \(peer?.endpoint ?? w.configuredEndpoints[key] ?? "no endpoint")"
+            if let peer {
+                text += peer.latestHandshakeAgeSeconds.map { ", handshake \(Int($0)) s ago" } ?? ", no handshake yet"
+                text += ", \(peer.bytesIn) bytes in, \(peer.bytesOut) bytes out"
+            }
+            lines.append(("peer", text))
+        }
+        if let error = w.readError { lines.append(("peers", "not read: \(error)")) }
+        return lines
     }
 }

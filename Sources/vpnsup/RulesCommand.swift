@@ -41,6 +41,15 @@ struct Rules: AsyncParsableCommand {
                 StandardError.writeLine(error.description)
                 throw ExitCode(StateMachine.ExitCode.configuration)
             }
+        } else if let wireGuard = WireGuardReview.load(values) {
+            switch wireGuard {
+            case .success(let review):
+                text += review.planComment
+                ruleset = review.configuration.ruleset(state.policy, for: review.layout)
+            case .failure(let rejection):
+                StandardError.writeLine(rejection.line)
+                throw ExitCode(StateMachine.ExitCode.configuration)
+            }
         } else {
             switch ConfigurationReview.load(values) {
             case .success(let review):

@@ -53,7 +53,8 @@ let waiting = Event.tunnelDisconnected("OpenVPN reports WAIT")
 let remoteAsked = Event.remoteRequested(host: "192.0.2.1", port: 1194, proto: "udp")
 let commandFailed = Event.tunnelCommandFailed(.release, "OpenVPN is not connected to the management socket")
 
-/// One instance of every `Event` case; cases with payloads get representative values.
+/// One instance of every `Event` case but WireGuard's (`wireGuardEvents`, which an OpenVPN
+/// machine ignores in every state); cases with payloads get representative values.
 let representativeEvents: [Event] = [
     .start,
     loaded, loadedWithHostNames,
@@ -134,6 +135,9 @@ func caseName(_ event: Event) -> String {
     case .tunnelFatal: "tunnelFatal"
     case .remoteRequested: "remoteRequested"
     case .tunnelCommandFailed: "tunnelCommandFailed"
+    case .tunnelPeersConfigured: "tunnelPeersConfigured"
+    case .tunnelPeersRead: "tunnelPeersRead"
+    case .tunnelPeersReadFailed: "tunnelPeersReadFailed"
     case .probeSucceeded: "probeSucceeded"
     case .probeFailed: "probeFailed"
     case .timerFired: "timerFired"
@@ -161,6 +165,7 @@ let allEventCaseNames: Set<String> = [
     "remoteRequested", "tunnelCommandFailed", "probeSucceeded", "probeFailed", "timerFired",
     "shutdownRequested", "reloadRequested", "configurationReloaded", "reloadRefused",
     "portForwardsRead", "forwardChangesApplied", "forwardChangesFailed",
+    "tunnelPeersConfigured", "tunnelPeersRead", "tunnelPeersReadFailed",
 ]
 
 /// A named way of reaching a state from a new machine, through events only.

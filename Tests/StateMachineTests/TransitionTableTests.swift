@@ -31,6 +31,8 @@ struct ExpectedRow: Sendable {
     var event: Event
     var next: State
     var actions: [Action]
+    /// The scenario stays in its state (`next` is not used): rows shared by several states.
+    var keepsState = false
     init(_ event: Event, _ next: State, _ actions: [Action]) {
         self.event = event
         self.next = next
@@ -569,14 +571,25 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
 @Suite("Every state × every event")
 struct TransitionTableTests {
     @Test func representativeEventsCoverEveryEventCase() {
-        #expect(Set(representativeEvents.map(caseName)) == allEventCaseNames)
-        #expect(Set(representativeEvents).count == representativeEvents.count)
+        let events = representativeEvents + wireGuardEvents
+        #expect(Set(events.map(caseName)) == allEventCaseNames)
+        #expect(Set(events).count == events.count)
         for policy in FirewallPolicy.allCases {
             #expect(representativeEvents.contains(.firewallCommitted(policy)))
             #expect(representativeEvents.contains { if case .firewallFailed(policy, _) = $0 { true } else { false } })
         }
         for timer in TimerID.allCases {
-            #expect(representativeEvents.contains(.timerFired(timer)))
+            #expect(events.contains(.timerFired(timer)))
+        }
+    }
+
+    @Test(arguments: Scenario.all)
+    func wireGuardEventsMeanNothingToOpenVPN(_ scenario: Scenario) {
+        for event in wireGuardEvents {
+            var machine = scenario.machine()
+            let before = machine
+            #expect(machine.handle(event) == [], "\(scenario.name) + \(label(event))")
+            #expect(machine == before, "\(scenario.name) + \(label(event))")
         }
     }
 

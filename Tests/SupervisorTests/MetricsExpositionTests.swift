@@ -28,6 +28,12 @@ struct MetricsExpositionTests {
         s.probe = .init(server: "10.8.0.1", name: "example.com", intervalSeconds: 10, lastAt: "2026-11-18T09:48:10.000Z",
                         lastResult: "answered", consecutiveFailures: 0)
         s.resolvedRemotes = ["vpn.example": ["198.51.100.1", "198.51.100.2"], "backup.example": ["203.0.113.5"]]
+        // A WireGuard tunnel's part too, so that every family shows.
+        s.wireGuard = WireGuardStatus(interface: "wg0", plane: "userspace", evidence: "up",
+                                      configuredEndpoints: ["J68c2AbcNDB/VyrU3oQQ/DX4N+TqGoUlfEIWhpC7TxU=": "198.51.100.1:51820"])
+        s.wireGuard?.peers = [.init(publicKey: "J68c2AbcNDB/VyrU3oQQ/DX4N+TqGoUlfEIWhpC7TxU=", endpoint: "198.51.100.1:51820",
+                                    latestHandshake: "2026-11-18T11:07:50.000Z", latestHandshakeAgeSeconds: 30,
+                                    bytesIn: 9_216, bytesOut: 4_440)]
         return s
     }
 
@@ -60,6 +66,10 @@ struct MetricsExpositionTests {
         #expect(metrics.value(.probeConsecutiveFailures) == 0)
         #expect(metrics.value(.probeLastSuccess) == 1)
         #expect(metrics.value(.resolutionAddresses) == 3)
+        let peer = ["peer": "J68c2AbcNDB/VyrU3oQQ/DX4N+TqGoUlfEIWhpC7TxU="]
+        #expect(metrics.value(.wireGuardHandshakeTime, peer) == 1_795_000_070)
+        #expect(metrics.value(.wireGuardReceiveBytes, peer) == 9_216)
+        #expect(metrics.value(.wireGuardTransmitBytes, peer) == 4_440)
         // Without a ledger, no event-fed family is shown (rather than a 0 nobody counted).
         for family in MetricFamily.allCases where family.fromLedger {
             #expect(!metrics.has(family), "\(family.rawValue)")
@@ -81,7 +91,8 @@ struct MetricsExpositionTests {
         #expect(metrics.value(.reloads) == 0)
         for family: MetricFamily in [.firewallRepairDuration, .droppedPackets, .droppedBytes, .tunnelReceiveBytes,
                                      .tunnelTransmitBytes, .portForwards, .reloadLastSuccessful, .probeConsecutiveFailures,
-                                     .probeLastSuccess, .resolutionAddresses] {
+                                     .probeLastSuccess, .resolutionAddresses, .wireGuardHandshakeTime,
+                                     .wireGuardReceiveBytes, .wireGuardTransmitBytes] {
             #expect(!metrics.has(family), "\(family.rawValue)")
         }
         var probing = snapshot

@@ -25,6 +25,8 @@ FEATURE_PORT_FWD="8080:$LAB_CLIENT_IP:80/tcp,6000:$LAB_CLIENT_IP:7000/udp $LAB_C
 FEATURE_TCP_TARGETS=80,7000,9000
 FEATURE_UDP_TARGETS=80,7000,9000
 FEATURE_LAN_MTU=9000
+# The router's tunnel link: OpenVPN's tun0, or WireGuard's (wireguard-e2e.sh sets it).
+FEATURE_TUNNEL_IF=${FEATURE_TUNNEL_IF:-tun0}
 FEATURE_NEGATIVE_WAIT=1 # seconds a connection that must not get through is given
 
 feature_env() {
@@ -62,7 +64,7 @@ _feature_dig() {
 }
 
 _feature_tunnel_ip() {
-    lab_exec router ip -4 -o addr show dev tun0 2>/dev/null |
+    lab_exec router ip -4 -o addr show dev "$FEATURE_TUNNEL_IF" 2>/dev/null |
         sed -n 's/.* inet \([0-9.]*\)\/.*/\1/p' | head -n 1
 }
 
@@ -264,20 +266,20 @@ feature_router_exposure_check() {
 # router's netfilter hooks and before OpenVPN (whose own mssfix would hide a missing clamp).
 feature_mss_check() {
     local mtu mss want log=$LAB_RUNDIR/logs/syn.log
-    mtu=$(lab_exec router cat /sys/class/net/tun0/mtu 2>/dev/null || echo 0)
+    mtu=$(lab_exec router cat "/sys/class/net/$FEATURE_TUNNEL_IF/mtu" 2>/dev/null || echo 0)
     want=$((mtu - 40))
     rm -f "$log"
-    lab_daemon_start syn router tcpdump -n -v -l -c 1 -i tun0 \
+    lab_daemon_start syn router tcpdump -n -v -l -c 1 -i "$FEATURE_TUNNEL_IF" \
         "tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn and dst host $LAB_ECHO_IP and dst port 80"
     if ! _lab_wait_log syn "$log" "listening on" 10; then
-        tap_not_ok "MSS clamp: could not capture SYNs on the router's tun0"
+        tap_not_ok "MSS clamp: could not capture SYNs on the router's $FEATURE_TUNNEL_IF"
         return 0
     fi
     lab_exec client curl -sS --max-time 3 -o /dev/null "$LAB_ECHO_URL" 2>>"$LAB_RUNDIR/logs/client.err" || true
     lab_wait_for 3 grep -q 'mss [0-9]' "$log" || true
     lab_daemon_stop syn INT 2
     mss=$(sed -n 's/.*mss \([0-9]*\).*/\1/p' "$log" | head -n 1)
-    tap_check "MSS clamp: the client's SYN (LAN MTU $FEATURE_LAN_MTU) enters tun0 with MSS ${mss:-?}, within tun0's MTU $mtu - 40" \
+    tap_check "MSS clamp: the client's SYN (LAN MTU $FEATURE_LAN_MTU) enters $FEATURE_TUNNEL_IF with MSS ${mss:-?}, within its MTU $mtu - 40" \
         test "${mss:-99999}" -le "$want"
     tap_last_failed && tap_note_file 5 "$log"
     return 0

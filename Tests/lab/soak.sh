@@ -4,7 +4,10 @@
 # One vpnsup runs throughout. Faults are drawn at random from a recorded seed (every kind once
 # first, in random order, then at random): OpenVPN SIGKILL, VPN server outage and return, WAN
 # link flap, tun0 deleted, LAN gateway address removed, `nft flush ruleset`, the management
-# connection shut down, SIGHUP reload, a burst of netlink noise. After each fault: the client's
+# connection shut down, SIGHUP reload, a burst of netlink noise. With SOAK_TUNNEL=wireguard the
+# router runs over WireGuard (lab/wireguard.sh) and the tunnel's faults are WireGuard's:
+# wireguard-go SIGKILLed, its link deleted, the server forgetting the router's peer (its session
+# gone), the server's outage; the others are the same. After each fault: the client's
 # traffic goes through the tunnel again and the state is TunnelUp within RECOVER_BUDGET seconds,
 # and a client fetch made while the state is not TunnelUp never gets out by any other way. Over
 # the whole soak: zero leaked packets on the WAN (capture), only tunnel sources at the echo, and
@@ -12,7 +15,7 @@
 # descriptors and threads constant, RSS growth under 1 MiB; no zombie child.
 #
 #   SOAK_FAULTS=N (default 12)  SOAK_SEED=S (default: random, printed)  RECOVER_BUDGET=s (30)
-#   VPNSUP=path (default .build/debug/vpnsup)   needs root
+#   SOAK_TUNNEL=openvpn|wireguard (default openvpn)  VPNSUP=path (default .build/debug/vpnsup)   needs root
 # Prints a line per fault with its time to recover, ok/not ok lines and "lab: P passed, F failed".
 set -euo pipefail
 
@@ -25,6 +28,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$REPO/Tests/lab/harness.sh"
 # shellcheck source=Tests/lab/features.sh
 . "$REPO/Tests/lab/features.sh"
+# shellcheck source=lab/wireguard.sh
+. "$REPO/lab/wireguard.sh"
 
 VPNSUP=${VPNSUP:-.build/debug/vpnsup}
 [[ $VPNSUP == /* ]] || VPNSUP=$REPO/$VPNSUP
@@ -32,9 +37,15 @@ SOAK_FAULTS=${SOAK_FAULTS:-12}
 SOAK_SEED=${SOAK_SEED:-$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')}
 RECOVER_BUDGET=${RECOVER_BUDGET:-30}
 RSS_GROWTH_LIMIT_KB=1024
-FAULTS=(openvpn-kill server-outage wan-flap tun-deleted lan-address-removed nft-flush
-    management-shutdown sighup netlink-noise)
-LAB_FAILURE_NOTE="seed $SOAK_SEED (SOAK_SEED=$SOAK_SEED SOAK_FAULTS=$SOAK_FAULTS replays this run)"
+SOAK_TUNNEL=${SOAK_TUNNEL:-openvpn}
+if [ "$SOAK_TUNNEL" = wireguard ]; then
+    FAULTS=(wg-kill server-outage wan-flap wg-link-deleted lan-address-removed nft-flush
+        peer-forgotten sighup netlink-noise)
+else
+    FAULTS=(openvpn-kill server-outage wan-flap tun-deleted lan-address-removed nft-flush
+        management-shutdown sighup netlink-noise)
+fi
+LAB_FAILURE_NOTE="seed $SOAK_SEED (SOAK_SEED=$SOAK_SEED SOAK_FAULTS=$SOAK_FAULTS SOAK_TUNNEL=$SOAK_TUNNEL replays this run)"
 
 trap lab_test_finish EXIT
 trap 'exit 130' INT TERM
@@ -44,6 +55,33 @@ lab_test_preflight
 RUNTIME=$LAB_RUNDIR/runtime
 # shellcheck source=Tests/lab/router.sh
 . "$REPO/Tests/lab/router.sh"
+
+# ---- the tunnel: OpenVPN, or WireGuard ----
+
+if [ "$SOAK_TUNNEL" = wireguard ]; then
+    lab_wg_init
+    LAB_VPN_PREFIX=$LAB_WG_PREFIX # what came through the tunnel reaches the echo from 10.9.0.2
+    start_vpnsup() {
+        local vars
+        mapfile -t vars < <(VPNSUP_CONFIG=$LAB_RUNDIR/config/client.conf vpnsup_env | grep -v '^CREDENTIALS_FILE='
+            echo TUNNEL_IF="$LAB_WG_ROUTER_IF")
+        lab_daemon_start vpnsup router env -i "${vars[@]}" "$VPNSUP" run
+    }
+    server_start() { lab_wg_server_start; }
+    server_stop() { lab_wg_server_stop; }
+else
+    server_start() { lab_vpn_server_start; }
+    server_stop() { lab_vpn_server_stop; }
+fi
+
+# The server drops the router's peer and takes it back: every session with it is gone, as
+# after a server restart that kept its keys. The router must notice and handshake again.
+peer_forgotten() {
+    local peer
+    peer=$(cat "$LAB_WG_DIR/client.pub")
+    lab_exec isp wg set "$LAB_WG_SERVER_IF" peer "$peer" remove
+    lab_exec isp wg set "$LAB_WG_SERVER_IF" peer "$peer" preshared-key "$LAB_WG_DIR/psk" allowed-ips "$LAB_WG_CLIENT_IP/32"
+}
 
 # ---- resources of the running vpnsup ----
 
@@ -116,8 +154,11 @@ netlink_noise() {
 inject() {
     case $1 in
     openvpn-kill) kill -KILL "$(router_openvpns | head -n 1)" ;;
+    wg-kill) kill -KILL "$(lab_wg_router_pid)" ;;
+    wg-link-deleted) lab_exec router ip link del "$LAB_WG_ROUTER_IF" ;;
+    peer-forgotten) peer_forgotten ;;
     server-outage)
-        lab_vpn_server_stop
+        server_stop
         wait_left_tunnel_up 20 || tap_note "server-outage: still TunnelUp 20 s after the server stopped"
         probe_while_down
         tap_check "server-outage: the client cannot get out while the server is away" client_blocked
@@ -143,7 +184,7 @@ inject() {
 after_inject() {
     case $1 in
     server-outage)
-        lab_vpn_server_start
+        server_start
         RECOVERY_FROM=$(lab_now_ms)
         ;;
     *) probe_while_down ;;
@@ -155,13 +196,17 @@ recovered() { state_is TunnelUp && client_via_tunnel; }
 # ---- the soak ----
 
 lab_up
-tap_note "lab up in $(lab_ms_to_s "$LAB_UP_MS") s; seed $SOAK_SEED, $SOAK_FAULTS faults, budget $RECOVER_BUDGET s"
+tap_note "lab up in $(lab_ms_to_s "$LAB_UP_MS") s; $SOAK_TUNNEL; seed $SOAK_SEED, $SOAK_FAULTS faults, budget $RECOVER_BUDGET s"
 feature_setup
+if [ "$SOAK_TUNNEL" = wireguard ]; then
+    lab_wg_setup
+    lab_wg_use_transport
+fi
 lab_capture_start
 start_vpnsup
 lab_wait_for 5 lab_daemon_pid vpnsup >/dev/null || true
 VPNSUP_PID=$(lab_daemon_pid vpnsup || echo none)
-lab_vpn_server_start
+server_start
 if ! lab_wait_for 30 recovered; then
     tap_not_ok "TunnelUp before the first fault (state $(vpnsup_state || echo '?'))"
     exit 1

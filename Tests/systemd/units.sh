@@ -61,6 +61,7 @@ mkdir -p "$root/usr/local/bin" "$root/usr/local/lib/vpnsup" "$root/etc/systemd/s
     "$root/usr/lib/systemd"
 cp -r /usr/lib/systemd/system "$root/usr/lib/systemd/"
 cp /bin/sh "$root/bin/sh"
+cp /bin/mkdir "$root/bin/mkdir" # the WireGuard socket directory (ExecStartPre)
 install -m 0755 "$UNITS/vpnsup-netns" "$root/usr/local/lib/vpnsup/vpnsup-netns"
 printf '#!/bin/sh\n' >"$root/usr/local/bin/vpnsup" # verify checks that it is there and executable
 chmod 0755 "$root/usr/local/bin/vpnsup"
@@ -178,6 +179,56 @@ sys.exit(1)' "$STATUS_DIR/management.sock"
     tap_check "STATUS_GROUP=no-such-group: exit 78 naming it (got $rc: $(head -c 200 "$SCRATCH/bad-group.err"))" \
         sh -c "[ $rc -eq 78 ] && grep -q 'STATUS_GROUP=no-such-group' '$SCRATCH/bad-group.err'"
     tap_check "STATUS_GROUP=no-such-group: the lockdown is committed" table_there
+    # A WireGuard CONFIG under the unit's sandbox as far as it can be had without systemd: the
+    # whole file system read-only (ProtectSystem=strict) but the runtime directory and
+    # /run/wireguard (ReadWritePaths); TUNNEL_IF as the unit sets it. vpnsup starts wireguard-go
+    # and nothing else, pins the peer's endpoint, and SIGTERM stops it.
+    if command -v wireguard-go >/dev/null && command -v wg >/dev/null; then
+        wg_if=wg-vpst$$
+        wg_if=${wg_if:0:15}
+        (umask 077 && printf '[Interface]\nPrivateKey = %s\nAddress = 10.9.0.2/32\n[Peer]\nPublicKey = %s\nEndpoint = 198.51.100.1:51820\nAllowedIPs = 0.0.0.0/0\n' \
+            "$(wg genkey)" "$(wg genkey | wg pubkey)" >"$SCRATCH/config/provider-wg.conf")
+        mkdir -p -m 0755 /run/wireguard
+        sandboxed() { # the unit's file-system view, then the namespace
+            # (and the test's scratch directory, for strace's trace)
+            # (a bind of a read-only mount is read-only until remounted).
+            unshare --mount --propagation private -- sh -c 'mount --rbind / / && mount -o remount,bind,ro / &&
+                for path in "$1" /run/wireguard "$2"; do mount --bind "$path" "$path" && mount -o remount,bind,rw "$path" || exit 1; done &&
+                shift 2 && exec "$@"' _ "$STATUS_DIR" "$SCRATCH" ip netns exec "$ROUTER_NS" "$@"
+        }
+        sandboxed env -i PATH="$PATH" CONFIG="$SCRATCH/config/provider-wg.conf" IP_ADDR=172.22.0.1/24 \
+            RUNTIME_DIR="$STATUS_DIR" TUNNEL_IF="$wg_if" \
+            strace -f -qq -e trace=execve -o "$SCRATCH/exec-wg.trace" "$VPNSUP" run >"$SCRATCH/vpnsup-wg.log" 2>&1 &
+        VPNSUP_PID=$!
+        wg_running() {
+            in_router ip link show dev "$wg_if" >/dev/null 2>&1 && [ -S "/run/wireguard/$wg_if.sock" ] &&
+                in_router nft list table inet vpnsup 2>/dev/null | grep -q 'ip daddr 198.51.100.1 udp dport 51820 accept'
+        }
+        tap_check "WireGuard CONFIG, read-only file system but RUNTIME_DIR and /run/wireguard: wireguard-go runs, $wg_if exists, the endpoint is pinned" \
+            lab_wait_for 15 wg_running
+        tap_last_failed && tap_note_file 10 "$SCRATCH/vpnsup-wg.log"
+        kill "$VPNSUP_PID" 2>/dev/null || true
+        wait "$VPNSUP_PID" 2>/dev/null || true
+        VPNSUP_PID=
+        wg_stopped() { ! in_router ip link show dev "$wg_if" >/dev/null 2>&1 && [ ! -e "/run/wireguard/$wg_if.sock" ]; }
+        stopped_under_lockdown() {
+            local table
+            lab_wait_for 5 wg_stopped && table=$(in_router nft list table inet vpnsup) &&
+                grep -q 'hook forward priority filter; policy drop;' <<<"$table" && ! grep -q 51820 <<<"$table"
+        }
+        tap_check "WireGuard CONFIG: SIGTERM stops wireguard-go (its link and socket gone), the lockdown stays" stopped_under_lockdown
+        programs=$(sed -n 's/^[0-9]* *execve("\([^"]*\)".*/\1/p' "$SCRATCH/exec-wg.trace" | sort -u | xargs)
+        only_wireguard_go() {
+            local program
+            for program in $programs; do
+                [ "$program" -ef "$VPNSUP" ] || [ "$(basename "$program")" = wireguard-go ] || return 1
+            done
+            [[ " $programs " == *wireguard-go* ]]
+        }
+        tap_check "WireGuard CONFIG: vpnsup started no program but wireguard-go ($programs)" only_wireguard_go
+    else
+        tap_not_ok "wireguard-go and wg for the WireGuard unit check (scripts/install-deps.sh installs them)"
+    fi
 else
     tap_not_ok "vpnsup binary at $VPNSUP (make build)"
 fi

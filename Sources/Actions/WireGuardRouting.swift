@@ -1,0 +1,52 @@
+import CMnl
+import Glibc
+
+/// The router's own traffic over a WireGuard tunnel. OpenVPN's pushed routes (`redirect-gateway`)
+/// send it into tun0 through the main table; wireguard-go installs no route at all, so vpnsup adds
+/// what wg-quick does for `AllowedIPs = 0.0.0.0/0`, with vpnsup's own table (30320: the tunnel's
+/// default route, else `unreachable`):
+///
+/// - `lookup main suppress_prefixlength 0`: the main table's routes except its default (the LAN,
+///   the WAN subnet, what the administrator added), so the router still reaches its links;
+/// - `not fwmark <transport mark> lookup 30320`: everything else the router sends goes into the
+///   tunnel, or nowhere while it is down. Only marked packets (wireguard-go's transport, vpnsup's
+///   resolver) fall through to the main table's default route, by the WAN.
+///
+/// Both come after `iif LAN_IF lookup 30320`, which keeps routing the LAN by vpnsup's table alone.
+extension AddressConfigurator {
+    /// RTM_NEWRULE (IPv4) `lookup main suppress_prefixlength 0 priority <priority>`. Idempotent (EEXIST).
+    public func ensureMainTableWithoutDefault(priority: UInt32) throws {
+        let operation = "add rule lookup main suppress_prefixlength 0 priority \(priority)"
+        try addRule(operation: operation, flags: 0) { header in
+            mnl_attr_put_u32(header, UInt16(FRA_PRIORITY), priority)
+            mnl_attr_put_u32(header, UInt16(FRA_TABLE), UInt32(RT_TABLE_MAIN.rawValue))
+            mnl_attr_put_u32(header, UInt16(FRA_SUPPRESS_PREFIXLEN), 0)
+        }
+    }
+
+    /// RTM_NEWRULE (IPv4) `not fwmark <mark> lookup <table> priority <priority>`. Idempotent (EEXIST).
+    public func ensureUnmarkedRule(mark: UInt32, table: UInt32, priority: UInt32) throws {
+        let operation = "add rule not fwmark \(mark) lookup \(table) priority \(priority)"
+        try addRule(operation: operation, flags: UInt32(FIB_RULE_INVERT)) { header in
+            mnl_attr_put_u32(header, UInt16(FRA_PRIORITY), priority)
+            mnl_attr_put_u32(header, UInt16(FRA_TABLE), table)
+            mnl_attr_put_u32(header, UInt16(FRA_FWMARK), mark)
+            mnl_attr_put_u32(header, UInt16(FRA_FWMASK), UInt32.max)
+        }
+    }
+
+    private func addRule(operation: String, flags: UInt32, attributes: (UnsafeMutablePointer<nlmsghdr>) -> Void) throws {
+        let socket = try RouteRequestSocket(operation: operation)
+        try socket.transact(operation: operation, tolerating: [EEXIST]) { header in
+            header.pointee.nlmsg_type = UInt16(RTM_NEWRULE)
+            header.pointee.nlmsg_flags = UInt16(NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+            let message = mnl_nlmsg_put_extra_header(header, MemoryLayout<fib_rule_hdr>.size)!
+                .assumingMemoryBound(to: fib_rule_hdr.self)
+            message.pointee.family = UInt8(AF_INET)
+            message.pointee.table = UInt8(RT_TABLE_UNSPEC.rawValue)  // the real id goes in FRA_TABLE
+            message.pointee.action = UInt8(FR_ACT_TO_TBL)
+            message.pointee.flags = flags
+            attributes(header)
+        }
+    }
+}
