@@ -13,17 +13,26 @@ public struct CredentialsToken: Hashable, Sendable, CustomStringConvertible {
 /// file's remotes, and what resolving their host names needs.
 public struct LoadedConfiguration: Hashable, Sendable {
     public var configuration: Configuration
+    /// The remotes `run` uses (the remote plan's, `OpenVPNConfigReview.remotes`).
     public var remotes: [Remote]
     /// resolv.conf's nameservers, read only when a remote names a host.
     public var nameservers: [IPv4Address]
+    /// Names the credentials read and, read with them, the vetted OpenVPN text (both stay with
+    /// the effects: the text may hold private keys).
     public var credentials: CredentialsToken
+    /// What the vetting did to the OpenVPN file's lines (logged once, shown by `vpnsup status`).
+    public var findings: [OpenVPNConfigFinding]
+    /// The file's connection profiles `run` does not use, with why.
+    public var skippedRemotes: [RemotePlan.Entry]
 
     public init(configuration: Configuration, remotes: [Remote], nameservers: [IPv4Address] = [],
-                credentials: CredentialsToken) {
+                credentials: CredentialsToken, findings: [OpenVPNConfigFinding] = [], skippedRemotes: [RemotePlan.Entry] = []) {
         self.configuration = configuration
         self.remotes = remotes
         self.nameservers = nameservers
         self.credentials = credentials
+        self.findings = findings
+        self.skippedRemotes = skippedRemotes
     }
 }
 
@@ -31,10 +40,15 @@ public struct LoadedConfiguration: Hashable, Sendable {
 public struct ReloadedConfiguration: Hashable, Sendable {
     public var remotes: [Remote]
     public var credentials: CredentialsToken
+    public var findings: [OpenVPNConfigFinding]
+    public var skippedRemotes: [RemotePlan.Entry]
 
-    public init(remotes: [Remote], credentials: CredentialsToken) {
+    public init(remotes: [Remote], credentials: CredentialsToken, findings: [OpenVPNConfigFinding] = [],
+                skippedRemotes: [RemotePlan.Entry] = []) {
         self.remotes = remotes
         self.credentials = credentials
+        self.findings = findings
+        self.skippedRemotes = skippedRemotes
     }
 }
 
@@ -54,10 +68,14 @@ public struct TunnelPlan: Hashable, Sendable {
     /// remote (OpenVPN: `--management-query-remote`), so a host name gets a pinned address and an
     /// unpinned remote is skipped. Only then: OpenVPN waits for each answer in one-second ticks.
     public var asksForRemotes: Bool
+    /// The vetted OpenVPN text of the configuration in use, filled in by the effects from what
+    /// they read (`credentials` names it), never by the machine: it may hold private keys.
+    public var vettedText: String?
 
-    public init(configurationPath: String, runtimeDirectory: String, asksForRemotes: Bool) {
+    public init(configurationPath: String, runtimeDirectory: String, asksForRemotes: Bool, vettedText: String? = nil) {
         self.configurationPath = configurationPath
         self.runtimeDirectory = runtimeDirectory
         self.asksForRemotes = asksForRemotes
+        self.vettedText = vettedText
     }
 }

@@ -30,6 +30,8 @@ public enum TimerID: String, Hashable, Sendable, CaseIterable {
     case probe
     /// The window in which `crashLoopExits` OpenVPN exits count as a crash loop has passed.
     case crashWindow
+    /// The tunnel's process ended but its output did not: judge the end without it.
+    case tunnelOutput
 }
 
 /// sysexits(3) codes `vpnsup run` ends with.
@@ -132,6 +134,9 @@ public struct Machine: Hashable, Sendable {
     /// remotes with their pinned addresses.
     var loaded: LoadedConfiguration?
     var pinned: RemotePins?
+    /// The provider's configuration across phases: OpenVPN's configuration errors, the rounds of
+    /// attempts at the pinned endpoints, host names resolved again (Machine+Provider.swift).
+    var provider = ProviderTracking()
 
     public init(timings: Timings = Timings(), seed: UInt64 = 0, tunnelName: String = "OpenVPN") {
         self.timings = timings
@@ -173,7 +178,8 @@ public struct Machine: Hashable, Sendable {
 
     /// The tunnel's process, while it runs.
     public var tunnelPID: Int32? {
-        if case .live(let session) = process { session.pid } else { nil }
+        // An exit held for the output's end is an exit: the pid may be reused, never signal it.
+        if case .live(let session) = process, session.heldExit == nil { session.pid } else { nil }
     }
 
     /// The WAN link, as netlink last reported it.
@@ -223,14 +229,22 @@ public struct Machine: Hashable, Sendable {
     /// How to start the tunnel with the configuration in use.
     public var tunnelPlan: TunnelPlan? {
         guard let configuration, let pinned else { return nil }
+        // Skipped profiles must be asked about too, or OpenVPN would try them itself.
         return TunnelPlan(configurationPath: configuration.openvpnConfigPath,
                           runtimeDirectory: configuration.runtimeDirectory,
-                          asksForRemotes: pinned.remotes.contains { $0.endpoint == nil })
+                          asksForRemotes: pinned.remotes.contains { $0.endpoint == nil }
+                              || (loaded?.skippedRemotes.contains(where: \.needsSkipping) ?? false))
     }
 
     // MARK: Events in, actions out
 
     public mutating func handle(_ event: Event) -> [Action] {
+        if let actions = handleProviderEvent(event) { return actions }
+        return handleInPhase(event)
+    }
+
+    /// The phase's handler.
+    mutating func handleInPhase(_ event: Event) -> [Action] {
         switch phase {
         case .initial(let starting): handleInitial(event, starting)
         case .addressAssigned(let recovery): handleAddressAssigned(event, recovery)

@@ -39,8 +39,9 @@ public enum Event: Hashable, Sendable {
     case nameResolutionOpened
     /// The resolving ruleset was not committed (the lockdown still holds).
     case nameResolutionFailed(String)
-    /// The resolver's answers: host name -> addresses, host name -> why it did not resolve.
-    case namesResolved(addresses: [String: [IPv4Address]], failures: [String: String])
+    /// The resolver's answers: host name -> addresses, host name -> why it did not resolve; how
+    /// long it took (for the status).
+    case namesResolved(addresses: [String: [IPv4Address]], failures: [String: String], elapsed: Duration = .zero)
 
     // MARK: Firewall
     case firewallCommitted(FirewallPolicy)
@@ -103,6 +104,15 @@ public enum Event: Hashable, Sendable {
     case remoteRequested(host: String, port: UInt16?, proto: String)
     /// A command could not be sent over the tunnel's control channel.
     case tunnelCommandFailed(TunnelCommand, String)
+
+    // MARK: The tunnel's own output (OpenVPN's configuration errors)
+    /// The tunnel's output is read through a pipe: the process's end is judged once the output
+    /// has ended too (`tunnelOutputEnded`), with what it said.
+    case tunnelOutputWatched
+    /// The tunnel's output ended (its process closed it by exiting). `configurationError`: why it
+    /// refused its configuration before it first turned to the network (OpenVPN's "Options
+    /// error" or the key it could not load, naming CONFIG's lines), nil for any other end.
+    case tunnelOutputEnded(configurationError: String?)
 
     // MARK: The DNS probe
     /// The resolver answered through the tunnel.
@@ -208,6 +218,8 @@ extension Event {
         case .tunnelFatal: "tunnelFatal"
         case .remoteRequested: "remoteRequested"
         case .tunnelCommandFailed(let command, _): "tunnelCommandFailed(\(command.label))"
+        case .tunnelOutputWatched: "tunnelOutputWatched"
+        case .tunnelOutputEnded(let error): error == nil ? "tunnelOutputEnded" : "tunnelOutputEnded(configuration error)"
         case .probeSucceeded: "probeSucceeded"
         case .probeFailed: "probeFailed"
         case .timerFired(let timer): "timerFired(\(timer.rawValue))"

@@ -63,13 +63,7 @@ public struct VettedOpenVPNConfig: Hashable, Sendable {
     public var error: String? { refusal.map(located) }
 
     /// A finding with the file's path: `CONFIG=/config/vpn.ovpn:4: up /etc/x: dropped: ...`.
-    public func located(_ finding: OpenVPNConfigFinding) -> String {
-        let subject = finding.directive.isEmpty ? "" : "\(finding.directive): "
-        switch finding.action {
-        case .refused: return "CONFIG=\(path):\(finding.line): \(subject)\(finding.reason)"
-        default: return "CONFIG=\(path):\(finding.line): \(finding.description.drop(while: { $0 != ":" }).dropFirst(2))"
-        }
-    }
+    public func located(_ finding: OpenVPNConfigFinding) -> String { finding.located(in: path) }
 }
 
 /// Decides, option by option, what of a user's OpenVPN configuration reaches OpenVPN. Pure: the

@@ -21,16 +21,18 @@ extension LinuxEffects {
         where !AddressConfigurator.interfaceExists(name) {
             return .interfaceMissing(variable: variable, name: name)
         }
-        let remotes: [Remote]
-        switch readRemotes(configuration.openvpnConfigPath) {
-        case .success(let read): remotes = read
+        let review: OpenVPNConfigReview
+        switch readOpenVPNConfig(configuration.openvpnConfigPath) {
+        case .success(let read): review = read
         case .failure(let error): return .configurationRejected(error.description)
         }
+        let remotes = review.remotes
         let token: CredentialsToken
         switch readCredentials(configuration.credentialsFile) {
         case .success(let read): token = read
         case .failure(let error): return .configurationRejected(error.description)
         }
+        vettedTexts[token] = review.vetted.text
         var statusGroup: UInt32?
         if let group = configuration.statusGroup {
             guard let id = GroupDatabase.groupID(group) else {
@@ -56,33 +58,41 @@ extension LinuxEffects {
             return .configurationRejected("RUNTIME_DIR=\(configuration.runtimeDirectory): \(error)")
         }
         return .configurationLoaded(LoadedConfiguration(configuration: configuration, remotes: remotes,
-                                                        nameservers: nameservers, credentials: token))
+                                                        nameservers: nameservers, credentials: token,
+                                                        findings: review.vetted.findings, skippedRemotes: review.skipped))
     }
 
-    /// SIGHUP: the credentials file and the OpenVPN configuration again. What cannot be read or
-    /// parsed is refused here; whether the remotes can be used is the machine's to judge.
+    /// SIGHUP: the credentials file and the OpenVPN configuration again. What cannot be read, or
+    /// what the vetting or the remote plan refuses, is refused here with the line `run` would
+    /// exit with at start; whether the remotes can be used with the pins is the machine's to judge.
     func reload(_ machine: Machine) -> Event {
         guard let configuration = machine.configuration else { return .reloadRefused("no configuration yet") }
-        let remotes: [Remote]
-        switch readRemotes(configuration.openvpnConfigPath) {
-        case .success(let read): remotes = read
+        let review: OpenVPNConfigReview
+        switch readOpenVPNConfig(configuration.openvpnConfigPath) {
+        case .success(let read): review = read
         case .failure(let error): return .reloadRefused(error.description)
         }
         switch readCredentials(configuration.credentialsFile) {
         case .success(let token):
-            // Only the credentials in use and the new ones are kept.
+            vettedTexts[token] = review.vetted.text
+            // Only what is in use and what was just read are kept.
             credentials = credentials.filter { $0.key == token || $0.key == machine.credentials }
-            return .configurationReloaded(ReloadedConfiguration(remotes: remotes, credentials: token))
+            vettedTexts = vettedTexts.filter { $0.key == token || $0.key == machine.credentials }
+            return .configurationReloaded(ReloadedConfiguration(remotes: review.remotes, credentials: token,
+                                                                findings: review.vetted.findings,
+                                                                skippedRemotes: review.skipped))
         case .failure(let error):
             return .reloadRefused(error.description)
         }
     }
 
-    private func readRemotes(_ path: String) -> Result<[Remote], EffectError> {
+    /// The OpenVPN file, vetted and planned (`OpenVPNConfigReview`, as `rules` and `check` read it).
+    private func readOpenVPNConfig(_ path: String) -> Result<OpenVPNConfigReview, EffectError> {
         switch TextFile.read(path) {
         case .success(let text):
-            let remotes = OpenVPNConfigFile.remotes(in: text)
-            return remotes.isEmpty ? .failure(EffectError("CONFIG=\(path) has no remote line")) : .success(remotes)
+            let review = OpenVPNConfigReview(text: text, path: path)
+            if let refusal = review.refusal { return .failure(EffectError(refusal)) }
+            return .success(review)
         case .failure(let error):
             return .failure(EffectError("CONFIG=\(path) cannot be read: \(error)"))
         }
@@ -150,7 +160,8 @@ extension LinuxEffects {
             if !failures.isEmpty {
                 log.log(.warning, "remotes whose host name did not resolve are skipped: \(failures.joined(separator: ", "))")
             }
-            inbox.post(.event(.namesResolved(addresses: outcome.addresses, failures: outcome.failures)))
+            inbox.post(.event(.namesResolved(addresses: outcome.addresses, failures: outcome.failures,
+                                             elapsed: ContinuousClock.now - started)))
         }
         do {
             try ReaderThread.start(name: "vpnsup-resolve", work)
