@@ -33,6 +33,16 @@ public struct NameResolution: Hashable, Sendable {
     public var elapsed: Duration
     /// The endpoints pinned afterwards.
     public var endpoints: [Endpoint]
+
+    public init(cause: Cause, names: [String], addresses: [String: [IPv4Address]], failures: [String: String],
+                elapsed: Duration, endpoints: [Endpoint]) {
+        self.cause = cause
+        self.names = names
+        self.addresses = addresses
+        self.failures = failures
+        self.elapsed = elapsed
+        self.endpoints = endpoints
+    }
 }
 
 extension Machine {

@@ -86,7 +86,9 @@ public struct OpenVPNLogLine: Hashable, Sendable {
     /// debug level above 3 (what `--verb 4` and up add) are debug, the rest OpenVPN's normal
     /// account of itself.
     public var severity: Severity {
-        guard let flags else { return .info }
+        // Without its class (a line printed before --machine-readable-output was read), only an
+        // options error is known for what it is.
+        guard let flags else { return message.contains("Options error:") ? .error : .info }
         if flags & (Self.fatal | Self.nonFatal | Self.optionsError) != 0 { return .error }
         if flags & Self.warn != 0 { return .warning }
         return flags & Self.debugLevelMask > 3 ? .debug : .info

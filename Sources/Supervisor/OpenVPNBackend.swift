@@ -49,6 +49,9 @@ public final class OpenVPNBackend: TunnelBackend {
     public func arguments(for plan: TunnelPlan) -> [String] {
         let configuration = plan.vettedText == nil ? plan.configurationPath : Self.vettedConfiguration(in: plan.runtimeDirectory)
         var arguments = [
+            // Each line with its message class (error, warning...), for vpnsup's log; first, so
+            // that it holds for the errors in the configuration too.
+            "--machine-readable-output",
             // Relative paths in the file resolve from CONFIG's directory, as for the user's file.
             "--cd", Self.directory(of: plan.configurationPath), "--config", configuration,
             "--dev", Configuration.tunnelInterface, "--dev-type", "tun",
@@ -59,8 +62,6 @@ public final class OpenVPNBackend: TunnelBackend {
             "--mark", String(Configuration.transportMark),
             // Kernel data-channel offload bypasses the socket the mark is set on; keep it in user space.
             "--disable-dco",
-            // Each line with its message class (error, warning...), for vpnsup's log.
-            "--machine-readable-output",
         ]
         if plan.asksForRemotes {
             // OpenVPN asks before using each remote: a host name gets a pinned address, since its
@@ -156,7 +157,7 @@ struct OpenVPNOutputReader: Sendable {
         output.readLines { line in
             let parsed = OpenVPNLogLine(line)
             watch.take(parsed.message)
-            let note = LogNote(Self.level(parsed.severity), "openvpn: " + parsed.message, metadata: ["openvpn_pid": "\(pid)"])
+            let note = LogNote(Self.level(parsed.severity), "openvpn: " + userPaths(parsed.message), metadata: ["openvpn_pid": "\(pid)"])
             if let log { log.log(note) } else { inbox?.post(.tunnel(Translation(notes: [note]))) }
         }
         let error = watch.configurationError.map(userPaths)

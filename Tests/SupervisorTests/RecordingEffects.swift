@@ -24,6 +24,8 @@ actor RecordingEffects: Effects {
     var failingCommands: Set<TunnelCommand> = []
     /// What reading the table back finds.
     var verifyResult: (FirewallPolicy) -> Event = { .firewallIntact($0) }
+    /// As the OpenVPN backend: the tunnel's output is read, its end reported by the test.
+    var watchesOutput = false
     private var nextPID: Int32 = 100
     private let log: SupervisorLog
 
@@ -36,6 +38,7 @@ actor RecordingEffects: Effects {
     func script(failingCommit policy: FirewallPolicy, _ message: String) { failingCommits[policy] = message }
     func script(failing command: TunnelCommand) { failingCommands.insert(command) }
     func script(verify: @escaping @Sendable (FirewallPolicy) -> Event) { verifyResult = verify }
+    func scriptWatchingOutput() { watchesOutput = true }
 
     var actions: [Action] { performed.map(\.action) }
 
@@ -56,7 +59,7 @@ actor RecordingEffects: Effects {
         case .verifyFirewall(let policy): return [verifyResult(policy)]
         case .startTunnel:
             nextPID += 1
-            return [.tunnelStarted(pid: nextPID - 1)]
+            return [.tunnelStarted(pid: nextPID - 1)] + (watchesOutput ? [.tunnelOutputWatched] : [])
         case .watchTunnelState: return sent(.watchState)
         case .releaseTunnel: return sent(.release)
         case .sendCredentials: return sent(.sendCredentials)
