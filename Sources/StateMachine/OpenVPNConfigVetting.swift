@@ -264,7 +264,9 @@ public enum OpenVPNConfigVetting {
         switch name {
         case "dev":
             guard let device = arguments.first, arguments.count == 1 else { return keep }
-            if context.deviceType?.type == "tap" || device.hasPrefix("tap") {
+            // Refused at the line that makes the device a tap one (the last `dev`, or `dev-type`,
+            // as OpenVPN reads them), so that the message names that line.
+            if let deciding = context.deviceType, deciding.type == "tap", deciding.line == option.line {
                 return refuse(option, "vpnsup routes at layer 3: OpenVPN's device is tun0, a tun (a tap device would bridge Ethernet frames)")
             }
             if device == "null" { return refuse(option, "no device: vpnsup routes the LAN through tun0") }

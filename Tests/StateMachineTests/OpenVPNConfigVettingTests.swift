@@ -206,8 +206,14 @@ struct OpenVPNConfigVettingTests {
     @Test func theDeviceIsTun0() {
         #expect(OpenVPNConfigVetting.vet("dev tap\nremote 192.0.2.1\n", path: path).error ==
             "CONFIG=/config/provider.ovpn:1: dev tap: vpnsup routes at layer 3: OpenVPN's device is tun0, a tun (a tap device would bridge Ethernet frames)")
-        #expect(OpenVPNConfigVetting.vet("dev mydev\ndev-type tap\nremote 192.0.2.1\n", path: path).refusal?.line == 1)
+        // The refusal names the line that makes the device a tap one, as OpenVPN reads the file:
+        // `dev-type`, or else the last `dev`.
+        #expect(OpenVPNConfigVetting.vet("dev mydev\ndev-type tap\nremote 192.0.2.1\n", path: path).refusal?.line == 2)
         #expect(OpenVPNConfigVetting.vet("dev-type tap\nremote 192.0.2.1\n", path: path).refusal?.line == 1)
+        #expect(OpenVPNConfigVetting.vet("dev tun\nremote 192.0.2.1\ndev tap\n", path: path).error ==
+            "CONFIG=/config/provider.ovpn:3: dev tap: vpnsup routes at layer 3: OpenVPN's device is tun0, a tun (a tap device would bridge Ethernet frames)")
+        #expect(OpenVPNConfigVetting.vet("dev tap\nremote 192.0.2.1\ndev tun\n", path: path).error == nil, "OpenVPN uses the last dev: tun")
+        #expect(OpenVPNConfigVetting.vet("dev tap0\ndev-type tun\nremote 192.0.2.1\n", path: path).error == nil, "dev-type decides")
         let renamed = OpenVPNConfigVetting.vet("dev tun7\nremote 192.0.2.1\n", path: path)
         #expect(renamed.error == nil)
         #expect(renamed.findings.first?.level == .warning)

@@ -5,9 +5,9 @@ For every file given (or found under the directories given):
 
 1. `vpnsup check` (as root): vpnsup's vetting and remote plan, then OpenVPN's own check of the
    vetted text (options, files, keys) in a network namespace without network.
-2. OpenVPN on the raw file, as `nobody`, in a network and PID namespace of its own, at --verb 4,
-   stopped at its version line: the connection profiles it built (remote, port, proto), or the
-   error that stopped it. Options OpenVPN 2.6 removed or knows only on Windows are made warnings
+2. OpenVPN on the raw file, as `nobody`, in a network and PID namespace of its own, at --verb 4
+   (and --mute 0: a file's `mute` would hide the profiles), stopped once it turns to the network:
+   the connection profiles it built (remote, port, proto), or the error that stopped it. Options OpenVPN 2.6 removed or knows only on Windows are made warnings
    with --ignore-unknown-option so that the rest of the file is still compared.
 
 Each file gets one verdict (see `verdict`):
@@ -134,7 +134,8 @@ def openvpn_raw(path, openvpn):
     argv = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--",
             "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
             openvpn] + ignore + ["--cd", os.path.dirname(os.path.abspath(path)), "--config", os.path.abspath(path),
-                                 "--verb", "4", "--dev", "tun0", "--dev-type", "tun", "--auth-user-pass", placeholder_credentials()]
+                                 "--verb", "4", "--mute", "0", "--dev", "tun0", "--dev-type", "tun",
+                                 "--auth-user-pass", placeholder_credentials()]
     # As vpnsup check stops it: once it turns to the network, its keys are loaded.
     lines, stopped = run_until(argv, lambda l: message(l).startswith(PAST_KEYS))
     texts = [message(l) for l in lines]

@@ -9,7 +9,9 @@
 #         ncp-disable and keysize: the tunnel comes up, no script ever runs (the marker file
 #         never appears), the log and `vpnsup status` name each dropped line, ncp-disable and
 #         keysize are warnings; OpenVPN reads the vetted text (RUNTIME_DIR/openvpn.conf, 0600)
-#         with --script-security 0; the file is gone once vpnsup exits
+#         with --script-security 0; the file is gone once vpnsup exits. SIGHUP meanwhile: a
+#         dev tap line is refused as a reload (the tunnel stays up); an option OpenVPN refuses
+#         kills the switch with OpenVPN's line, never retried; the good file again: TunnelUp
 #     (b) a file with an option OpenVPN does not know: exit 78 within 2 s, the last stderr line
 #         naming the file, the line and the option; OpenVPN spawned once; the lockdown committed
 #     (c) a udp6-only file (the WAN is IPv4): exit 78 naming why; OpenVPN never spawned
@@ -151,10 +153,53 @@ provider_scripts_checks() {
     }
     tap_check "the vetted text is mode 0600, root's, and holds none of the dropped lines" vetted_private
     tap_last_failed && tap_note "$(ls -l "$PROVIDER_RUNTIME" 2>&1 | tr '\n' ' ')"
+    provider_reload_checks
     provider_stop
     tap_check "SIGTERM: vpnsup exits 0 (got $PROVIDER_RC) and removes the vetted text" \
         bash -c '[ "$1" -eq 0 ] && [ ! -e "$2" ]' _ "$PROVIDER_RC" "$vetted"
     tap_check "the marker never appeared (also not on OpenVPN's way down)" test ! -e "$PROVIDER_MARKER"
+}
+
+# SIGHUP with the provider file running: a line the vetting refuses is refused as a reload (the
+# file in use stays, the tunnel too); an option only OpenVPN refuses kills the switch with
+# OpenVPN's line, and nothing retries it until the next SIGHUP brings a good file.
+provider_reload_checks() {
+    local file=$LAB_RUNDIR/config/provider.ovpn good json started
+    good=$(cat "$file")
+    printf '%s\ndev tap\n' "$good" >"$file"
+    kill -HUP "$PROVIDER_PID"
+    reload_refused() { provider_status | jq -e '.lastReload.accepted == false' >/dev/null 2>&1; }
+    lab_wait_for 5 reload_refused || true
+    json=$(provider_status || true)
+    tap_check "SIGHUP with a dev tap line: the reload is refused naming it, the tunnel stays up" \
+        jq -e --arg file "$file" '.state == "TunnelUp" and (.lastReload.message | startswith("CONFIG=\($file):")
+            and contains("dev tap: vpnsup routes at layer 3"))' <<<"$json"
+    tap_last_failed && tap_note "lastReload: $(jq -c '{state, lastReload}' <<<"$json" 2>/dev/null || echo "$json")"
+
+    printf '%s\nthis-option-does-not-exist 1\n' "$good" >"$file"
+    started=$(grep -c 'started OpenVPN (pid' "$LAB_RUNDIR/logs/vpnsup-provider.log")
+    kill -HUP "$PROVIDER_PID"
+    killswitched_by_openvpn() {
+        provider_status | jq -e '.state == "Killswitched" and (.reason | contains("Options error: Unrecognized option"))' >/dev/null 2>&1
+    }
+    if lab_wait_for 10 killswitched_by_openvpn; then
+        json=$(provider_status || true)
+        tap_check "SIGHUP with an option OpenVPN refuses: Killswitched with OpenVPN's line naming CONFIG's line" \
+            jq -e --arg file "$file" '.reason | contains("in \($file):") and contains(": this-option-does-not-exist")' <<<"$json"
+        tap_last_failed && tap_note "reason: $(jq -r .reason <<<"$json")"
+        sleep 3 # the crash-loop handling would have started OpenVPN again by now
+        no_retry() {
+            [ "$(grep -c 'started OpenVPN (pid' "$LAB_RUNDIR/logs/vpnsup-provider.log")" -eq $((started + 1)) ] &&
+                [ -z "$(router_openvpns)" ] && provider_state_is Killswitched && client_blocked
+        }
+        tap_check "no retry of the refused file (OpenVPN started once for it), vpnsup still running, the client blocked" no_retry
+    else
+        tap_not_ok "SIGHUP with an option OpenVPN refuses: Killswitched with OpenVPN's line naming CONFIG's line (state $(provider_status | jq -c '{state, reason}' 2>/dev/null || echo '?'))"
+    fi
+    printf '%s\n' "$good" >"$file"
+    kill -HUP "$PROVIDER_PID"
+    up_again() { lab_wait_for 30 provider_state_is TunnelUp && lab_wait_for 10 client_via_tunnel; }
+    tap_check "SIGHUP with the good file again: TunnelUp, traffic through the tunnel" up_again
 }
 
 # ---- (b) an option OpenVPN does not know, (c) IPv6 only ----
@@ -227,6 +272,7 @@ provider_moving_server_checks() {
     provider_resolver_points_to "$PROVIDER_MOVED_IP"
     provider_server_on "$PROVIDER_MOVED_IP"
     # From now on the tunnel's transport may go to the new address too (only there, udp 1194).
+    # shellcheck disable=SC2034 # read by lab_leaks
     LAB_TRANSPORT_FILTER="arp or (ip src $LAB_ROUTER_WAN_IP and (ip dst $LAB_VPN_SERVER_IP or ip dst $PROVIDER_MOVED_IP) and (udp dst port $LAB_VPN_PORT or ip[6:2] & 0x1fff != 0))"
     followed() {
         json=$(provider_status) && jq -e --arg ip "$PROVIDER_MOVED_IP" --arg port "$LAB_VPN_PORT" \
