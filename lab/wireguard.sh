@@ -157,7 +157,7 @@ lab_wg_kill_router() {
 }
 
 _lab_wg_router_links_gone() {
-    ! lab_exec router ip -o link show type tun 2>/dev/null | grep -q .
+    ! grep -q . <<<"$(lab_exec router ip -o link show type tun 2>/dev/null)"
 }
 
 lab_wg_handshake() { # NODE IF

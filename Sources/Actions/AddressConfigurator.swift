@@ -156,7 +156,7 @@ final class RouteRequestSocket {
     let portID: UInt32
 
     init(operation: String) throws {
-        guard let socket = mnl_socket_open2(NETLINK_ROUTE, Int32(SOCK_CLOEXEC.rawValue)) else {
+        guard let socket = mnl_socket_open2(NETLINK_ROUTE, SocketFlags.closeOnExec) else {
             throw NetlinkError(operation: operation, errno: errno)
         }
         var on: Int32 = 1

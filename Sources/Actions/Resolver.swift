@@ -181,8 +181,8 @@ final class MarkedSocket {
 
     /// `device`: send through this interface only (SO_BINDTODEVICE), whatever the routes say.
     init(_ kind: Kind, mark: UInt32, device: String? = nil) throws {
-        let type = kind == .udp ? Int32(SOCK_DGRAM.rawValue) : Int32(SOCK_STREAM.rawValue)
-        fd = socket(AF_INET, type | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        let type = kind == .udp ? SocketFlags.datagram : SocketFlags.stream
+        fd = socket(AF_INET, type | SocketFlags.closeOnExec | SocketFlags.nonBlocking, 0)
         guard fd >= 0 else { throw Failure(call: "socket", code: errno) }
         var mark = mark
         guard setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, socklen_t(MemoryLayout<UInt32>.size)) == 0 else {
@@ -224,7 +224,7 @@ final class MarkedSocket {
 
     /// One datagram (UDP).
     func send(_ bytes: [UInt8]) throws {
-        let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, SocketFlags.noSignal) }
         guard sent == bytes.count else { throw Failure(call: "send", code: sent < 0 ? errno : EMSGSIZE) }
     }
 
@@ -232,7 +232,7 @@ final class MarkedSocket {
     func send(_ bytes: [UInt8], until deadline: ContinuousClock.Instant) throws {
         var offset = 0
         while offset < bytes.count {
-            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, SocketFlags.noSignal) }
             if sent > 0 {
                 offset += sent
             } else if sent < 0, errno == EAGAIN || errno == EINTR {

@@ -39,6 +39,8 @@ public enum ExitCode {
     public static let success: Int32 = 0
     /// EX_OSERR: the kill switch could not be armed.
     public static let unavailable: Int32 = 71
+    /// EX_TEMPFAIL: another `vpnsup run` supervises this network namespace; try again once it ends.
+    public static let alreadyRunning: Int32 = 75
     /// EX_CONFIG: bad configuration.
     public static let configuration: Int32 = 78
 }

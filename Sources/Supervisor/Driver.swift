@@ -15,11 +15,14 @@ public actor Driver {
     private let log: SupervisorLog
     private let board: StatusBoard
     private let notifier: any ServiceNotifying
+    /// The metrics only the stream of events can tell (transitions, restarts, probe failures).
+    private let metrics: MetricsLedger?
     /// Set by the machine's `exit` action; nothing is taken in after it.
     public private(set) var exitCode: Int32?
 
     public init(machine: Machine, effects: any Effects, inbox: Inbox, log: SupervisorLog, board: StatusBoard,
-                notifier: any ServiceNotifying) {
+                notifier: any ServiceNotifying, metrics: MetricsLedger? = nil) {
+        self.metrics = metrics
         self.machine = machine
         self.effects = effects
         self.inbox = inbox
@@ -93,6 +96,7 @@ public actor Driver {
             next += 1
             let before = machine
             let actions = machine.handle(event)
+            metrics?.record(event, from: before.state, to: machine.state)
             let (notes, notices) = record.handled(event, before: before, after: machine, actions: actions, at: now())
             if machine.isConfigured, !before.isConfigured { log.open() }
             notes.forEach(log.log)

@@ -13,7 +13,8 @@ extension LinuxEffects {
     func load() -> Event {
         let configuration: Configuration
         do {
-            configuration = try Configuration(settings.values)
+            // PORT_FWD_FILE's forwards join PORT_FWD's (live changes: PortForwardDiff).
+            configuration = try Configuration(settings.values).loadingPortForwardFile().get()
         } catch {
             return .configurationRejected(error.description)
         }
@@ -54,6 +55,9 @@ extension LinuxEffects {
         }
         do {
             try openChannels(configuration, statusGroup: statusGroup)
+        } catch let error as MetricsResponderError {
+            return .configurationRejected("METRICS_LISTEN=\(configuration.metricsListen.map(\.description) ?? "") "
+                + "cannot be listened on: \(error)")
         } catch {
             return .configurationRejected("RUNTIME_DIR=\(configuration.runtimeDirectory): \(error)")
         }
@@ -129,9 +133,12 @@ extension LinuxEffects {
                                                      group: statusGroup) { [board] in
                 // Read on the status thread through a socket of its own: a status request never
                 // waits for the interpreter, and shows what the kernel counts right now.
-                let counters = try? Firewall().dropCounters()
-                return board.json(blocked: counters?.mapValues { BlockedCount(packets: $0.packets, bytes: $0.bytes) },
-                                  traffic: LinkTraffic.of(Configuration.tunnelInterface))
+                StatusBoard.json(Self.kernelSnapshot(board))
+            }
+        }
+        if metricsResponder == nil {
+            metricsResponder = try MetricsEndpoints.start(configuration, statusGroup: statusGroup, ledger: metrics) { [board] in
+                Self.kernelSnapshot(board)
             }
         }
         try backend.open(runtimeDirectory: configuration.runtimeDirectory, inbox: inbox, scope: scope)
@@ -140,16 +147,27 @@ extension LinuxEffects {
         scope.spawn { [inbox] in await inbox.forward(netlink.events) { .netlink($0) } }
     }
 
+    /// The status with what the kernel counts right now (drops per chain, the tunnel's bytes),
+    /// read on the asking thread through sockets of its own: a status request or a scrape never
+    /// waits for the interpreter.
+    static func kernelSnapshot(_ board: StatusBoard) -> StatusSnapshot {
+        let counters = try? Firewall().dropCounters()
+        return board.current(blocked: counters?.mapValues { BlockedCount(packets: $0.packets, bytes: $0.bytes) },
+                             traffic: LinkTraffic.of(Configuration.tunnelInterface))
+    }
+
     // MARK: On threads of their own
 
     /// Resolves `names` on a thread of its own (bounded by the resolver's budget), so that the
     /// interpreter and the effects go on; `namesResolved` follows.
     func resolve(_ names: [String], nameservers: [IPv4Address]) {
         let resolver = Resolver(nameservers: nameservers, mark: Configuration.transportMark)
-        let work: @Sendable () -> Void = { [inbox, log] in
+        let work: @Sendable () -> Void = { [inbox, log, metrics] in
             let started = ContinuousClock.now
             let outcome = resolver.resolve(names)
-            let elapsed = SupervisorRecord.milliseconds(ContinuousClock.now - started)
+            let took = ContinuousClock.now - started
+            metrics?.resolved(at: Date(), took: took)
+            let elapsed = SupervisorRecord.milliseconds(took)
             let servers = nameservers.map(\.description).joined(separator: ", ")
             let found = names.compactMap { name in
                 outcome.addresses[name].map { "\(name) -> \($0.map(\.description).joined(separator: " "))" }
@@ -178,9 +196,10 @@ extension LinuxEffects {
         let probe = TunnelProbe(server: server, name: configuration.probe.name,
                                 device: Configuration.tunnelInterface, timeout: configuration.probe.timeout)
         do {
-            try ReaderThread.start(name: "vpnsup-probe") { [inbox] in
-                let failure = probe.run()
-                inbox.post(.event(failure.map { .probeFailed($0) } ?? .probeSucceeded))
+            try ReaderThread.start(name: "vpnsup-probe") { [inbox, metrics] in
+                let measurement = probe.measure()
+                if measurement.failure == nil { metrics?.probeAnswered(after: measurement.latency) }
+                inbox.post(.event(measurement.failure.map { .probeFailed($0) } ?? .probeSucceeded))
             }
         } catch {
             inbox.post(.event(.probeFailed("no thread for the probe: \(error)")))

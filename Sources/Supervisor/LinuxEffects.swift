@@ -19,12 +19,14 @@ public actor LinuxEffects: Effects {
     let scope: TaskScope
     let board: StatusBoard
     let backend: any TunnelBackend
+    let metrics: MetricsLedger?
     let timers = TimerBook()
     let addresses = AddressConfigurator()
 
     private var firewall: Firewall?
     private var monitor: NftablesMonitor?
     var statusChannel: StatusChannel?
+    var metricsResponder: MetricsResponder?
     var netlink: NetlinkWatcher?
     /// The credentials read, by token; the machine says which are in use.
     var credentials: [CredentialsToken: Credentials] = [:]
@@ -33,7 +35,8 @@ public actor LinuxEffects: Effects {
     var credentialsRead = 0
 
     public init(settings: RunSettings, log: SupervisorLog, inbox: Inbox, scope: TaskScope, board: StatusBoard,
-                backend: any TunnelBackend) throws {
+                backend: any TunnelBackend, metrics: MetricsLedger? = nil) throws {
+        self.metrics = metrics
         executor = try EffectsExecutor.start(name: "vpnsup-effects")
         self.settings = settings
         self.log = log
@@ -129,6 +132,7 @@ public actor LinuxEffects: Effects {
         case .exit(let code, let message):
             if let message, code != ExitCode.success { StandardError.writeLine(message) }
             statusChannel?.close()
+            metricsResponder?.close()
             backend.close()
             netlink?.stop()
             monitor?.stop()

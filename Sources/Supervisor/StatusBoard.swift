@@ -174,15 +174,25 @@ public final class StatusBoard: Sendable {
         snapshot.withLock { change(&$0) }
     }
 
-    /// The JSON `vpnsup status --json` prints, with the kernel's counters of this moment.
-    public func json(blocked: [String: BlockedCount]? = nil, traffic: LinkTraffic? = nil) -> [UInt8] {
+    /// The status with the kernel's counters of this moment (what `status` and the metrics show).
+    public func current(blocked: [String: BlockedCount]?, traffic: LinkTraffic?) -> StatusSnapshot {
         var current = current
         current.blocked = blocked
         current.bytesIn = traffic?.received
         current.bytesOut = traffic?.sent
+        return current
+    }
+
+    /// The JSON `vpnsup status --json` prints, with the kernel's counters of this moment.
+    public func json(blocked: [String: BlockedCount]? = nil, traffic: LinkTraffic? = nil) -> [UInt8] {
+        Self.json(current(blocked: blocked, traffic: traffic))
+    }
+
+    /// `snapshot` as `vpnsup status --json` prints it: keys sorted, one line.
+    public static func json(_ snapshot: StatusSnapshot) -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        return Array((try? encoder.encode(current)) ?? Data("{}".utf8)) + [UInt8(ascii: "\n")]
+        return Array((try? encoder.encode(snapshot)) ?? Data("{}".utf8)) + [UInt8(ascii: "\n")]
     }
 
     public static func timestamp(_ date: Date) -> String {

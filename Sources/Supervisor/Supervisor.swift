@@ -33,16 +33,18 @@ public enum LinuxSupervisor {
         let scope = TaskScope()
         let board = StatusBoard(startedAt: Date())
         let backend = OpenVPNBackend(executable: settings.openvpnExecutable, extraArguments: settings.openvpnArguments, log: log)
+        let metrics = MetricsLedger()
         let effects: LinuxEffects
         do {
-            effects = try LinuxEffects(settings: settings, log: log, inbox: inbox, scope: scope, board: board, backend: backend)
+            effects = try LinuxEffects(settings: settings, log: log, inbox: inbox, scope: scope, board: board, backend: backend,
+                                       metrics: metrics)
         } catch {
             // No thread for the effects: the kill switch cannot be armed.
             StandardError.writeLine("cannot start the effects thread: \(error)")
             return ExitCode.unavailable
         }
         let driver = Driver(machine: Machine(timings: settings.timings, seed: UInt64.random(in: .min ... .max)),
-                            effects: effects, inbox: inbox, log: log, board: board, notifier: ServiceNotifier())
+                            effects: effects, inbox: inbox, log: log, board: board, notifier: ServiceNotifier(), metrics: metrics)
         return await driver.run(scope: scope, signals: signals.events, watchdog: ServiceNotifier.watchdogInterval())
     }
 }

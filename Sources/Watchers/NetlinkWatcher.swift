@@ -281,7 +281,10 @@ private final class RouteSocket {
     let portID: UInt32
 
     static func open(groups: UInt32, receiveBufferSize: Int32) throws -> RouteSocket {
-        guard let socket = mnl_socket_open2(NETLINK_ROUTE, Int32(SOCK_CLOEXEC.rawValue)) else {
+        // O_CLOEXEC is SOCK_CLOEXEC on Linux. Naming SOCK_CLOEXEC in a file that imports CMnl
+        // hides glibc's SOCK_* names from files of the same compiler batch that import only Glibc
+        // (StatusChannel.swift, MetricsResponder.swift): see NftablesSocket.open.
+        guard let socket = mnl_socket_open2(NETLINK_ROUTE, O_CLOEXEC) else {
             throw NetlinkWatcherError(operation: "netlink socket", errno: errno)
         }
         let descriptor = mnl_socket_get_fd(socket)

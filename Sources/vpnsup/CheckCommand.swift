@@ -8,11 +8,11 @@ struct Check: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check the configuration as `run` would, without any network, and say what `run` would do.",
         discussion: """
-        Checks the variables, vets CONFIG (prints each line that is dropped, translated or refused
-        and why), prints the remote plan, then runs OpenVPN on the vetted configuration in a network
-        namespace of its own that has no network (`unshare --net`, so it needs root): OpenVPN reads
-        its options and the files they name and loads its keys and certificates, and is stopped as
-        soon as it turns to the network. Exits 0, or 78 with one line naming the file, the line and
+        Checks the variables, vets CONFIG (prints each line that is dropped, translated or refused \
+        and why), prints the remote plan, then runs OpenVPN on the vetted configuration in a network \
+        namespace of its own that has no network (`unshare --net`, so it needs root): OpenVPN reads \
+        its options and the files they name and loads its keys and certificates, and is stopped as \
+        soon as it turns to the network. Exits 0, or 78 with one line naming the file, the line and \
         the option (or OpenVPN's own message). Arguments after `--` go to OpenVPN, as for `run`.
         """
     )

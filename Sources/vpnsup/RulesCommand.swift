@@ -2,6 +2,7 @@ import Actions
 import ArgumentParser
 import FoundationEssentials
 import StateMachine
+import Supervisor
 
 /// `vpnsup rules`: the dry run. Needs no root and touches nothing: it prints what `run` would
 /// commit, after the remote plan `run` would follow, and exits 78 where `run` would.
@@ -9,11 +10,11 @@ struct Rules: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print, in nft syntax, the ruleset the configuration produces for a state (a dry run, no root needed).",
         discussion: """
-        The output loads with `nft -f`. It starts with the remote plan as comments: every remote of
-        CONFIG as `run` treats it (pinned as written, resolved at run time and pinned with its port
-        and protocol, or skipped and why). Remotes given by host name are resolved only by `run`,
-        so the ruleset pins the IPv4 remotes alone. Exits 78, with the line `run` would print, where
-        `run` would refuse the configuration. States of the lockdown policy (Init, Killswitched) need
+        The output loads with `nft -f`. It starts with the remote plan as comments: every remote of \
+        CONFIG as `run` treats it (pinned as written, resolved at run time and pinned with its port \
+        and protocol, or skipped and why). Remotes given by host name are resolved only by `run`, \
+        so the ruleset pins the IPv4 remotes alone. Exits 78, with the line `run` would print, where \
+        `run` would refuse the configuration. States of the lockdown policy (Init, Killswitched) need \
         no CONFIG: `run` commits the lockdown before it reads it.
         """
     )
@@ -74,7 +75,7 @@ struct ConfigurationReview {
     static func load(_ values: [String: String]) -> Result<ConfigurationReview, ConfigurationRejection> {
         let configuration: Configuration
         do {
-            configuration = try Configuration(values)
+            configuration = try Configuration(values).loadingPortForwardFile().get()
         } catch {
             return .failure(ConfigurationRejection(line: error.description))
         }

@@ -1,6 +1,24 @@
+import Actions
 import ArgumentParser
 import Glibc
+import StateMachine
 import Watchers
+
+// `run` takes the namespace's lock, then commits the lockdown before anything else: before the
+// arguments are parsed, the configuration read or a thread started, so the kill switch is in the
+// kernel a few hundred microseconds after exec. It needs no configuration. If it fails (no
+// CAP_NET_ADMIN, say), the driver's own first commit, which comes next anyway, reports why; that
+// one re-commits the same table, which changes nothing.
+if CommandLine.arguments.count > 1, CommandLine.arguments[1] == "run" {
+    // First the namespace's one-supervisor lock: a second `run` must not touch the first's table.
+    do {
+        try NamespaceLock.acquire(NamespaceLock.run)
+    } catch {
+        StandardError.writeLine(error.description)
+        exit(ExitCode.alreadyRunning)
+    }
+    _ = try? Firewall().commit(.lockdown)
+}
 
 // Before any thread exists, so that every thread inherits the mask and the signal watcher alone
 // receives SIGTERM, SIGINT, SIGHUP and SIGCHLD.

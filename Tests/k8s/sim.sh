@@ -80,7 +80,7 @@ joined_a=$(ksim_client_join client-a n1 10.244.1.10)
 joined_b=$(ksim_client_join client-b n2 10.244.2.10)
 tap_check "both clients found the gateway by its Service name through their forwarder ($joined_a, $joined_b)" \
     test "$joined_a $joined_b" = "$GW1 $GW1"
-overlay_address() { ksim_exec "$1" ip -4 -o addr show dev vxlan0 | grep -q " inet $2/15 "; }
+overlay_address() { grep -q " inet $2/15 " <<<"$(ksim_exec "$1" ip -4 -o addr show dev vxlan0)"; }
 tap_check "client overlay addresses derived from the pod IPs (172.31.1.10, 172.31.2.10)" \
     eval 'overlay_address client-a 172.31.1.10 && overlay_address client-b 172.31.2.10'
 
@@ -176,7 +176,7 @@ if lab_wait_for 10 both_through; then
 else
     tap_not_ok "both clients follow the rescheduled gateway ($followed)"
 fi
-fdb_points_at() { ksim_exec "$1" bridge fdb show dev vxlan0 | grep -qx "00:00:00:00:00:00 dst $2 via eth0 self permanent"; }
+fdb_points_at() { grep -qx "00:00:00:00:00:00 dst $2 via eth0 self permanent" <<<"$(ksim_exec "$1" bridge fdb show dev vxlan0)"; }
 tap_check "each client's overlay has one destination, the new gateway" eval 'fdb_points_at client-a $GW2 && fdb_points_at client-b $GW2'
 no_leaks "gateway rescheduled"
 

@@ -45,7 +45,7 @@ tap_note "lab up in $(lab_ms_to_s "$LAB_UP_MS") s (prefix $LAB_PREFIX, devices $
 t0=$(lab_now_ms)
 lab_wg_server_start
 tap_note "WireGuard server up in $(lab_ms_to_s $(($(lab_now_ms) - t0))) s"
-server_listens() { lab_exec isp ss -Hlun "sport = :$LAB_WG_PORT" | grep -q .; }
+server_listens() { grep -q . <<<"$(lab_exec isp ss -Hlun "sport = :$LAB_WG_PORT")"; }
 tap_check "the server listens on $LAB_VPN_SERVER_IP:$LAB_WG_PORT/udp in the ISP namespace" server_listens
 names_unique() {
     [[ $LAB_WG_SERVER_IF == vwgs* && $LAB_WG_ROUTER_IF == vwgr* ]] && [ ${#LAB_WG_SERVER_IF} -le 15 ] &&
@@ -83,7 +83,7 @@ if lab_wait_for 10 handshaken; then
 else
     tap_not_ok "the hand-made router completes a handshake (none within 10 s)"
 fi
-resolved_by_isp() { lab_resolver_queries | grep -qxF "A $LAB_VPN_NAME $LAB_ROUTER_WAN_IP"; }
+resolved_by_isp() { grep -qxF "A $LAB_VPN_NAME $LAB_ROUTER_WAN_IP" <<<"$(lab_resolver_queries)"; }
 tap_check "the router resolves the endpoint $LAB_VPN_NAME with the ISP's resolver" resolved_by_isp
 seen=$(lab_exec client curl -sS --max-time 5 "$LAB_ECHO_URL" || true)
 tap_check "through the tunnel the echo sees the tunnel address ($seen)" test "$seen" = "$LAB_WG_CLIENT_IP"

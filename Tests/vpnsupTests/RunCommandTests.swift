@@ -1,21 +1,13 @@
 import Foundation
 import Testing
 import StateMachine
+import TestSupport
 @testable import Supervisor
 @testable import vpnsup
 
-/// Root tests in the private network namespace `make test` runs them in (`unshare --net`): never
-/// in the machine's own namespace, where a lockdown would cut the machine off.
-let isolatedRoot: Bool = {
-    guard getuid() == 0,
-          let mine = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net") else { return false }
-    // PID 1's namespace link is unreadable in some sandboxes; the initial namespace then still
-    // has the kernel's fixed inode (PROC_NET_INIT_INO).
-    if let initial = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/1/ns/net") {
-        return mine != initial
-    }
-    return mine != "net:[\(0xEFFF_FFF9 as UInt32)]"
-}()
+/// Root tests only in the private network namespace `make test` runs them in (`unshare --net`):
+/// never in the machine's own namespace, where a lockdown would cut the machine off.
+let isolatedRoot = IsolatedNetworkNamespace.isRootInside
 
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
