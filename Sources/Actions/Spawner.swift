@@ -50,13 +50,33 @@ public enum Spawner {
     /// - The child starts with an empty signal mask and default dispositions: vpnsup blocks its
     ///   handled signals and a blocked mask survives exec, so OpenVPN would otherwise never see
     ///   SIGTERM/SIGHUP.
-    /// - stdin is /dev/null; stdout and stderr are vpnsup's (the container log); no other
-    ///   descriptor is inherited, even one opened without close-on-exec.
+    /// - stdin is /dev/null; stdout and stderr are vpnsup's (the container log), or a pipe
+    ///   (`spawnReadingOutput`); no other descriptor is inherited, even one opened without
+    ///   close-on-exec.
     /// - The child stays in vpnsup's process group and session: a container runtime signals PID 1
     ///   only, so vpnsup alone decides when OpenVPN is stopped. (A terminal's Ctrl-C reaches the
     ///   whole foreground group, OpenVPN included; it exits and vpnsup sees that.)
     public static func spawn(executable: String, arguments: [String], environment: [String: String]) throws -> Int32 {
         try spawn(executable: executable, arguments: arguments, environment: environment, output: nil)
+    }
+
+    /// As `spawn`, with the child's stdout and stderr going into one pipe whose read end is
+    /// returned (so that its lines can be read, logged and judged) instead of vpnsup's own.
+    public static func spawnReadingOutput(executable: String, arguments: [String],
+                                          environment: [String: String]) throws -> (pid: Int32, output: ChildOutput) {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { throw SpawnError(executable: executable, reason: .system(call: "pipe", errno: errno)) }
+        // Close-on-exec for vpnsup's later children; the child gets the write end as 1 and 2.
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        let pid: Int32
+        do {
+            pid = try spawn(executable: executable, arguments: arguments, environment: environment, output: (fds[1], fds[1]))
+        } catch {
+            close(fds[0]); close(fds[1])
+            throw error
+        }
+        close(fds[1])
+        return (pid, ChildOutput(descriptor: fds[0]))
     }
 
     /// Runs `executable` to its end and returns its exit status with what it wrote to stdout and

@@ -14,22 +14,31 @@ public struct CredentialsToken: Hashable, Sendable, CustomStringConvertible {
 /// resolving their host names needs.
 public struct LoadedConfiguration: Hashable, Sendable {
     public var configuration: Configuration
+    /// The remotes `run` uses (the remote plan's, `OpenVPNConfigReview.remotes`).
     public var remotes: [Remote]
     /// resolv.conf's nameservers, read only when a remote names a host.
     public var nameservers: [IPv4Address]
-    /// OpenVPN: the credentials. WireGuard: the parsed wg-quick file with its keys, which the
-    /// effects hold as they hold credentials.
+    /// OpenVPN: the credentials and, read with them, the vetted OpenVPN text (both stay with the
+    /// effects: the text may hold private keys). WireGuard: the parsed wg-quick file with its keys,
+    /// which the effects hold as they hold credentials.
     public var credentials: CredentialsToken
     /// A wg-quick file, without its keys; nil for OpenVPN.
     public var wireGuard: WireGuardProfile?
+    /// What the vetting did to the OpenVPN file's lines (logged once, shown by `vpnsup status`).
+    public var findings: [OpenVPNConfigFinding]
+    /// The file's connection profiles `run` does not use, with why.
+    public var skippedRemotes: [RemotePlan.Entry]
 
     public init(configuration: Configuration, remotes: [Remote], nameservers: [IPv4Address] = [],
-                credentials: CredentialsToken, wireGuard: WireGuardProfile? = nil) {
+                credentials: CredentialsToken, wireGuard: WireGuardProfile? = nil,
+                findings: [OpenVPNConfigFinding] = [], skippedRemotes: [RemotePlan.Entry] = []) {
         self.configuration = configuration
         self.remotes = remotes
         self.nameservers = nameservers
         self.credentials = credentials
         self.wireGuard = wireGuard
+        self.findings = findings
+        self.skippedRemotes = skippedRemotes
     }
 }
 
@@ -39,11 +48,16 @@ public struct ReloadedConfiguration: Hashable, Sendable {
     public var credentials: CredentialsToken
     /// The wg-quick file read again (nil: an OpenVPN file).
     public var wireGuard: WireGuardProfile?
+    public var findings: [OpenVPNConfigFinding]
+    public var skippedRemotes: [RemotePlan.Entry]
 
-    public init(remotes: [Remote], credentials: CredentialsToken, wireGuard: WireGuardProfile? = nil) {
+    public init(remotes: [Remote], credentials: CredentialsToken, wireGuard: WireGuardProfile? = nil,
+                findings: [OpenVPNConfigFinding] = [], skippedRemotes: [RemotePlan.Entry] = []) {
         self.remotes = remotes
         self.credentials = credentials
         self.wireGuard = wireGuard
+        self.findings = findings
+        self.skippedRemotes = skippedRemotes
     }
 }
 
@@ -67,13 +81,18 @@ public struct TunnelPlan: Hashable, Sendable {
     public var tunnelInterface: String
     /// What a WireGuard tunnel is configured with; nil for OpenVPN.
     public var wireGuard: WireGuardPlan?
+    /// The vetted OpenVPN text of the configuration in use, filled in by the effects from what
+    /// they read (`credentials` names it), never by the machine: it may hold private keys.
+    public var vettedText: String?
 
     public init(configurationPath: String, runtimeDirectory: String, asksForRemotes: Bool,
-                tunnelInterface: String = Configuration.tunnelInterface, wireGuard: WireGuardPlan? = nil) {
+                tunnelInterface: String = Configuration.tunnelInterface, wireGuard: WireGuardPlan? = nil,
+                vettedText: String? = nil) {
         self.configurationPath = configurationPath
         self.runtimeDirectory = runtimeDirectory
         self.asksForRemotes = asksForRemotes
         self.tunnelInterface = tunnelInterface
         self.wireGuard = wireGuard
+        self.vettedText = vettedText
     }
 }

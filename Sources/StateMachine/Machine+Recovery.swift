@@ -18,7 +18,7 @@ extension Machine {
             // The retry timer tries again.
             return []
         case .timerFired(.retry):
-            guard lockout.cause != .authentication else { return [] }
+            guard !lockout.cause.waitsForReload else { return [] }
             lockout.recovery.exitsWithoutTunnel = 0
             if addressPresent { return enter(.addressAssigned(lockout.recovery)) }
             phase = .killswitched(lockout)
@@ -62,7 +62,9 @@ extension Machine {
             process = .stopped
             return [.cancelTimer(.stopDeadline), .exit(code: ExitCode.success, message: nil)]
         case .timerFired(.stopDeadline):
-            return session == nil ? [] : [.killTunnel]
+            // An exit held for the output's end is an exit: nothing left to kill.
+            guard let session, session.heldExit == nil else { return [] }
+            return [.killTunnel]
         case .firewallTampered:
             // The lockdown must hold until the very end, whoever removed it.
             return recommit()
@@ -87,6 +89,8 @@ extension Machine {
         }
         phase = .stopping
         reason = "shutting down"
+        // The lockdown closes a resolution under way; its answer no longer matters.
+        provider.reresolution = nil
         actions += [.cancelTimer(.respawn), .cancelTimer(.retry)]
         if session == nil {
             actions.append(.exit(code: ExitCode.success, message: nil))
@@ -99,11 +103,14 @@ extension Machine {
     /// Killswitched: the lockdown, the tunnel stopped, a retry if the failure may be transient.
     mutating func killswitch(_ cause: Lockout.Cause, _ why: String) -> [Action] {
         var cause = cause
-        // Rejected credentials wait for new ones: a later transient failure must not arm a retry
-        // that would replay them (and risk an account lock-out).
-        if case .killswitched(let lockout) = phase, lockout.cause == .authentication { cause = .authentication }
+        // Rejected credentials wait for new ones (and a refused configuration for a fixed one): a
+        // later transient failure must not arm a retry that would replay them (and risk an
+        // account lock-out).
+        if case .killswitched(let lockout) = phase, lockout.cause.waitsForReload { cause = lockout.cause }
         var actions = enter(.killswitched(Lockout(cause: cause, recovery: recovery)))
         reason = why
+        // The lockdown closes a resolution under way, and the tunnel that asked is stopped.
+        provider.reresolution = nil
         updateSession { $0.holdPending = false }
         actions.append(.cancelTimer(.respawn))
         if session != nil { actions.append(.stopTunnel) }

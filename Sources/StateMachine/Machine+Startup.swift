@@ -38,7 +38,7 @@ extension Machine {
                 ($0, "the resolving ruleset was not committed: \(message)")
             })
             return judge(addresses: [:], failures: failures, starting)
-        case .namesResolved(let addresses, let failures):
+        case .namesResolved(let addresses, let failures, _):
             guard case .resolving(var resolution) = starting.step, resolution.step == .open else { return [] }
             resolution.step = .closing(addresses: addresses, failures: failures)
             phase = .initial(Starting(step: .resolving(resolution), lockdownFailure: starting.lockdownFailure))
@@ -189,6 +189,11 @@ extension Machine {
         loaded?.remotes = reload.remotes
         loaded?.credentials = reload.credentials
         loaded?.wireGuard = reload.wireGuard
+        loaded?.findings = reload.findings
+        loaded?.skippedRemotes = reload.skippedRemotes
+        // A reloaded file OpenVPN refuses kills the switch; `run` goes on waiting for a fix.
+        provider.exitOnConfigurationError = false
+        provider.round = AttemptRound()
         return true
     }
 }

@@ -36,13 +36,17 @@ extension Machine {
             reason = "\(tunnelName) could not be started: \(message)"
             return afterTunnelEnded()
         case .tunnelProcessExited(let status):
-            guard session != nil else { return [] }
+            guard let ended = session else { return [] }
             process = .stopped
             if connecting.restartAfterExit {
                 // Stopped to start again with a reloaded configuration: no backoff.
                 connecting.restartAfterExit = false
                 phase = .tunnelConnecting(connecting)
                 return spawn()
+            }
+            if case .ended(let error?) = ended.output {
+                // OpenVPN refused its configuration: no respawn would change that.
+                return configurationRefused(error, status)
             }
             reason = "\(tunnelName) \(status)"
             return afterTunnelEnded()

@@ -50,7 +50,7 @@ extension Machine {
     public var wireGuardEvidence: WireGuardEvidence? { wireGuard.monitor.evidence }
 
     /// The host names being resolved again while a WireGuard tunnel runs.
-    public var namesBeingReresolved: [String]? {
+    var wireGuardNamesBeingReresolved: [String]? {
         switch wireGuard.resolution {
         case .opening(let names), .open(let names): names
         case nil: nil
@@ -123,6 +123,10 @@ extension Machine {
         case .configurationReloaded(let reload):
             guard tunnelWanted else { return nil }
             return reconfigure(reload)
+        case .tunnelOutputWatched, .tunnelOutputEnded, .timerFired(.tunnelOutput):
+            // OpenVPN's output is judged for configuration errors; wireguard-go reads no file
+            // (vpnsup configures it over UAPI), so its end is judged without it.
+            return []
         case .credentialsRequested, .remoteRequested, .authenticationFailed:
             // OpenVPN's questions: wireguard-go asks for no credentials and no remote, and has no
             // authentication step that could fail (a wrong key is a handshake that never comes).
@@ -175,12 +179,12 @@ extension Machine {
             return []
         case .up:
             wireGuard.recoveries = 0
-            return handlePhase(.tunnelConnected)
+            return handleInPhase(.tunnelConnected)
         case .handshakeOverdue(let why):
             reason = why
             return recover()
         case .stale(let why):
-            return handlePhase(.tunnelDisconnected(why)) + recover()
+            return handleInPhase(.tunnelDisconnected(why)) + recover()
         }
     }
 
@@ -215,13 +219,16 @@ extension Machine {
             // A commit is all or nothing: the policy still holds. The pins stay; the peers are set again.
             wireGuard.resolution = nil
             return wireGuard.controlReady ? [.reconnectTunnel] : []
-        case (.namesResolved(let addresses, _), .open?):
+        case (.namesResolved(let addresses, let failures, let elapsed), .open(let names)?):
             wireGuard.resolution = nil
             guard let loaded, let pinned, let requested else { return [] }
             // A name that did not resolve this time keeps the addresses it had.
             var resolved = pinned.resolved
             for (name, list) in addresses where !list.isEmpty { resolved[RemotePins.key(name)] = list }
-            self.pinned = RemotePins(remotes: loaded.remotes, resolved: resolved)
+            let repinned = RemotePins(remotes: loaded.remotes, resolved: resolved)
+            self.pinned = repinned
+            provider.lastResolution = NameResolution(cause: .everyEndpointFailed, names: names, addresses: addresses,
+                                                     failures: failures, elapsed: elapsed, endpoints: repinned.endpoints)
             wireGuard.endpointAttempt = 0
             wireGuard.freshRound = true
             // The policy with the new pins closes resolution; the device follows once it is committed.

@@ -32,6 +32,8 @@ public enum TimerID: String, Hashable, Sendable, CaseIterable {
     case crashWindow
     /// Time to read WireGuard's latest handshakes again (`WireGuardHandshakeMonitor` decides when).
     case handshakeLook
+    /// The tunnel's process ended but its output did not: judge the end without it.
+    case tunnelOutput
 }
 
 /// sysexits(3) codes `vpnsup run` ends with.
@@ -145,6 +147,9 @@ public struct Machine: Hashable, Sendable {
 
     /// A WireGuard tunnel's evidence, endpoint rotation and re-resolution (Machine+WireGuard).
     var wireGuard: WireGuardTunnel
+    /// The provider's configuration across phases: OpenVPN's configuration errors, the rounds of
+    /// attempts at the pinned endpoints, host names resolved again (Machine+Provider.swift).
+    var provider = ProviderTracking()
 
     public init(timings: Timings = Timings(), seed: UInt64 = 0, tunnelName: String = "OpenVPN") {
         self.timings = timings
@@ -187,7 +192,8 @@ public struct Machine: Hashable, Sendable {
 
     /// The tunnel's process, while it runs.
     public var tunnelPID: Int32? {
-        if case .live(let session) = process { session.pid } else { nil }
+        // An exit held for the output's end is an exit: the pid may be reused, never signal it.
+        if case .live(let session) = process, session.heldExit == nil { session.pid } else { nil }
     }
 
     /// The WAN link, as netlink last reported it.
@@ -245,23 +251,27 @@ public struct Machine: Hashable, Sendable {
     /// How to start the tunnel with the configuration in use.
     public var tunnelPlan: TunnelPlan? {
         guard let configuration, let pinned else { return nil }
+        // Skipped profiles must be asked about too, or OpenVPN would try them itself.
         return TunnelPlan(configurationPath: configuration.openvpnConfigPath,
                           runtimeDirectory: configuration.runtimeDirectory,
-                          asksForRemotes: loaded?.wireGuard == nil && pinned.remotes.contains { $0.endpoint == nil },
+                          asksForRemotes: loaded?.wireGuard == nil
+                              && (pinned.remotes.contains { $0.endpoint == nil }
+                                  || (loaded?.skippedRemotes.contains(where: \.needsSkipping) ?? false)),
                           tunnelInterface: tunnelInterface, wireGuard: wireGuardPlan)
     }
 
     // MARK: Events in, actions out
 
     public mutating func handle(_ event: Event) -> [Action] {
-        // WireGuard's own events, and its answers to shared ones, first; the evidence stops when
-        // the tunnel does, whatever ended it.
-        var actions = handleWireGuard(event) ?? handlePhase(event)
+        // WireGuard's own events, and its answers to shared ones, first; then what concerns the
+        // provider's configuration; the evidence stops when the tunnel does, whatever ended it.
+        var actions = handleWireGuard(event) ?? handleProviderEvent(event) ?? handleInPhase(event)
         actions += settleWireGuard()
         return actions
     }
 
-    mutating func handlePhase(_ event: Event) -> [Action] {
+    /// The phase's handler.
+    mutating func handleInPhase(_ event: Event) -> [Action] {
         switch phase {
         case .initial(let starting): handleInitial(event, starting)
         case .addressAssigned(let recovery): handleAddressAssigned(event, recovery)

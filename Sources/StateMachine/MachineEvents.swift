@@ -39,8 +39,9 @@ public enum Event: Hashable, Sendable {
     case nameResolutionOpened
     /// The resolving ruleset was not committed (the lockdown still holds).
     case nameResolutionFailed(String)
-    /// The resolver's answers: host name -> addresses, host name -> why it did not resolve.
-    case namesResolved(addresses: [String: [IPv4Address]], failures: [String: String])
+    /// The resolver's answers: host name -> addresses, host name -> why it did not resolve; how
+    /// long it took (for the status).
+    case namesResolved(addresses: [String: [IPv4Address]], failures: [String: String], elapsed: Duration = .zero)
 
     // MARK: Firewall
     case firewallCommitted(FirewallPolicy)
@@ -123,6 +124,14 @@ public enum Event: Hashable, Sendable {
     /// The answer to `readTunnelPeers`: each peer's latest handshake and sent bytes, read at `at`.
     case tunnelPeersRead([WireGuardPeerSample], at: Duration)
     case tunnelPeersReadFailed(String)
+    // MARK: The tunnel's own output (OpenVPN's configuration errors)
+    /// The tunnel's output is read through a pipe: the process's end is judged once the output
+    /// has ended too (`tunnelOutputEnded`), with what it said.
+    case tunnelOutputWatched
+    /// The tunnel's output ended (its process closed it by exiting). `configurationError`: why it
+    /// refused its configuration before it first turned to the network (OpenVPN's "Options
+    /// error" or the key it could not load, naming CONFIG's lines), nil for any other end.
+    case tunnelOutputEnded(configurationError: String?)
 
     // MARK: The DNS probe
     /// The resolver answered through the tunnel.
@@ -261,6 +270,8 @@ extension Event {
         case .tunnelPeersConfigured: "tunnelPeersConfigured"
         case .tunnelPeersRead(let samples, _): samples.contains { $0.lastHandshake != nil } ? "tunnelPeersRead(handshake)" : "tunnelPeersRead(no handshake)"
         case .tunnelPeersReadFailed: "tunnelPeersReadFailed"
+        case .tunnelOutputWatched: "tunnelOutputWatched"
+        case .tunnelOutputEnded(let error): error == nil ? "tunnelOutputEnded" : "tunnelOutputEnded(configuration error)"
         case .probeSucceeded: "probeSucceeded"
         case .probeFailed: "probeFailed"
         case .timerFired(let timer): "timerFired(\(timer.rawValue))"

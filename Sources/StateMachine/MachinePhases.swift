@@ -93,6 +93,12 @@ extension Machine {
             case crashLoop
             /// A firewall or address failure: retried on a timer, or when the address returns.
             case transient
+            /// OpenVPN refused its configuration (after the tunnel was up once, or after a reload:
+            /// otherwise `run` exits 78): waits for a fixed one (SIGHUP), never retried as is.
+            case configuration
+
+            /// Only a SIGHUP reload lifts it; later failures do not turn it into one a timer lifts.
+            var waitsForReload: Bool { self == .authentication || self == .configuration }
         }
 
         var cause: Cause
@@ -114,6 +120,17 @@ extension Machine {
         var connected = false
         /// The tunnel waits to be released, and the policy that lets it out is not committed yet.
         var holdPending = false
+        /// The tunnel's output: not read, read until it ends, or ended (with the configuration
+        /// error it printed, if any).
+        var output = TunnelOutput.unwatched
+        /// The process ended while its output was still open: its end waits for the output's.
+        var heldExit: ExitStatus?
+    }
+
+    enum TunnelOutput: Hashable, Sendable {
+        case unwatched
+        case open
+        case ended(configurationError: String?)
     }
 
     var session: Session? {
@@ -180,10 +197,7 @@ extension Machine {
             reason = "\(tunnelName): \(message)"
             return []
         case .remoteRequested(let host, let port, let proto):
-            guard var pins = pinned else { return [.answerRemote(.skip)] }
-            let answer = pins.answer(host: host, port: port, proto: proto)
-            pinned = pins
-            return [.answerRemote(answer)]
+            return answerRemote(RemoteQuestion(host: host, port: port, proto: proto))
         case .tunnelCommandFailed:
             // A tunnel that cannot be talked to is of no use; OpenVPN ends by itself when its
             // management connection is gone (`--management-client`), and SIGTERM makes sure. Its

@@ -63,13 +63,7 @@ public struct VettedOpenVPNConfig: Hashable, Sendable {
     public var error: String? { refusal.map(located) }
 
     /// A finding with the file's path: `CONFIG=/config/vpn.ovpn:4: up /etc/x: dropped: ...`.
-    public func located(_ finding: OpenVPNConfigFinding) -> String {
-        let subject = finding.directive.isEmpty ? "" : "\(finding.directive): "
-        switch finding.action {
-        case .refused: return "CONFIG=\(path):\(finding.line): \(subject)\(finding.reason)"
-        default: return "CONFIG=\(path):\(finding.line): \(finding.description.drop(while: { $0 != ":" }).dropFirst(2))"
-        }
-    }
+    public func located(_ finding: OpenVPNConfigFinding) -> String { finding.located(in: path) }
 }
 
 /// Decides, option by option, what of a user's OpenVPN configuration reaches OpenVPN. Pure: the
@@ -270,7 +264,9 @@ public enum OpenVPNConfigVetting {
         switch name {
         case "dev":
             guard let device = arguments.first, arguments.count == 1 else { return keep }
-            if context.deviceType?.type == "tap" || device.hasPrefix("tap") {
+            // Refused at the line that makes the device a tap one (the last `dev`, or `dev-type`,
+            // as OpenVPN reads them), so that the message names that line.
+            if let deciding = context.deviceType, deciding.type == "tap", deciding.line == option.line {
                 return refuse(option, "vpnsup routes at layer 3: OpenVPN's device is tun0, a tun (a tap device would bridge Ethernet frames)")
             }
             if device == "null" { return refuse(option, "no device: vpnsup routes the LAN through tun0") }

@@ -82,7 +82,10 @@ public struct RemotePlan: Hashable, Sendable {
         if entries.isEmpty { return "CONFIG=\(path) has no remote line" }
         guard remotes.isEmpty else { return nil }
         let reasons = entries.map { entry -> String in
-            if case .skipped(let reason) = entry.treatment { return "\(entry.profile.host) \(entry.profile.port) \(entry.profile.proto) (\(reason))" }
+            let profile = entry.profile
+            if case .skipped(let reason) = entry.treatment {
+                return "\(OpenVPNConfigSyntax.quoted(profile.host)) \(OpenVPNConfigSyntax.quoted(profile.port)) \(profile.proto) (\(reason))"
+            }
             return entry.profile.description
         }
         return "CONFIG=\(path) has no usable remote: \(reasons.joined(separator: "; "))"

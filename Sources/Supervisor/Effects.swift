@@ -39,8 +39,16 @@ public protocol TunnelBackend: Sendable {
     func stop(pid: Int32)
     /// SIGKILL to the tunnel's process.
     func kill(pid: Int32)
-    /// Closes the control channel (the tunnel then ends, if it still runs).
+    /// Closes the control channel (the tunnel then ends, if it still runs) and removes what
+    /// `start` left in the runtime directory.
     func close()
+    /// The backend reads the tunnel's output and reports its end (`tunnelOutputEnded`), with the
+    /// configuration error it printed: the process's end is judged with it.
+    var watchesOutput: Bool { get }
+}
+
+extension TunnelBackend {
+    public var watchesOutput: Bool { false }
 }
 
 extension TunnelBackend {

@@ -33,6 +33,8 @@ extension LinuxEffects {
             return .interfaceMissing(variable: variable, name: name)
         }
         let remotes: [Remote]
+        var findings: [OpenVPNConfigFinding] = []
+        var skippedRemotes: [RemotePlan.Entry] = []
         let token: CredentialsToken
         var wireGuardProfile: WireGuardProfile?
         var wireGuardStatus: WireGuardStatusReader?
@@ -50,14 +52,17 @@ extension LinuxEffects {
                 return .configurationRejected(error.description)
             }
         case .success(.openvpn):
-            switch readRemotes(configuration.openvpnConfigPath) {
-            case .success(let read): remotes = read
+            let review: OpenVPNConfigReview
+            switch readOpenVPNConfig(configuration.openvpnConfigPath) {
+            case .success(let read): review = read
             case .failure(let error): return .configurationRejected(error.description)
             }
+            (remotes, findings, skippedRemotes) = (review.remotes, review.vetted.findings, review.skipped)
             switch readCredentials(configuration.credentialsFile) {
             case .success(let read): token = read
             case .failure(let error): return .configurationRejected(error.description)
             }
+            vettedTexts[token] = review.vetted.text
         }
         var statusGroup: UInt32?
         if let group = configuration.statusGroup {
@@ -88,34 +93,42 @@ extension LinuxEffects {
         }
         return .configurationLoaded(LoadedConfiguration(configuration: configuration, remotes: remotes,
                                                         nameservers: nameservers, credentials: token,
-                                                        wireGuard: wireGuardProfile))
+                                                        wireGuard: wireGuardProfile, findings: findings,
+                                                        skippedRemotes: skippedRemotes))
     }
 
-    /// SIGHUP: the credentials file and the OpenVPN configuration again. What cannot be read or
-    /// parsed is refused here; whether the remotes can be used is the machine's to judge.
+    /// SIGHUP: the credentials file and the OpenVPN configuration again. What cannot be read, or
+    /// what the vetting or the remote plan refuses, is refused here with the line `run` would
+    /// exit with at start; whether the remotes can be used with the pins is the machine's to judge.
     func reload(_ machine: Machine) -> Event {
         guard let configuration = machine.configuration else { return .reloadRefused("no configuration yet") }
         if machine.tunnelKind == .wireguard { return reloadWireGuard(configuration, machine) }
-        let remotes: [Remote]
-        switch readRemotes(configuration.openvpnConfigPath) {
-        case .success(let read): remotes = read
+        let review: OpenVPNConfigReview
+        switch readOpenVPNConfig(configuration.openvpnConfigPath) {
+        case .success(let read): review = read
         case .failure(let error): return .reloadRefused(error.description)
         }
         switch readCredentials(configuration.credentialsFile) {
         case .success(let token):
-            // Only the credentials in use and the new ones are kept.
+            vettedTexts[token] = review.vetted.text
+            // Only what is in use and what was just read are kept.
             credentials = credentials.filter { $0.key == token || $0.key == machine.credentials }
-            return .configurationReloaded(ReloadedConfiguration(remotes: remotes, credentials: token))
+            vettedTexts = vettedTexts.filter { $0.key == token || $0.key == machine.credentials }
+            return .configurationReloaded(ReloadedConfiguration(remotes: review.remotes, credentials: token,
+                                                                findings: review.vetted.findings,
+                                                                skippedRemotes: review.skipped))
         case .failure(let error):
             return .reloadRefused(error.description)
         }
     }
 
-    private func readRemotes(_ path: String) -> Result<[Remote], EffectError> {
+    /// The OpenVPN file, vetted and planned (`OpenVPNConfigReview`, as `rules` and `check` read it).
+    private func readOpenVPNConfig(_ path: String) -> Result<OpenVPNConfigReview, EffectError> {
         switch TextFile.read(path) {
         case .success(let text):
-            let remotes = OpenVPNConfigFile.remotes(in: text)
-            return remotes.isEmpty ? .failure(EffectError("CONFIG=\(path) has no remote line")) : .success(remotes)
+            let review = OpenVPNConfigReview(text: text, path: path)
+            if let refusal = review.refusal { return .failure(EffectError(refusal)) }
+            return .success(review)
         case .failure(let error):
             return .failure(EffectError("CONFIG=\(path) cannot be read: \(error)"))
         }
@@ -202,7 +215,8 @@ extension LinuxEffects {
             if !failures.isEmpty {
                 log.log(.warning, "remotes whose host name did not resolve are skipped: \(failures.joined(separator: ", "))")
             }
-            inbox.post(.event(.namesResolved(addresses: outcome.addresses, failures: outcome.failures)))
+            inbox.post(.event(.namesResolved(addresses: outcome.addresses, failures: outcome.failures,
+                                             elapsed: ContinuousClock.now - started)))
         }
         do {
             try ReaderThread.start(name: "vpnsup-resolve", work)

@@ -33,6 +33,8 @@ public actor LinuxEffects: Effects {
     var portForwardFile: PortForwardFileSource?
     /// The credentials read, by token; the machine says which are in use.
     var credentials: [CredentialsToken: Credentials] = [:]
+    /// The vetted OpenVPN text read with them (it may hold private keys: never in the machine).
+    var vettedTexts: [CredentialsToken: String] = [:]
     var credentialsRead = 0
 
     public init(settings: RunSettings, log: SupervisorLog, inbox: Inbox, scope: TaskScope, board: StatusBoard,
@@ -108,11 +110,12 @@ public actor LinuxEffects: Effects {
                 return [.tunnelRouteFailed("\(error)")]
             }
         case .startTunnel:
-            guard let plan = machine.tunnelPlan else { return [.tunnelStartFailed("no configuration")] }
+            guard var plan = machine.tunnelPlan else { return [.tunnelStartFailed("no configuration")] }
+            plan.vettedText = machine.credentials.flatMap { vettedTexts[$0] }
             do {
                 let pid = try backend.start(plan)
                 log.log(.info, "started \(backend.name)" + (pid.map { " (pid \($0))" } ?? ""))
-                return [.tunnelStarted(pid: pid)]
+                return [.tunnelStarted(pid: pid)] + (backend.watchesOutput ? [.tunnelOutputWatched] : [])
             } catch {
                 return [.tunnelStartFailed("\(error)")]
             }

@@ -61,6 +61,14 @@ public struct StatusSnapshot: Codable, Sendable, Equatable {
     public var lastReload: Reload?
     /// A WireGuard tunnel: its link, plane, what the handshakes say, and its peers.
     public var wireGuard: WireGuardStatus?
+    /// What vpnsup did to lines of CONFIG before OpenVPN got it (dropped, translated), in line order.
+    public var findings: [Finding]?
+    /// CONFIG's connection profiles `run` does not use, each with why.
+    public var skippedRemotes: [String]?
+    /// Resolutions of the remotes' host names (at start, and whenever every pinned address failed
+    /// a full round), and the last one.
+    public var resolutions: Int?
+    public var lastResolution: Resolution?
 
     public init(since: String, pid: Int32, startedAt: String) {
         self.since = since
@@ -87,6 +95,43 @@ public struct StatusSnapshot: Codable, Sendable, Equatable {
             self.accepted = accepted
             self.message = message
         }
+    }
+
+    public struct Finding: Codable, Sendable, Equatable {
+        public var file: String
+        public var line: Int
+        /// The line as written (a block by its tag).
+        public var directive: String
+        /// `dropped`, `translated` (to `replacement`) or `refused`.
+        public var action: String
+        public var replacement: String?
+        /// `notice` for what vpnsup owns anyway, `warning` for what the file's author did not expect.
+        public var level: String
+        public var reason: String
+
+        public init(file: String, line: Int, directive: String, action: String, replacement: String?, level: String, reason: String) {
+            self.file = file
+            self.line = line
+            self.directive = directive
+            self.action = action
+            self.replacement = replacement
+            self.level = level
+            self.reason = reason
+        }
+    }
+
+    public struct Resolution: Codable, Sendable, Equatable {
+        public var at: String
+        /// Why: `start-up`, or `every pinned address failed to connect`.
+        public var cause: String
+        public var names: [String]
+        /// What each name resolved to this time.
+        public var addresses: [String: [String]]
+        public var failures: [String: String]?
+        /// How long the resolver took.
+        public var milliseconds: Double
+        /// The endpoints pinned afterwards.
+        public var endpoints: [String]
     }
 
     public struct Repair: Codable, Sendable, Equatable {

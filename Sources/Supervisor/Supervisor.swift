@@ -32,7 +32,7 @@ public enum LinuxSupervisor {
         let inbox = Inbox()
         let scope = TaskScope()
         let board = StatusBoard(startedAt: Date())
-        let backend = OpenVPNBackend(executable: settings.openvpnExecutable, extraArguments: settings.openvpnArguments)
+        let backend = OpenVPNBackend(executable: settings.openvpnExecutable, extraArguments: settings.openvpnArguments, log: log)
         let metrics = MetricsLedger()
         let effects: LinuxEffects
         do {

@@ -1,3 +1,4 @@
+import Logging
 import StateMachine
 
 /// What systemd is told besides the watchdog.
@@ -23,6 +24,7 @@ public struct SupervisorRecord: Sendable {
     /// The forwards the status lists, kept to format them again only when they change (there
     /// may be 10,000, and the status is refreshed on every event).
     private var listedForwards: [PortForward]?
+    private var resolutions = 0
     /// Outside changes whose repair (a commit of the policy) is under way, oldest first.
     private var repairing: [(change: String, policy: FirewallPolicy)] = []
     /// The `>REMOTE:` question being answered.
@@ -60,6 +62,7 @@ public struct SupervisorRecord: Sendable {
             notes += accepted(after)
         }
         notes += narrate(event, before: before, after: after, actions: actions, at: now)
+        notes += narrateProvider(event, before: before, after: after, actions: actions, at: now)
         for action in actions {
             switch action {
             case .applyFirewall(let policy):
@@ -70,7 +73,7 @@ public struct SupervisorRecord: Sendable {
                 notes.append(LogNote(.notice, after.tunnelKind == .wireguard
                     ? "setting the WireGuard peers again (reconnect \(reconnects))"
                     : "asking OpenVPN to reconnect (signal SIGUSR1, reconnect \(reconnects))"))
-            case .openNameResolution where after.isConfigured:
+            case .openNameResolution where after.isConfigured && after.tunnelKind == .wireguard:
                 notes.append(LogNote(.notice, "resolving \(after.namesBeingReresolved?.joined(separator: ", ") ?? "the peers' names") "
                     + "again: no peer answered on any pinned address"))
             case .answerRemote(let answer):
@@ -116,9 +119,13 @@ public struct SupervisorRecord: Sendable {
     /// The configuration was just accepted: what is worth saying about it.
     private mutating func accepted(_ machine: Machine) -> [LogNote] {
         var notes: [LogNote] = []
-        guard machine.configuration != nil, let pins = machine.pins else { return notes }
+        guard let configuration = machine.configuration, let pins = machine.pins else { return notes }
+        notes += Self.findingNotes(machine.openvpnFindings, path: configuration.openvpnConfigPath)
+        for entry in machine.skippedRemotes {
+            notes.append(LogNote(entry.needsSkipping ? .warning : .info, "CONFIG=\(configuration.openvpnConfigPath): \(entry)"))
+        }
         let unpinned = pins.remotes.filter { $0.endpoint == nil && !$0.isHostName }
-        if !unpinned.isEmpty {
+        if machine.tunnelKind == .wireguard, !unpinned.isEmpty {
             notes.append(LogNote(.warning, "IPv6 remotes are not pinned (the WAN carries IPv4 only) and are skipped: "
                 + unpinned.map(\.description).joined(separator: ", ")))
         }
@@ -260,6 +267,12 @@ public struct SupervisorRecord: Sendable {
                 evidence: machine.wireGuardEvidence?.description,
                 configuredEndpoints: Dictionary(uniqueKeysWithValues: endpoints.map { ($0.key.base64, "\($0.value.address):\($0.value.port)") }))
         }
+        let path = configuration.openvpnConfigPath
+        snapshot.findings = machine.openvpnFindings.map {
+            StatusSnapshot.Finding(file: path, line: $0.line, directive: $0.directive, action: $0.action.rawValue,
+                                   replacement: $0.replacement, level: $0.level.rawValue, reason: $0.reason)
+        }
+        snapshot.skippedRemotes = machine.skippedRemotes.isEmpty ? nil : machine.skippedRemotes.map(\.description)
         snapshot.endpoints = pins.endpoints.map(\.description)
         snapshot.resolvedRemotes = pins.resolved.isEmpty ? nil : pins.resolved.mapValues { $0.map(\.description) }
         snapshot.lanInterface = configuration.lanInterface
@@ -280,6 +293,57 @@ public struct SupervisorRecord: Sendable {
             }
             snapshot.probe?.consecutiveFailures = machine.probeFailures
         }
+    }
+
+    // MARK: Provider configurations
+
+    /// Each finding of the vetting, once, at its level: `CONFIG=/config/vpn.ovpn:6: up /x: dropped: ...`.
+    static func findingNotes(_ findings: [OpenVPNConfigFinding], path: String) -> [LogNote] {
+        findings.map { finding in
+            let level: Logger.Level = switch finding.level {
+            case .notice: .notice
+            case .warning: .warning
+            case .error: .error
+            }
+            return LogNote(level, finding.located(in: path))
+        }
+    }
+
+    /// What the provider's side of the machine did: a reload's new findings, the host names
+    /// resolved again, the last resolution for the status.
+    private mutating func narrateProvider(_ event: Event, before: Machine, after: Machine, actions: [Action],
+                                          at now: String) -> [LogNote] {
+        var notes: [LogNote] = []
+        if case .configurationReloaded = event, let path = after.configuration?.openvpnConfigPath,
+           after.openvpnFindings != before.openvpnFindings {
+            let new = after.openvpnFindings.filter { !before.openvpnFindings.contains($0) }
+            notes += Self.findingNotes(new, path: path)
+        }
+        if case .remoteRequested = event, let names = after.namesBeingReresolved, before.namesBeingReresolved == nil {
+            let endpoints = before.pins?.endpoints.map(\.description).joined(separator: ", ") ?? "-"
+            notes.append(LogNote(.notice, "every pinned address failed to connect since the tunnel was last up (\(endpoints)): "
+                + "resolving \(names.joined(separator: ", ")) again"))
+        }
+        if let resolution = after.lastResolution, resolution != before.lastResolution {
+            resolutions += 1
+            let milliseconds = Self.milliseconds(resolution.elapsed)
+            snapshot.resolutions = resolutions
+            snapshot.lastResolution = .init(
+                at: now, cause: resolution.cause.rawValue, names: resolution.names,
+                addresses: resolution.addresses.mapValues { $0.map(\.description) },
+                failures: resolution.failures.isEmpty ? nil : resolution.failures,
+                milliseconds: Double(milliseconds) ?? 0, endpoints: resolution.endpoints.map(\.description))
+            if resolution.cause == .everyEndpointFailed {
+                let before = before.pins?.endpoints ?? []
+                let changed = before == resolution.endpoints ? "the same endpoints" : "now \(resolution.endpoints.map(\.description).joined(separator: ", "))"
+                let found = resolution.names.map { name in
+                    resolution.addresses[name].map { "\(name) -> \($0.map(\.description).joined(separator: " "))" }
+                        ?? "\(name) (\(resolution.failures[name] ?? "no answer"); its pins stay)"
+                }
+                notes.append(LogNote(.notice, "resolved again in \(milliseconds) ms: \(found.joined(separator: ", ")); \(changed)"))
+            }
+        }
+        return notes
     }
 
     static func milliseconds(_ duration: Duration) -> String {

@@ -88,7 +88,7 @@ enum OpenVPNCheck {
                          "--cd", directory.isEmpty ? "/" : directory, "--config", configPath,
                          "--dev", Configuration.tunnelInterface, "--dev-type", "tun",
                          "--auth-user-pass", credentials, "--mark", String(Configuration.transportMark), "--disable-dco"]
-            + extraArguments + ["--verb", "3"]
+            + extraArguments + ["--script-security", "0", "--verb", "3"]
         let trial = try OpenVPNTrial.run(executable: "unshare", arguments: arguments,
                                          environment: ["PATH": Spawner.defaultSearchPath], timeoutSeconds: 20,
                                          stopAt: OpenVPNOutput.isPastKeyLoading)

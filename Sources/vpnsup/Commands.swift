@@ -291,6 +291,14 @@ enum StatusReport {
         if let reload = s.lastReload {
             lines.append(("reload", "\(s.reloads ?? 0) accepted; last at \(reload.at) \(reload.accepted ? "accepted" : "refused"): \(reload.message)"))
         }
+        if let resolution = s.lastResolution {
+            let found = resolution.names.map { name in
+                resolution.addresses[name].map { "\(name) -> \($0.joined(separator: " "))" }
+                    ?? "\(name) (\(resolution.failures?[name] ?? "no answer"))"
+            }
+            lines.append(("resolved", "\(found.joined(separator: ", ")) at \(resolution.at) in \(resolution.milliseconds) ms "
+                + "(\(resolution.cause); \(s.resolutions ?? 1) in all)"))
+        }
         if let blocked = s.blocked {
             let total = blocked.values.reduce((0 as UInt64, 0 as UInt64)) { ($0.0 + $1.packets, $0.1 + $1.bytes) }
             let parts = blocked.keys.sorted().map { "\($0) \(blocked[$0]!.packets)" }.joined(separator: ", ")
@@ -298,6 +306,16 @@ enum StatusReport {
         }
         lines.append(("supervisor", "pid \(s.pid), started \(s.startedAt)"))
         var text = lines.map { "\($0.0.padding(12))\($0.1)" }.joined(separator: "\n") + "\n"
+        if let findings = s.findings, !findings.isEmpty {
+            text += "CONFIG lines not passed to OpenVPN as written:\n"
+            for finding in findings {
+                let done = finding.action == "translated" ? "translated to \(finding.replacement ?? "")" : finding.action
+                text += "  \(finding.level) \(finding.file):\(finding.line): \(finding.directive): \(done): \(finding.reason)\n"
+            }
+        }
+        if let skipped = s.skippedRemotes, !skipped.isEmpty {
+            text += "remotes not used:\n" + skipped.map { "  \($0)\n" }.joined()
+        }
         if !s.transitions.isEmpty {
             text += "transitions:\n"
             for t in s.transitions.suffix(8) {

@@ -74,8 +74,8 @@ struct ConfigurationRejection: Error {
 }
 
 /// What `run` reads before it starts OpenVPN, checked as `run` checks it: the variables, the
-/// OpenVPN configuration vetted (`OpenVPNConfigVetting`), and the remote plan. Shared by `rules`
-/// and `check`.
+/// OpenVPN configuration vetted and planned (`OpenVPNConfigReview`, which `run` reads it through
+/// too). Shared by `rules` and `check`.
 struct ConfigurationReview {
     let configuration: Configuration
     let vetted: VettedOpenVPNConfig
@@ -94,11 +94,10 @@ struct ConfigurationReview {
         case .success(let read): text = read
         case .failure(let error): return .failure(ConfigurationRejection(line: "CONFIG=\(path) cannot be read: \(error)"))
         }
-        let vetted = OpenVPNConfigVetting.vet(text, path: path)
-        if let error = vetted.error { return .failure(ConfigurationRejection(line: error, vetted: vetted)) }
-        let plan = RemotePlan(vetted)
-        if let problem = plan.problem(path: path) { return .failure(ConfigurationRejection(line: problem, vetted: vetted)) }
-        return .success(ConfigurationReview(configuration: configuration, vetted: vetted, plan: plan))
+        // As `run` reads it, at start and on SIGHUP.
+        let review = OpenVPNConfigReview(text: text, path: path)
+        if let refusal = review.refusal { return .failure(ConfigurationRejection(line: refusal, vetted: review.vetted)) }
+        return .success(ConfigurationReview(configuration: configuration, vetted: review.vetted, plan: review.plan))
     }
 
     /// The findings and the plan as nft comments.

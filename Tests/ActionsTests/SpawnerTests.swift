@@ -118,6 +118,48 @@ import Testing
         #expect(!Spawner.kill(pid: pid))   // gone
     }
 
+    /// stdout and stderr share one pipe, read line by line to the end; a line longer than the
+    /// cap is cut, a last line without LF still counts.
+    @Test func outputIsReadThroughAPipeLineByLine() throws {
+        let (pid, output) = try Spawner.spawnReadingOutput(
+            executable: "sh", arguments: ["-c", "echo one; echo two >&2; printf '%05000d\\n' 0; printf 'no newline'"],
+            environment: ["PATH": "/usr/bin:/bin"])
+        var lines: [String] = []
+        output.readLines { lines.append($0) }
+        ProcFS.reap(pid)
+        #expect(lines.count == 4, "\(lines.map { $0.prefix(20) })")
+        #expect(lines.first == "one")
+        #expect(lines.dropFirst().first == "two")
+        #expect(lines.dropFirst(2).first == String(repeating: "0", count: ChildOutput.maximumLineLength))
+        #expect(lines.last == "no newline")
+        // Read to its end, the descriptor is closed: reading again yields nothing and blocks not.
+        var again = 0
+        output.readLines { _ in again += 1 }
+        #expect(again == 0)
+    }
+
+    @Test func privateFilesAreWrittenWholeAndOnlyForRoot() throws {
+        let directory = ProcFS.temporaryDirectory()
+        defer { ProcFS.removeTree(directory) }
+        let path = directory + "/openvpn.conf"
+        // A file left readable by others, and a symlink pointing elsewhere, are replaced, not followed.
+        ProcFS.write(path, "old\n", mode: 0o644)
+        try PrivateFile.write("client\n", to: path)
+        #expect(PrivateFile.mode(path) == 0o600)
+        #expect(ProcFS.read(path) == "client\n")
+        let elsewhere = directory + "/elsewhere"
+        ProcFS.write(elsewhere, "untouched\n", mode: 0o644)
+        unlink(path)
+        symlink(elsewhere, path)
+        try PrivateFile.write("vetted\n", to: path)
+        #expect(ProcFS.read(elsewhere) == "untouched\n")
+        #expect(ProcFS.link(path) == nil, "a regular file now")
+        #expect(ProcFS.read(path) == "vetted\n" && PrivateFile.mode(path) == 0o600)
+        #expect(ProcFS.directory(directory).sorted() == ["elsewhere", "openvpn.conf"], "no temporary file left")
+        PrivateFile.remove(path)
+        #expect(PrivateFile.mode(path) == nil)
+    }
+
     private func stop(_ pid: Int32) {
         Spawner.kill(pid: pid)
         ProcFS.reap(pid)

@@ -206,8 +206,14 @@ struct OpenVPNConfigVettingTests {
     @Test func theDeviceIsTun0() {
         #expect(OpenVPNConfigVetting.vet("dev tap\nremote 192.0.2.1\n", path: path).error ==
             "CONFIG=/config/provider.ovpn:1: dev tap: vpnsup routes at layer 3: OpenVPN's device is tun0, a tun (a tap device would bridge Ethernet frames)")
-        #expect(OpenVPNConfigVetting.vet("dev mydev\ndev-type tap\nremote 192.0.2.1\n", path: path).refusal?.line == 1)
+        // The refusal names the line that makes the device a tap one, as OpenVPN reads the file:
+        // `dev-type`, or else the last `dev`.
+        #expect(OpenVPNConfigVetting.vet("dev mydev\ndev-type tap\nremote 192.0.2.1\n", path: path).refusal?.line == 2)
         #expect(OpenVPNConfigVetting.vet("dev-type tap\nremote 192.0.2.1\n", path: path).refusal?.line == 1)
+        #expect(OpenVPNConfigVetting.vet("dev tun\nremote 192.0.2.1\ndev tap\n", path: path).error ==
+            "CONFIG=/config/provider.ovpn:3: dev tap: vpnsup routes at layer 3: OpenVPN's device is tun0, a tun (a tap device would bridge Ethernet frames)")
+        #expect(OpenVPNConfigVetting.vet("dev tap\nremote 192.0.2.1\ndev tun\n", path: path).error == nil, "OpenVPN uses the last dev: tun")
+        #expect(OpenVPNConfigVetting.vet("dev tap0\ndev-type tun\nremote 192.0.2.1\n", path: path).error == nil, "dev-type decides")
         let renamed = OpenVPNConfigVetting.vet("dev tun7\nremote 192.0.2.1\n", path: path)
         #expect(renamed.error == nil)
         #expect(renamed.findings.first?.level == .warning)
@@ -367,6 +373,80 @@ struct OpenVPNOutputTests {
         #expect(OpenVPNOutput.isPastKeyLoading("2026-12-06 09:38:34 UDPv4 link remote: [AF_INET]192.0.2.1:1194"))
         #expect(OpenVPNOutput.isPastKeyLoading("RESOLVE: Cannot resolve host address: vpn.example.com:1194 (Temporary failure in name resolution)"))
         #expect(!OpenVPNOutput.isPastKeyLoading("2026-12-06 09:38:34 WARNING: No server certificate verification method has been enabled."))
+    }
+}
+
+@Suite("OpenVPN output as run reads it")
+struct OpenVPNRunOutputTests {
+    @Test func machineReadableLinesCarryTheirClass() {
+        let options = OpenVPNLogLine("1796554361.048599 b000 Options error: Unrecognized option or missing or extra parameter(s) in /c:2: foo-bar (2.6.14)")
+        #expect(options.flags == 0xB000)
+        #expect(options.message == "Options error: Unrecognized option or missing or extra parameter(s) in /c:2: foo-bar (2.6.14)")
+        #expect(options.severity == .error)
+        #expect(OpenVPNLogLine("1796554361.048629 1040 Use --help for more information.").severity == .warning)
+        #expect(OpenVPNLogLine("1796554361.048629 11 Exiting due to fatal error").severity == .error)
+        #expect(OpenVPNLogLine("1796554361.048629 1 Initialization Sequence Completed").severity == .info)
+        #expect(OpenVPNLogLine("1796554361.048629 4 MANAGEMENT: CMD 'state on all'").severity == .debug)
+        // A line without the prefix is taken as it is (its timestamp dropped).
+        let plain = OpenVPNLogLine("2026-12-06 09:46:09 Note: --cipher is not set.")
+        #expect(plain.flags == nil && plain.message == "Note: --cipher is not set." && plain.severity == .info)
+        #expect(OpenVPNLogLine("Options error: x").severity == .error)
+        #expect(OpenVPNLogLine("12 34 not a stamp").message == "12 34 not a stamp")
+    }
+
+    @Test func onlyWhatComesBeforeTheNetworkIsAboutTheConfiguration() {
+        var refused = OpenVPNStartWatch()
+        for line in ["Note: --cipher is not set.", "Options error: --ca fails with 'ca.crt': No such file or directory (errno=2)",
+                     "Options error: Please correct these errors.", "Use --help for more information."] { refused.take(line) }
+        #expect(refused.configurationError == "Options error: --ca fails with 'ca.crt': No such file or directory (errno=2)")
+
+        var key = OpenVPNStartWatch()
+        for line in ["OpenVPN 2.6.14 x86_64-pc-linux-gnu [SSL (OpenSSL)]", "MANAGEMENT: CMD 'hold release'",
+                     "OpenSSL: error:0A00018E:SSL routines::ca md too weak:", "Cannot load inline certificate file",
+                     "Exiting due to fatal error"] { key.take(line) }
+        #expect(key.configurationError == "Cannot load inline certificate file (OpenSSL: ca md too weak)")
+
+        // Past the network, a fatal error is not the configuration's: a crash like any other.
+        var later = OpenVPNStartWatch()
+        for line in ["OpenVPN 2.6.14 x86_64-pc-linux-gnu [SSL (OpenSSL)]", "UDPv4 link remote: [AF_INET]192.0.2.1:1194",
+                     "ERROR: Cannot open TUN/TAP dev /dev/net/tun: No such file or directory (errno=2)", "Exiting due to fatal error"] {
+            later.take(line)
+        }
+        #expect(later.pastKeyLoading)
+        #expect(later.configurationError == nil)
+
+        // A signal before the network says nothing about the configuration.
+        var stopped = OpenVPNStartWatch()
+        for line in ["OpenVPN 2.6.14 x86_64-pc-linux-gnu [SSL (OpenSSL)]", "SIGTERM[hard,] received, process exiting"] { stopped.take(line) }
+        #expect(stopped.configurationError == nil)
+    }
+
+    @Test func memoryStaysBoundedAndTheFirstOptionsErrorIsKept() {
+        var watch = OpenVPNStartWatch()
+        watch.take("Options error: the first one")
+        for index in 0..<10_000 { watch.take("noise \(index)") }
+        #expect(watch.configurationError == "Options error: the first one")
+        var fatal = OpenVPNStartWatch()
+        for index in 0..<10_000 { fatal.take("noise \(index)") }
+        fatal.take("Cannot load certificate file cert.crt")
+        fatal.take("Exiting due to fatal error")
+        #expect(fatal.configurationError == "Cannot load certificate file cert.crt")
+    }
+
+    @Test func theReviewIsWhatRunRulesAndCheckRead() {
+        let good = OpenVPNConfigReview(text: "client\nup /x\nremote 192.0.2.1\nremote 2001:db8::1\n", path: "/c.ovpn")
+        #expect(good.refusal == nil)
+        #expect(good.remotes == [Remote(host: "192.0.2.1", port: 1194, transport: .udp)])
+        #expect(good.skipped.map(\.profile.host) == ["2001:db8::1"])
+        #expect(good.skipped.allSatisfy { $0.needsSkipping })
+        #expect(good.vetted.findings.map { $0.located(in: "/c.ovpn") }
+                == ["CONFIG=/c.ovpn:2: up /x: dropped: runs a program (no configuration makes OpenVPN run or load anything under vpnsup)"])
+        #expect(OpenVPNConfigReview(text: "client\ndev tap\nremote 192.0.2.1\n", path: "/c.ovpn").refusal
+                == "CONFIG=/c.ovpn:2: dev tap: vpnsup routes at layer 3: OpenVPN's device is tun0, a tun (a tap device would bridge Ethernet frames)")
+        #expect(OpenVPNConfigReview(text: "client\nremote \"\"\n", path: "/c.ovpn").refusal == "CONFIG=/c.ovpn has no usable remote: \"\" 1194 udp (no host)")
+        // proto-force disables a profile for OpenVPN itself: nothing to skip.
+        let forced = OpenVPNConfigReview(text: "client\nremote 192.0.2.1 443 tcp\nremote 192.0.2.2\nproto-force udp\n", path: "/c.ovpn")
+        #expect(forced.skipped.count == 1 && !forced.skipped[0].needsSkipping, "\(forced.plan.entries) \(forced.refusal ?? "")")
     }
 }
 

@@ -236,8 +236,8 @@ struct PropertyTests {
         }
     }
 
-    /// (f) However the run went, SIGTERM followed by OpenVPN's end exits exactly once, with 0, and
-    /// leaves the lockdown requested.
+    /// (f) However the run went, SIGTERM followed by OpenVPN's end (and its output's) exits exactly
+    /// once, with 0, and leaves the lockdown requested.
     @Test func shutdownAlwaysExitsExactlyOnce() async {
         await propertyCheck(count: 500, input: startedEventsGen) { events in
             var machine = Machine(timings: .exact)
@@ -245,6 +245,9 @@ struct PropertyTests {
             var actions = machine.handle(.shutdownRequested)
             actions += machine.handle(.timerFired(.stopDeadline))
             actions += machine.handle(.tunnelProcessExited(.signaled(9)))
+            actions += machine.handle(.tunnelProcessExited(.signaled(9)))
+            // Its output ends with it, when vpnsup reads it.
+            actions += machine.handle(outputEnded)
             actions += machine.handle(.tunnelProcessExited(.signaled(9)))
             let exits = actions.filter { if case .exit = $0 { true } else { false } }
             #expect(exits == [.exit(code: 0, message: nil)])

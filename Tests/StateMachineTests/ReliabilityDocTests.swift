@@ -61,7 +61,8 @@ struct ReliabilityDocTests {
     @Test func everyRowNamesTestsThatExist() throws {
         let sources = try testSources()
         let badInputCases = try read("Tests/vpnsupTests/BadInputTests.swift")
-        let endToEnd = try read("Tests/lab/e2e.sh")
+        // e2e.sh with the checks it sources (Tests/lab/provider-config.sh).
+        let endToEnd = try read("Tests/lab/e2e.sh") + read("Tests/lab/provider-config.sh")
         for row in try badInputRows() where row.count == 6 {
             var suite: String?
             var previous: String?

@@ -95,6 +95,8 @@ struct TunnelControlTests {
         let ask = Event.remoteRequested(host: "vpn.example.net", port: 1194, proto: "udp")
         #expect(pinned.handle(ask) == [.answerRemote(.modify(IPv4Address(198, 51, 100, 7), port: 1194))])
         #expect(pinned.handle(ask) == [.answerRemote(.modify(IPv4Address(198, 51, 100, 8), port: 1194))])
+        // (It connected: the round starts again, and the rotation goes on.)
+        _ = pinned.handle(.tunnelConnected)
         #expect(pinned.handle(ask) == [.answerRemote(.modify(IPv4Address(198, 51, 100, 7), port: 1194))])
         // A remote that is not pinned is skipped: the kill switch would drop it anyway.
         #expect(pinned.handle(.remoteRequested(host: "192.0.2.99", port: 1194, proto: "udp")) == [.answerRemote(.skip)])

@@ -52,6 +52,14 @@ let reconnecting = Event.tunnelDisconnected("OpenVPN reports RECONNECTING")
 let waiting = Event.tunnelDisconnected("OpenVPN reports WAIT")
 let remoteAsked = Event.remoteRequested(host: "192.0.2.1", port: 1194, proto: "udp")
 let commandFailed = Event.tunnelCommandFailed(.release, "OpenVPN is not connected to the management socket")
+/// OpenVPN's output ended: with nothing about the configuration, or with its refusal of it.
+let outputEnded = Event.tunnelOutputEnded(configurationError: nil)
+let optionsErrorLine = "Options error: Unrecognized option or missing or extra parameter(s) in /config/client.ovpn:3: foo-bar (2.6.14)"
+let optionsError = Event.tunnelOutputEnded(configurationError: optionsErrorLine)
+/// OpenVPN asks about the host name (`>REMOTE:`), and what the name resolves to once it moved.
+let hostAsked = Event.remoteRequested(host: "vpn.example.net", port: 1194, proto: "udp")
+let moved = Event.namesResolved(addresses: ["vpn.example.net": [IPv4Address(198, 51, 100, 9)]], failures: [:],
+                                elapsed: .milliseconds(3))
 
 /// One instance of every `Event` case but WireGuard's (`wireGuardEvents`, which an OpenVPN
 /// machine ignores in every state); cases with payloads get representative values.
@@ -72,9 +80,10 @@ let representativeEvents: [Event] = [
     .tunnelControlConnected, .tunnelHeld, .credentialsRequested, .authenticationFailed,
     .tunnelConnected, reconnecting, waiting,
     .tunnelFatal("TLS Error: TLS handshake failed"), remoteAsked, commandFailed,
+    .tunnelOutputWatched, outputEnded, optionsError,
     .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
     .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
-    .timerFired(.probe), .timerFired(.crashWindow),
+    .timerFired(.probe), .timerFired(.crashWindow), .timerFired(.tunnelOutput),
     .shutdownRequested,
     .reloadRequested, reloaded, .reloadRefused("CONFIG=/config/new.ovpn has no remote line"),
     forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
@@ -138,6 +147,8 @@ func caseName(_ event: Event) -> String {
     case .tunnelPeersConfigured: "tunnelPeersConfigured"
     case .tunnelPeersRead: "tunnelPeersRead"
     case .tunnelPeersReadFailed: "tunnelPeersReadFailed"
+    case .tunnelOutputWatched: "tunnelOutputWatched"
+    case .tunnelOutputEnded: "tunnelOutputEnded"
     case .probeSucceeded: "probeSucceeded"
     case .probeFailed: "probeFailed"
     case .timerFired: "timerFired"
@@ -162,7 +173,8 @@ let allEventCaseNames: Set<String> = [
     "tunnelLinkUp", "tunnelLinkDown", "wanLinkUp", "wanLinkDown",
     "tunnelStarted", "tunnelStartFailed", "tunnelProcessExited", "tunnelControlConnected", "tunnelHeld",
     "credentialsRequested", "authenticationFailed", "tunnelConnected", "tunnelDisconnected", "tunnelFatal",
-    "remoteRequested", "tunnelCommandFailed", "probeSucceeded", "probeFailed", "timerFired",
+    "remoteRequested", "tunnelCommandFailed", "tunnelOutputWatched", "tunnelOutputEnded",
+    "probeSucceeded", "probeFailed", "timerFired",
     "shutdownRequested", "reloadRequested", "configurationReloaded", "reloadRefused",
     "portForwardsRead", "forwardChangesApplied", "forwardChangesFailed",
     "tunnelPeersConfigured", "tunnelPeersRead", "tunnelPeersReadFailed",
@@ -283,6 +295,39 @@ struct Scenario: Hashable, Sendable, CustomStringConvertible {
     static let forwardChangePending = Scenario(
         name: "TunnelUp (PORT_FWD_FILE, element change sent)", state: .tunnelUp,
         path: tunnelUpWithForwards.path + [forwardsChanged])
+    // MARK: OpenVPN's output, and host names that move (Machine+Provider.swift)
+
+    /// TunnelConnecting with OpenVPN's output read: its end is judged with what it printed.
+    static let outputWatched = Scenario(name: "TunnelConnecting (output read)", state: .tunnelConnecting,
+                                        path: addressAssigned.path + [.firewallCommitted(.connecting), started,
+                                                                      .tunnelOutputWatched, .tunnelControlConnected])
+    /// OpenVPN exited before it first connected; its output has not ended yet.
+    static let exitHeld = Scenario(name: "TunnelConnecting (exited, output still open)", state: .tunnelConnecting,
+                                   path: outputWatched.path + [exited])
+    /// OpenVPN refused its configuration after the tunnel had connected once: waits for SIGHUP.
+    static let configurationRefused = Scenario(
+        name: "Killswitched (configuration refused after a connection)", state: .killswitched,
+        path: outputWatched.path + [.tunnelConnected, exited, optionsError, .firewallCommitted(.lockdown)])
+    /// Host names pinned at start; OpenVPN asked for the name and got its address.
+    static let hostNameConnecting = Scenario(
+        name: "TunnelConnecting (host name, first attempt)", state: .tunnelConnecting,
+        path: [.start, .firewallCommitted(.lockdown), loadedWithHostNames, .nameResolutionOpened, resolved,
+               .firewallCommitted(.lockdown), .lanAddressPresent, .firewallCommitted(.connecting), started,
+               .tunnelControlConnected, .tunnelHeld, hostAsked])
+    /// That attempt failed and OpenVPN asks again: every pinned address failed a full round, so
+    /// the name is resolved again (the resolving ruleset is requested) before the answer.
+    static let reresolutionOpening = Scenario(name: "TunnelConnecting (every address failed: resolving again)",
+                                              state: .tunnelConnecting, path: hostNameConnecting.path + [hostAsked])
+    /// The resolving ruleset is committed; the resolver asks.
+    static let reresolving = Scenario(name: "TunnelConnecting (resolving again)", state: .tunnelConnecting,
+                                      path: reresolutionOpening.path + [.nameResolutionOpened])
+    /// The name moved: its new address is pinned, the connecting policy with it requested.
+    static let reresolutionClosing = Scenario(name: "TunnelConnecting (resolved again, new endpoint requested)",
+                                              state: .tunnelConnecting, path: reresolving.path + [moved])
+
+    /// The scenarios of Machine+Provider.swift; in the others, OpenVPN's output is not read.
+    static let provider: [Scenario] = [outputWatched, exitHeld, configurationRefused, hostNameConnecting,
+                                       reresolutionOpening, reresolving, reresolutionClosing]
 
     /// One scenario per state, in `State.allCases` order.
     static let perState: [Scenario] = [initial, addressAssigned, tunnelConnecting, tunnelUp, degraded, killswitched]
@@ -291,13 +336,17 @@ struct Scenario: Hashable, Sendable, CustomStringConvertible {
                                   initial, addressAssigned, tunnelConnecting, connectedAwaitingLink, tunnelUp,
                                   degraded, degradedLinkDown, killswitched, killswitchedTransient, shuttingDown,
                                   shutDownWhileResolving, overlayInitial, overlayTunnelUp, overlayKillswitched,
-                                  tunnelConnectingWithForwards, tunnelUpWithForwards, forwardChangePending]
+                                  tunnelConnectingWithForwards, tunnelUpWithForwards, forwardChangePending] + provider
 
     /// The kernel may hold the resolving ruleset, which only a lockdown commit replaces.
     var resolutionMayBeOpen: Bool { [Scenario.resolutionOpening, .resolving, .closingResolution].contains(self) }
     /// The scenario's next commit of its own policy moves it on (AddressAssigned starts the tunnel,
     /// the lockdown's commit opens or closes name resolution).
-    var advancesOnCommit: Bool { [Scenario.addressAssigned, .awaitingLockdown, .closingResolution].contains(self) }
+    var advancesOnCommit: Bool {
+        [Scenario.addressAssigned, .awaitingLockdown, .closingResolution, .reresolutionClosing].contains(self)
+    }
+    /// OpenVPN's output is read: its process's end waits for the output's.
+    var readsOutput: Bool { [Scenario.outputWatched, .exitHeld].contains(self) }
 }
 
 /// A machine driven into `state` from `.start` through real events.

@@ -26,6 +26,9 @@ private let missingInterface = Event.interfaceMissing(variable: "LAN_IF", name: 
 private let fatal = Event.tunnelFatal("TLS Error: TLS handshake failed")
 private let noAnswer = Event.probeFailed("no answer from 10.8.0.1 within 2 s")
 private let refused = Event.reloadRefused("CONFIG=/config/new.ovpn has no remote line")
+/// OpenVPN exited; its output has not ended yet.
+private let heldExit = Action.scheduleTimer(.tunnelOutput, after: .seconds(2))
+private let refusedByOpenVPN = "CONFIG=/config/client.ovpn: OpenVPN exited with status 1: " + optionsErrorLine
 
 struct ExpectedRow: Sendable {
     var event: Event
@@ -45,18 +48,29 @@ struct ExpectedTable: Sendable {
     var ignored: [Event]
 }
 
+/// OpenVPN's output events change nothing where the output is not read (every scenario but the
+/// provider ones, Machine+Provider.swift): they are ignored there.
+private let outputEvents: [Event] = [.tunnelOutputWatched, outputEnded, optionsError, .timerFired(.tunnelOutput)]
+
 func expectedTable(for scenario: Scenario) -> ExpectedTable {
     if let counterpart = Scenario.overlayCounterparts[scenario] {
         return overlayTable(for: scenario, counterpart: expectedTable(for: counterpart))
     }
-    // Derived from a counterpart's complete table, which ignores the overlay's events already.
+    // Derived from a counterpart's complete table, which ignores the overlay's and the output's
+    // events already.
     if let table = forwardsTable(for: scenario) { return table }
-    // A router without an overlay ignores the overlay's events.
-    var table = ordinaryTable(for: scenario)
+    // A router without an overlay ignores the overlay's events; OpenVPN's output is read only in
+    // the provider scenarios.
+    var table = tableWritten(for: scenario)
     table.ignored += overlayEvents
+    if !Scenario.provider.contains(scenario) { table.ignored += outputEvents }
+    // The provider scenarios are connecting or killswitched, whose rulesets hold no forwards: a
+    // new set waits for the next up commit.
+    if Scenario.provider.contains(scenario) {
+        table.ignored += [forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed]
+    }
     return table
 }
-
 /// The Kubernetes gateway answers every event as the ordinary router with the same facts does,
 /// but these: LAN_IF is its link to create and repair before its address, and the pod networks'
 /// route is its to keep.
@@ -86,7 +100,7 @@ func overlayTable(for scenario: Scenario, counterpart: ExpectedTable) -> Expecte
                          ignored: counterpart.ignored.filter { !replaced.contains($0) })
 }
 
-func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
+private func tableWritten(for scenario: Scenario) -> ExpectedTable {
     switch scenario {
     case .starting:
         return ExpectedTable(rows: [
@@ -561,6 +575,217 @@ func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
             .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
             .timerFired(.crashWindow), .shutdownRequested, .reloadRequested, reloaded, refused,
             forwardsUnchanged, forwardsChanged, forwardsRefused, forwardsApplied, forwardsFailed,
+        ])
+    case .outputWatched:
+        return ExpectedTable(rows: [
+            ExpectedRow(.firewallFailed(.connecting, "EPERM"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(tampered, .tunnelConnecting, [.applyFirewall(.connecting)]),
+            ExpectedRow(.firewallNotificationsLost, .tunnelConnecting, [.verifyFirewall(.connecting)]),
+            ExpectedRow(.lanAddressConfigured, .tunnelConnecting, [.ensurePolicyRouting]),
+            ExpectedRow(.lanAddressMissing, .tunnelConnecting, [.ensureLANAddress]),
+            ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(.tunnelLinkUp, .tunnelConnecting, [.ensureTunnelRoute]),
+            // The exit waits for the output's end: it is judged with what OpenVPN printed.
+            ExpectedRow(exited, .tunnelConnecting, [heldExit]),
+            ExpectedRow(.tunnelHeld, .tunnelConnecting, [.releaseTunnel]),
+            ExpectedRow(remoteAsked, .tunnelConnecting, [.answerRemote(.accept)]),
+            ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
+            ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
+            ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
+            ExpectedRow(commandFailed, .tunnelConnecting, [.stopTunnel]),
+            ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
+            ExpectedRow(.reloadRequested, .tunnelConnecting, [.reloadConfiguration]),
+            ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
+        ], ignored: [
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+            .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.up, "EPERM"),
+            .firewallIntact(.up), .lanAddressPresent, .policyRoutingInstalled, .policyRoutingFailed("EPERM"),
+            .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started,
+            .tunnelStartFailed("ENOENT"), .tunnelConnected, reconnecting, waiting, fatal, .tunnelOutputWatched,
+            outputEnded, optionsError, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry),
+            .timerFired(.stopDeadline), .timerFired(.probe), .timerFired(.crashWindow), .timerFired(.tunnelOutput),
+            refused,
+        ])
+    case .exitHeld:
+        return ExpectedTable(rows: [
+            ExpectedRow(.firewallFailed(.connecting, "EPERM"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(tampered, .tunnelConnecting, [.applyFirewall(.connecting)]),
+            ExpectedRow(.firewallNotificationsLost, .tunnelConnecting, [.verifyFirewall(.connecting)]),
+            ExpectedRow(.lanAddressConfigured, .tunnelConnecting, [.ensurePolicyRouting]),
+            ExpectedRow(.lanAddressMissing, .tunnelConnecting, [.ensureLANAddress]),
+            ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(.tunnelLinkUp, .tunnelConnecting, [.ensureTunnelRoute]),
+            ExpectedRow(.tunnelHeld, .tunnelConnecting, [.releaseTunnel]),
+            ExpectedRow(remoteAsked, .tunnelConnecting, [.answerRemote(.accept)]),
+            // Nothing about the configuration: a crash like any other, respawned after the backoff.
+            ExpectedRow(outputEnded, .tunnelConnecting, [.cancelTimer(.tunnelOutput), crashWindow, respawn]),
+            // OpenVPN refused its configuration before the tunnel ever connected: the lockdown, then exit 78 with its line; no respawn.
+            ExpectedRow(optionsError, .killswitched, [.cancelTimer(.tunnelOutput), lockdown, .cancelTimer(.respawn), .cancelTimer(.crashWindow), .exit(code: 78, message: refusedByOpenVPN)]),
+            // The output stayed open (a process OpenVPN left behind): the exit is judged without it.
+            ExpectedRow(.timerFired(.tunnelOutput), .tunnelConnecting, [crashWindow, respawn]),
+            ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
+            ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
+            ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
+            ExpectedRow(commandFailed, .tunnelConnecting, [.stopTunnel]),
+            ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
+            ExpectedRow(.reloadRequested, .tunnelConnecting, [.reloadConfiguration]),
+            ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
+        ], ignored: [
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+            .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.up, "EPERM"),
+            .firewallIntact(.up), .lanAddressPresent, .policyRoutingInstalled, .policyRoutingFailed("EPERM"),
+            .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started,
+            .tunnelStartFailed("ENOENT"), exited, .tunnelConnected, reconnecting, waiting, fatal,
+            .tunnelOutputWatched, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry),
+            .timerFired(.stopDeadline), .timerFired(.probe), .timerFired(.crashWindow), refused,
+        ])
+    case .configurationRefused:
+        return ExpectedTable(rows: [
+            // Like a rejected password, a refused configuration waits for SIGHUP: no retry is armed.
+            ExpectedRow(.firewallFailed(.lockdown, "EPERM"), .killswitched, [.cancelTimer(.respawn)]),
+            ExpectedRow(tampered, .killswitched, [lockdown]),
+            ExpectedRow(.firewallNotificationsLost, .killswitched, [.verifyFirewall(.lockdown)]),
+            ExpectedRow(.lanAddressConfigured, .killswitched, [.ensurePolicyRouting]),
+            ExpectedRow(.lanAddressMissing, .killswitched, [.ensureLANAddress]),
+            ExpectedRow(.shutdownRequested, .killswitched, [.cancelTimer(.respawn), .cancelTimer(.retry), exitSuccess]),
+            ExpectedRow(.reloadRequested, .killswitched, [.reloadConfiguration]),
+            // A reloaded configuration lifts it.
+            ExpectedRow(reloaded, .addressAssigned, [.cancelTimer(.retry), .applyFirewall(.connecting)]),
+        ], ignored: [
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+            .firewallCommitted(.up), .firewallFailed(.connecting, "EPERM"), .firewallFailed(.up, "EPERM"),
+            .firewallIntact(.up), .lanAddressPresent, .addressFailed("EADDRNOTAVAIL"), .policyRoutingInstalled,
+            .policyRoutingFailed("EPERM"), .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkUp,
+            .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started, .tunnelStartFailed("ENOENT"), exited,
+            .tunnelControlConnected, .tunnelHeld, .credentialsRequested, .authenticationFailed, .tunnelConnected,
+            reconnecting, waiting, fatal, remoteAsked, commandFailed, .tunnelOutputWatched, outputEnded, optionsError,
+            .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
+            .timerFired(.probe), .timerFired(.crashWindow), .timerFired(.tunnelOutput), refused,
+        ])
+    case .hostNameConnecting:
+        return ExpectedTable(rows: [
+            ExpectedRow(.firewallFailed(.connecting, "EPERM"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(tampered, .tunnelConnecting, [.applyFirewall(.connecting)]),
+            ExpectedRow(.firewallNotificationsLost, .tunnelConnecting, [.verifyFirewall(.connecting)]),
+            ExpectedRow(.lanAddressConfigured, .tunnelConnecting, [.ensurePolicyRouting]),
+            ExpectedRow(.lanAddressMissing, .tunnelConnecting, [.ensureLANAddress]),
+            ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(.tunnelLinkUp, .tunnelConnecting, [.ensureTunnelRoute]),
+            ExpectedRow(exited, .tunnelConnecting, [crashWindow, respawn]),
+            ExpectedRow(.tunnelHeld, .tunnelConnecting, [.releaseTunnel]),
+            // OpenVPN asks again without having connected: the name's only address failed, a full round; resolved again before the answer.
+            ExpectedRow(remoteAsked, .tunnelConnecting, [.openNameResolution]),
+            ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
+            ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
+            ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
+            ExpectedRow(commandFailed, .tunnelConnecting, [.stopTunnel]),
+            ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
+            ExpectedRow(.reloadRequested, .tunnelConnecting, [.reloadConfiguration]),
+            ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
+        ], ignored: [
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+            .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.up, "EPERM"),
+            .firewallIntact(.up), .lanAddressPresent, .policyRoutingInstalled, .policyRoutingFailed("EPERM"),
+            .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started,
+            .tunnelStartFailed("ENOENT"), .tunnelConnected, reconnecting, waiting, fatal, .tunnelOutputWatched,
+            outputEnded, optionsError, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry),
+            .timerFired(.stopDeadline), .timerFired(.probe), .timerFired(.crashWindow), .timerFired(.tunnelOutput),
+            refused,
+        ])
+    case .reresolutionOpening:
+        return ExpectedTable(rows: [
+            ExpectedRow(.firewallFailed(.connecting, "EPERM"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(tampered, .tunnelConnecting, [.applyFirewall(.connecting)]),
+            ExpectedRow(.firewallNotificationsLost, .tunnelConnecting, [.verifyFirewall(.connecting)]),
+            ExpectedRow(.lanAddressConfigured, .tunnelConnecting, [.ensurePolicyRouting]),
+            ExpectedRow(.lanAddressMissing, .tunnelConnecting, [.ensureLANAddress]),
+            ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(.tunnelLinkUp, .tunnelConnecting, [.ensureTunnelRoute]),
+            ExpectedRow(.nameResolutionOpened, .tunnelConnecting, [.resolveNames(["vpn.example.net"])]),
+            // Not opened: the connecting ruleset still holds, and OpenVPN gets the old address.
+            ExpectedRow(.nameResolutionFailed("EPERM"), .tunnelConnecting, [.answerRemote(.modify(IPv4Address(198, 51, 100, 7), port: 1194))]),
+            ExpectedRow(exited, .tunnelConnecting, [crashWindow, respawn]),
+            ExpectedRow(.tunnelHeld, .tunnelConnecting, [.releaseTunnel]),
+            ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
+            ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
+            ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
+            ExpectedRow(commandFailed, .tunnelConnecting, [.stopTunnel]),
+            ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
+            ExpectedRow(.reloadRequested, .tunnelConnecting, [.reloadConfiguration]),
+            ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
+        ], ignored: [
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, resolved, .firewallCommitted(.lockdown),
+            .firewallCommitted(.connecting), .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"),
+            .firewallFailed(.up, "EPERM"), .firewallIntact(.up), .lanAddressPresent, .policyRoutingInstalled,
+            .policyRoutingFailed("EPERM"), .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkDown,
+            .wanLinkUp, .wanLinkDown, started, .tunnelStartFailed("ENOENT"), .tunnelConnected, reconnecting, waiting,
+            fatal, remoteAsked, .tunnelOutputWatched, outputEnded, optionsError, .probeSucceeded, noAnswer,
+            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
+            .timerFired(.crashWindow), .timerFired(.tunnelOutput), refused,
+        ])
+    case .reresolving:
+        return ExpectedTable(rows: [
+            ExpectedRow(.firewallFailed(.connecting, "EPERM"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(tampered, .tunnelConnecting, [.applyFirewall(.connecting)]),
+            ExpectedRow(.firewallNotificationsLost, .tunnelConnecting, [.verifyFirewall(.connecting)]),
+            ExpectedRow(.lanAddressConfigured, .tunnelConnecting, [.ensurePolicyRouting]),
+            ExpectedRow(.lanAddressMissing, .tunnelConnecting, [.ensureLANAddress]),
+            ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(.tunnelLinkUp, .tunnelConnecting, [.ensureTunnelRoute]),
+            // Resolved: the connecting ruleset with the name's addresses replaces the resolving one in one commit.
+            ExpectedRow(resolved, .tunnelConnecting, [.applyFirewall(.connecting)]),
+            ExpectedRow(exited, .tunnelConnecting, [crashWindow, respawn]),
+            ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
+            ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
+            ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
+            ExpectedRow(commandFailed, .tunnelConnecting, [.stopTunnel]),
+            ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
+            ExpectedRow(.reloadRequested, .tunnelConnecting, [.reloadConfiguration]),
+            ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
+        ], ignored: [
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+            .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.up, "EPERM"),
+            .firewallIntact(.up), .lanAddressPresent, .policyRoutingInstalled, .policyRoutingFailed("EPERM"),
+            .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started,
+            .tunnelStartFailed("ENOENT"), .tunnelHeld, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked,
+            .tunnelOutputWatched, outputEnded, optionsError, .probeSucceeded, noAnswer, .timerFired(.respawn),
+            .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe), .timerFired(.crashWindow),
+            .timerFired(.tunnelOutput), refused,
+        ])
+    case .reresolutionClosing:
+        return ExpectedTable(rows: [
+            ExpectedRow(.firewallFailed(.connecting, "EPERM"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(tampered, .tunnelConnecting, [.applyFirewall(.connecting)]),
+            ExpectedRow(.firewallNotificationsLost, .tunnelConnecting, [.verifyFirewall(.connecting)]),
+            ExpectedRow(.lanAddressConfigured, .tunnelConnecting, [.ensurePolicyRouting]),
+            ExpectedRow(.lanAddressMissing, .tunnelConnecting, [.ensureLANAddress]),
+            ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(.tunnelLinkUp, .tunnelConnecting, [.ensureTunnelRoute]),
+            // Committed with the new address: OpenVPN gets it.
+            ExpectedRow(.firewallCommitted(.connecting), .tunnelConnecting, [.answerRemote(.modify(IPv4Address(198, 51, 100, 9), port: 1194))]),
+            ExpectedRow(exited, .tunnelConnecting, [crashWindow, respawn]),
+            ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
+            ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
+            ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
+            ExpectedRow(commandFailed, .tunnelConnecting, [.stopTunnel]),
+            ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
+            ExpectedRow(.reloadRequested, .tunnelConnecting, [.reloadConfiguration]),
+            ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
+        ], ignored: [
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.up),
+            .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.up, "EPERM"), .firewallIntact(.up),
+            .lanAddressPresent, .policyRoutingInstalled, .policyRoutingFailed("EPERM"), .tunnelRouteInstalled,
+            .tunnelRouteFailed("ENETDOWN"), .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started,
+            .tunnelStartFailed("ENOENT"), .tunnelHeld, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked,
+            .tunnelOutputWatched, outputEnded, optionsError, .probeSucceeded, noAnswer, .timerFired(.respawn),
+            .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe), .timerFired(.crashWindow),
+            .timerFired(.tunnelOutput), refused,
         ])
     default:
         Issue.record("no expected table for \(scenario.name)")

@@ -26,6 +26,8 @@ actor RecordingEffects: Effects {
     var verifyResult: (FirewallPolicy) -> Event = { .firewallIntact($0) }
     /// Why the next forward map changes fail, if they do.
     var failingForwardChanges: String?
+    /// As the OpenVPN backend: the tunnel's output is read, its end reported by the test.
+    var watchesOutput = false
     private var nextPID: Int32 = 100
     private let log: SupervisorLog
 
@@ -39,6 +41,7 @@ actor RecordingEffects: Effects {
     func script(failing command: TunnelCommand) { failingCommands.insert(command) }
     func script(verify: @escaping @Sendable (FirewallPolicy) -> Event) { verifyResult = verify }
     func script(failingForwardChanges message: String?) { failingForwardChanges = message }
+    func scriptWatchingOutput() { watchesOutput = true }
 
     var actions: [Action] { performed.map(\.action) }
 
@@ -61,7 +64,7 @@ actor RecordingEffects: Effects {
         case .verifyFirewall(let policy): return [verifyResult(policy)]
         case .startTunnel:
             nextPID += 1
-            return [.tunnelStarted(pid: nextPID - 1)]
+            return [.tunnelStarted(pid: nextPID - 1)] + (watchesOutput ? [.tunnelOutputWatched] : [])
         case .watchTunnelState: return sent(.watchState)
         case .releaseTunnel: return sent(.release)
         case .sendCredentials: return sent(.sendCredentials)

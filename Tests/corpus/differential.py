@@ -5,18 +5,32 @@ For every file given (or found under the directories given):
 
 1. `vpnsup check` (as root): vpnsup's vetting and remote plan, then OpenVPN's own check of the
    vetted text (options, files, keys) in a network namespace without network.
-2. OpenVPN on the raw file, as `nobody`, in a network and PID namespace of its own, at --verb 4,
-   stopped at its version line: the connection profiles it built (remote, port, proto), or the
-   error that stopped it. Options OpenVPN 2.6 removed or knows only on Windows are made warnings
+2. OpenVPN on the raw file, as `nobody`, in a network and PID namespace of its own, at --verb 4
+   (and --mute 0: a file's `mute` would hide the profiles), stopped once it turns to the network:
+   the connection profiles it built (remote, port, proto), or the error that stopped it. Options OpenVPN 2.6 removed or knows only on Windows are made warnings
    with --ignore-unknown-option so that the rest of the file is still compared.
 
-A file agrees when vpnsup's remotes (host, port, protocol, in order, skipped ones included) are
-OpenVPN's profiles, when OpenVPN accepts the vetted text whenever vpnsup does not refuse the
-file, and when every error OpenVPN reports on the raw file is one vpnsup predicted (the option
-is dropped, translated or refused by the vetting). Prints one line per disagreement and a
-summary; exits 1 if any file disagrees.
+Each file gets one verdict (see `verdict`):
 
-    differential.py [--vpnsup PATH] [--openvpn PATH] [--jobs N] [--summary-json FILE] PATH...
+- both accept: vpnsup's remotes (host, port, protocol, in order, skipped ones included) are
+  OpenVPN's profiles, and OpenVPN accepts the vetted text;
+- both refuse, OpenVPN's reason: OpenVPN stops on the vetted text exactly as on the raw file (an
+  unknown option, a key or certificate OpenSSL 3 will not load), which `check` and `run` report
+  as OpenVPN's own error; the remotes still agree;
+- both refuse, each its reason: vpnsup refuses the file (the vetting or the remote plan) and
+  OpenVPN stops on the raw file too, for a reason of its own (both are reported);
+- vpnsup refuses by design: OpenVPN would run the raw file, vpnsup will not (dev tap, a proxy...);
+- disagree: the remotes differ, or OpenVPN refuses the vetted text for another reason than the
+  raw file (or accepts the raw file and not the vetted text).
+
+The first four are agreements. Prints one line per disagreement and a summary (counts per verdict,
+the reasons behind each refusal); exits 1 if any file disagrees.
+
+    differential.py [--vpnsup PATH] [--openvpn PATH] [--jobs N] [--summary-json FILE]
+                    [--results-json FILE] [--reclassify FILE] PATH...
+
+--results-json keeps every file's raw results; --reclassify FILE recomputes verdicts and the
+summary from such a file without running anything (for a collection that takes long to run).
 """
 
 import argparse
@@ -120,7 +134,8 @@ def openvpn_raw(path, openvpn):
     argv = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--",
             "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
             openvpn] + ignore + ["--cd", os.path.dirname(os.path.abspath(path)), "--config", os.path.abspath(path),
-                                 "--verb", "4", "--dev", "tun0", "--dev-type", "tun", "--auth-user-pass", placeholder_credentials()]
+                                 "--verb", "4", "--mute", "0", "--dev", "tun0", "--dev-type", "tun",
+                                 "--auth-user-pass", placeholder_credentials()]
     # As vpnsup check stops it: once it turns to the network, its keys are loaded.
     lines, stopped = run_until(argv, lambda l: message(l).startswith(PAST_KEYS))
     texts = [message(l) for l in lines]
@@ -153,9 +168,10 @@ def vpnsup_check(path, vpnsup):
     err = result.stderr.decode("utf-8", "replace").strip()
     remotes = [(unquoted(m.group(1)), unquoted(m.group(2)), m.group(3)) for m in (PLAN_LINE.match(l) for l in out) if m]
     findings = [(int(m.group(2)), m.group(3), m.group(4)) for m in (FINDING_LINE.match(l) for l in out) if m]
-    # A refusal by the vetting or the plan names CONFIG=path:line or "has no usable remote";
-    # OpenVPN's own verdict on the vetted text says "OpenVPN".
-    openvpn_refused = result.returncode == 78 and ": OpenVPN " in err
+    # OpenVPN's own verdict on the vetted text starts "CONFIG=<path>: OpenVPN "; a refusal by the
+    # vetting names CONFIG=<path>:<line>, the plan's says "has no usable remote" (and a reason
+    # may well mention OpenVPN: "keysize 512 ...: OpenVPN 2.6 uses that cipher ...").
+    openvpn_refused = result.returncode == 78 and err.startswith(f"CONFIG={os.path.abspath(path)}: OpenVPN ")
     vpnsup_refused = result.returncode == 78 and not openvpn_refused
     return {"status": result.returncode, "remotes": remotes, "findings": findings, "error": err,
             "refused": vpnsup_refused, "openvpn_refused": openvpn_refused}
@@ -171,27 +187,50 @@ def names_in(findings):
     return names
 
 
-def compare(path, vpnsup, openvpn):
-    """The verdicts of both, and what is wrong between them (nothing when they agree).
+def reason_of(error, path):
+    """A refusal's reason without the file's path and line, for counting alike reasons together."""
+    text = error or ""
+    text = text.replace(os.path.abspath(path), "FILE")
+    text = re.sub(r"^CONFIG=FILE(:\d+)?(: | )", "", text)
+    text = re.sub(r"^OpenVPN exited with status \d+: ", "", text)
+    text = re.sub(r"FILE:\d+", "FILE:N", text)
+    text = re.sub(r"'[^']*'", "'…'", text)
+    return text[:110]
 
-    Agreement: (a) OpenVPN reads the raw file and vpnsup's remotes are OpenVPN's, and OpenVPN
-    accepts the vetted text; (b) OpenVPN stops on the raw file and vpnsup refuses it, or fixed the
-    line (dropped or translated it) so that OpenVPN accepts the vetted text; (c) OpenVPN stops on
-    the vetted text exactly as on the raw file (an unknown option, a key it cannot load), which
-    `vpnsup check` and `run` report as OpenVPN's error. vpnsup refusing a file OpenVPN would run
-    (dev tap, a proxy) is by design: counted, not a disagreement."""
-    v = vpnsup_check(path, vpnsup)
-    o = openvpn_raw(path, openvpn)
+
+def verdict(result):
+    """The file's verdict and, for a disagreement, what is wrong (see the module's description)."""
+    path, v, o = result["path"], result["vpnsup"], result["openvpn"]
     problems = []
     if o["parsed"] and not v["refused"]:
         if [tuple(r) for r in v["remotes"]] != [tuple(r) for r in o["remotes"]]:
             problems.append(f"remotes differ: vpnsup {v['remotes']} OpenVPN {o['remotes']}")
-    if v["openvpn_refused"]:
+    if v["refused"]:
+        kind = "vpnsup refuses by design" if o["keys_loaded"] else "both refuse, each its reason"
+    elif v["openvpn_refused"]:
         raw_error = (o["error"] or "").split(" (OpenSSL")[0]
         same = raw_error and (raw_error in v["error"] or raw_error.replace(os.path.abspath(path), "") in v["error"])
-        if not same:
+        if same:
+            kind = "both refuse, OpenVPN's reason"
+        else:
+            kind = "disagree"
             problems.append(f"OpenVPN refuses the vetted text: {v['error']} (raw file: {o['error'] or 'accepted'})")
-    return {"path": path, "vpnsup": v, "openvpn": o, "problems": problems}
+    else:
+        kind = "both accept"
+    return ("disagree" if problems else kind), problems
+
+
+def compare(path, vpnsup, openvpn):
+    return {"path": path, "vpnsup": vpnsup_check(path, vpnsup), "openvpn": openvpn_raw(path, openvpn)}
+
+
+def provider_of(path, roots):
+    """The first directory below the collection's root: a provider in haugene/vpn-configs-contrib."""
+    for root in roots:
+        if os.path.isdir(root) and os.path.abspath(path).startswith(os.path.abspath(root) + os.sep):
+            rest = os.path.relpath(path, root).split(os.sep)
+            return rest[0] if len(rest) > 1 else "."
+    return "."
 
 
 def main():
@@ -200,57 +239,88 @@ def main():
     parser.add_argument("--openvpn", default="/usr/sbin/openvpn")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--summary-json")
+    parser.add_argument("--results-json", help="write every file's raw results here")
+    parser.add_argument("--reclassify", help="read raw results from this file instead of running anything")
     parser.add_argument("--quiet", action="store_true", help="print disagreements only")
-    parser.add_argument("paths", nargs="+")
+    parser.add_argument("paths", nargs="*")
     arguments = parser.parse_args()
-    files = []
-    for path in arguments.paths:
-        if os.path.isdir(path):
-            for root, _, names in os.walk(path):
-                files += [os.path.join(root, n) for n in sorted(names) if n.endswith((".ovpn", ".conf"))]
-        else:
-            files.append(path)
-    files.sort()
-    placeholder_credentials()
-    try:
-        with concurrent.futures.ThreadPoolExecutor(arguments.jobs) as pool:
-            results = list(pool.map(lambda f: compare(f, arguments.vpnsup, arguments.openvpn), files))
-    finally:
-        os.unlink(CREDENTIALS)
-        os.rmdir(os.path.dirname(CREDENTIALS))
+    if arguments.reclassify:
+        with open(arguments.reclassify) as f:
+            saved = json.load(f)
+        results, roots = saved["results"], saved["roots"]
+    else:
+        if not arguments.paths:
+            parser.error("no PATH")
+        roots = arguments.paths
+        files = []
+        for path in arguments.paths:
+            if os.path.isdir(path):
+                for root, _, names in os.walk(path):
+                    files += [os.path.join(root, n) for n in sorted(names) if n.endswith((".ovpn", ".conf"))]
+            else:
+                files.append(path)
+        files.sort()
+        placeholder_credentials()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(arguments.jobs) as pool:
+                results = list(pool.map(lambda f: compare(f, arguments.vpnsup, arguments.openvpn), files))
+        finally:
+            os.unlink(CREDENTIALS)
+            os.rmdir(os.path.dirname(CREDENTIALS))
+        if arguments.results_json:
+            with open(arguments.results_json, "w") as f:
+                json.dump({"roots": roots, "results": results}, f)
     counts = {"files": len(results), "agree": 0, "disagree": 0, "remotes_compared": 0, "openvpn_parsed_raw": 0,
-              "vpnsup_refused": 0, "openvpn_accepted_vetted": 0, "openvpn_refused_vetted": 0, "findings": 0}
-    refusals, reasons = {}, {}
+              "openvpn_loaded_raw_keys": 0, "vpnsup_refused": 0, "openvpn_accepted_vetted": 0,
+              "openvpn_refused_vetted": 0, "findings": 0}
+    verdicts, refusals, reasons, providers = {}, {}, {}, set()
     for r in results:
         v, o = r["vpnsup"], r["openvpn"]
+        kind, problems = verdict(r)
+        verdicts[kind] = verdicts.get(kind, 0) + 1
+        providers.add(provider_of(r["path"], roots))
         counts["openvpn_parsed_raw"] += o["parsed"]
-        counts["openvpn_loaded_raw_keys"] = counts.get("openvpn_loaded_raw_keys", 0) + o["keys_loaded"]
+        counts["openvpn_loaded_raw_keys"] += o["keys_loaded"]
         counts["remotes_compared"] += o["parsed"] and not v["refused"]
         counts["vpnsup_refused"] += v["refused"]
         counts["openvpn_accepted_vetted"] += v["status"] == 0
         counts["openvpn_refused_vetted"] += v["openvpn_refused"]
         counts["findings"] += len(v["findings"])
-        if v["refused"]:
-            key = re.sub(r"^CONFIG=\S+?(:\d+)?: ", "", v["error"])[:90]
-            refusals[key] = refusals.get(key, 0) + 1
+        if kind != "both accept":
+            # Why each side refused, counted per verdict: "vpnsup: ... | OpenVPN: ...".
+            parts = []
+            if v["refused"]:
+                parts.append("vpnsup: " + reason_of(v["error"], r["path"]))
+            if v["openvpn_refused"] or not o["keys_loaded"]:
+                parts.append("OpenVPN: " + reason_of(v["error"] if v["openvpn_refused"] else o["error"], r["path"]))
+            key = " | ".join(parts) or "-"
+            refusals.setdefault(kind, {})
+            refusals[kind][key] = refusals[kind].get(key, 0) + 1
         for _, directive, action in v["findings"]:
             key = f"{directive.split(' ')[0]} {action}"
             reasons[key] = reasons.get(key, 0) + 1
-        if r["problems"]:
+        if problems:
             counts["disagree"] += 1
-            for p in r["problems"]:
+            for p in problems:
                 print(f"DISAGREE {r['path']}: {p}")
         else:
             counts["agree"] += 1
             if not arguments.quiet:
-                print(f"agree    {r['path']}")
-    print(f"{counts['files']} files: {counts['agree']} agree, {counts['disagree']} disagree; "
+                print(f"agree    {r['path']} ({kind})")
+    counts["providers"] = len(providers)
+    print(f"{counts['files']} files ({counts['providers']} providers): {counts['agree']} agree, {counts['disagree']} disagree; "
           f"remotes compared in {counts['remotes_compared']} (OpenVPN parsed {counts['openvpn_parsed_raw']} raw files), "
           f"vpnsup refused {counts['vpnsup_refused']}, OpenVPN accepted the vetted text of {counts['openvpn_accepted_vetted']} "
           f"and refused {counts['openvpn_refused_vetted']}")
+    for kind in ["both accept", "both refuse, OpenVPN's reason", "both refuse, each its reason", "vpnsup refuses by design",
+                 "disagree"]:
+        print(f"  {kind}: {verdicts.get(kind, 0)}")
+        for key, n in sorted(refusals.get(kind, {}).items(), key=lambda item: -item[1])[:12]:
+            print(f"    {n:5}  {key}")
     if arguments.summary_json:
         with open(arguments.summary_json, "w") as f:
-            json.dump({"counts": counts, "refusals": refusals, "findings": reasons}, f, indent=1, sort_keys=True)
+            json.dump({"counts": counts, "verdicts": verdicts, "refusals": refusals, "findings": reasons}, f, indent=1,
+                      sort_keys=True)
     print(f"{counts['agree']} passed, {counts['disagree']} failed")
     return 1 if counts["disagree"] else 0
 

@@ -19,7 +19,8 @@ CACHE=${CORPUS_CACHE:-.build-corpus}
 [ -x "$VPNSUP" ] || { echo "corpus: no vpnsup at $VPNSUP (swift build first)" >&2; exit 2; }
 
 if [ -n "${CORPUS_DIR:-}" ]; then
-    exec python3 Tests/corpus/differential.py --quiet --vpnsup "$VPNSUP" --summary-json "$CACHE/summary.json" "$CORPUS_DIR"
+    exec python3 Tests/corpus/differential.py --quiet --jobs "${CORPUS_JOBS:-2}" --vpnsup "$VPNSUP" --summary-json "$CACHE/summary.json" \
+        --results-json "$CACHE/results.json" "$CORPUS_DIR"
 fi
 
 mkdir -p "$CACHE/apt/lists/partial" "$CACHE/apt/archives/partial"

@@ -2,7 +2,8 @@
 # Tests/lab/e2e.sh — end-to-end test of vpnsup in the namespace lab (lab/lab.sh): a LAN client
 # behind vpnsup reaches the internet only through the tunnel, across a server outage, after
 # vpnsup and OpenVPN are SIGKILLed, and never leaks a packet onto the WAN. With the tunnel up it
-# also checks DNS enforcement, port forwards, IPv6 and the MSS clamp (Tests/lab/features.sh).
+# also checks DNS enforcement, port forwards, IPv6 and the MSS clamp (Tests/lab/features.sh), and
+# configuration files as providers publish them (Tests/lab/provider-config.sh).
 #
 #   VPNSUP=path/to/vpnsup bash Tests/lab/e2e.sh     (default .build/debug/vpnsup; needs root)
 #   LAB_KEEP=1 keeps the run directory (logs, captures) even when everything passed.
@@ -35,6 +36,8 @@ lab_test_preflight
 RUNTIME=$LAB_RUNDIR/runtime
 # shellcheck source=Tests/lab/router.sh
 . "$REPO/Tests/lab/router.sh"
+# shellcheck source=Tests/lab/provider-config.sh
+. "$REPO/Tests/lab/provider-config.sh"
 
 # ---- the lab ----
 
@@ -390,6 +393,13 @@ else
 fi
 kill -TERM "$wrong_pid" 2>/dev/null || true
 wait "$wrong_pid" 2>/dev/null || true
+
+# 6c. Configuration files as providers publish them (Tests/lab/provider-config.sh): scripts never
+# run, an option OpenVPN does not know and a udp6-only file end run with 78, a server that moves
+# to another address is followed.
+t0=$(lab_now_ms)
+provider_config_tests
+tap_note "figure: provider configuration checks: $(seconds_since "$t0") s"
 
 # Bad configuration, in a throwaway namespace: exit 78, one line naming IP_ADDR and the value,
 # and the lockdown table committed all the same.

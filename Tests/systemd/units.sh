@@ -113,7 +113,10 @@ tap_check "a WAN link that does not exist: exit 78 naming NETNS_WAN_LINK, no nam
 
 if [ -x "$VPNSUP" ]; then
     mkdir -p "$SCRATCH/config"
-    printf 'client\ndev tun\nremote 198.51.100.1 1194\n' >"$SCRATCH/config/provider.ovpn"
+    # A file OpenVPN accepts up to its connection (it needs a CA: any directory as capath will do,
+    # no server answers here), with a script OpenVPN never gets (vpnsup drops it).
+    printf 'client\ndev tun\nremote 198.51.100.1 1194\ncapath %s\nscript-security 2\nup /bin/true\n' "$SCRATCH/config" \
+        >"$SCRATCH/config/provider.ovpn"
     (umask 077 && printf 'user\npass\n' >"$SCRATCH/credentials")
     # Every program vpnsup starts, followed through forks: OpenVPN only, never a shell.
     # Started without a function or subshell in between: `ip netns exec` and env exec, so $! is

@@ -55,7 +55,7 @@ struct HostnameRemoteTests {
     func aResolvedNameIsPinnedInTheConnectingRuleset() throws {
         let directory = try RunCommandTests.scratch()
         defer { try? FileManager.default.removeItem(at: directory) }
-        try "client\nremote vpn.test 1194\nremote nope.test 443 tcp\n"
+        try RunCommandTests.clientFile("remote vpn.test 1194\nremote nope.test 443 tcp\n", in: directory)
             .write(to: directory.appendingPathComponent("client.ovpn"), atomically: true, encoding: .utf8)
         // A resolver on loopback (as Docker's 127.0.0.11), which the lockdown leaves open; vpnsup
         // runs until its connecting ruleset pins the address, then gets SIGTERM.

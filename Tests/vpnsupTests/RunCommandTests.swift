@@ -26,11 +26,25 @@ func execute(_ executable: String, _ arguments: [String], environment: [String: 
     process.standardOutput = out
     process.standardError = err
     try process.run()
+    // Both pipes at once: a child that fills stderr (OpenVPN's lines in vpnsup's log) while
+    // stdout is read to its end would otherwise block for ever.
+    let errors = Collected()
+    let drained = DispatchSemaphore(value: 0)
+    Thread.detachNewThread {
+        errors.data = err.fileHandleForReading.readDataToEndOfFile()
+        drained.signal()
+    }
     let stdout = out.fileHandleForReading.readDataToEndOfFile()
-    let stderr = err.fileHandleForReading.readDataToEndOfFile()
+    drained.wait()
+    let stderr = errors.data
     process.waitUntilExit()
     return Outcome(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
                    stderr: String(decoding: stderr, as: UTF8.self))
+}
+
+/// What one thread reads while another waits for it (the semaphore orders the two).
+private final class Collected: @unchecked Sendable {
+    var data = Data()
 }
 
 func vpnsupBinary() -> String {
@@ -56,9 +70,16 @@ struct RunCommandTests {
     static func scratch() throws -> URL {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vpnsup-run-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        try "client\nremote 192.0.2.1 1194\n".write(to: directory.appendingPathComponent("client.ovpn"), atomically: true, encoding: .utf8)
+        try clientFile("remote 192.0.2.1 1194\n", in: directory)
+            .write(to: directory.appendingPathComponent("client.ovpn"), atomically: true, encoding: .utf8)
         try "user\npass\n".write(to: directory.appendingPathComponent("credentials"), atomically: true, encoding: .utf8)
         return directory
+    }
+
+    /// A client file OpenVPN 2.6 accepts up to its management hold (it needs a CA: any directory
+    /// as `capath` will do, since nothing ever connects), so that `run` keeps it running.
+    static func clientFile(_ remotes: String, in directory: URL) -> String {
+        "client\n\(remotes)capath \(directory.path)\n"
     }
 
     static func environment(_ directory: URL, _ overrides: [String: String]) -> [String: String] {
