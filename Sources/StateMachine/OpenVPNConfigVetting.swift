@@ -193,7 +193,15 @@ public enum OpenVPNConfigVetting {
         }
         // Physical lines: a last line without its LF counts too.
         let lineCount = text.utf8.reduce(into: 0) { if $1 == 0x0A { $0 += 1 } } + (text.utf8.last.map { $0 == 0x0A ? 0 : 1 } ?? 0)
-        return VettedOpenVPNConfig(path: path, text: write(keptOptions, lines: lineCount), findings: findings,
+        let written = write(keptOptions, lines: lineCount)
+        // Written back, a line can outgrow OpenVPN's limit (quotes added, or the LF a last line of
+        // 255 bytes lacked): OpenVPN would refuse what vpnsup hands it, so vpnsup refuses first.
+        if case .failure(let error) = OpenVPNConfigSyntax.parse(written) {
+            let finding = OpenVPNConfigFinding(line: error.line, directive: "", action: .refused,
+                                               reason: "as written back for OpenVPN, \(error.message)")
+            return VettedOpenVPNConfig(path: path, text: "", findings: findings + [finding], profiles: [])
+        }
+        return VettedOpenVPNConfig(path: path, text: written, findings: findings,
                                    profiles: OpenVPNConfigFile.connectionProfiles(of: keptOptions))
     }
 

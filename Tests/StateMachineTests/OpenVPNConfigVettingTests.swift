@@ -283,6 +283,20 @@ struct OpenVPNConfigVettingTests {
         #expect(OpenVPNConfigVetting.vet("client\n\"a\\", path: path).error == "CONFIG=/config/provider.ovpn:2: no closing quotation (\")")
     }
 
+    /// A last line of 255 bytes without its LF is one OpenVPN reads; written back with its LF it
+    /// would be 256, which OpenVPN refuses: vpnsup refuses it, naming the line (FuzzOpenVPNConfig).
+    @Test func aLineThatOutgrowsTheLimitWrittenBackIsRefused() {
+        let last = "remote " + String(repeating: "a", count: 255 - 7)
+        #expect(last.utf8.count == 255)
+        #expect(syntaxError("client\n" + last) == nil)
+        let vetted = OpenVPNConfigVetting.vet("client\n" + last, path: path)
+        #expect(vetted.text.isEmpty)
+        #expect(vetted.refusal?.line == 2)
+        #expect(vetted.refusal?.reason.contains("as written back for OpenVPN") == true)
+        // One byte shorter still fits with its LF.
+        #expect(OpenVPNConfigVetting.vet("client\n" + last.dropLast(), path: path).refusal == nil)
+    }
+
     /// Whatever the input: the vetted text reads back as the options vpnsup kept (same profiles),
     /// holds nothing that runs a program, and vetting it again changes nothing.
     @Test func vettedTextIsAFixedPoint() {
