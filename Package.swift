@@ -20,15 +20,19 @@ let package = Package(
 
         // The pure core: no Glibc, no I/O, no clocks.
         .target(name: "StateMachine"),
-        .target(name: "Watchers", dependencies: ["StateMachine", "CMnl"]),
+        // The system layer both Watchers and Actions stand on: EINTR-retrying calls and the one
+        // errno error, owned descriptors, threads, the netlink socket and message codec.
+        .target(name: "SystemSupport", dependencies: ["CMnl"]),
+        .target(name: "Watchers", dependencies: ["StateMachine", "SystemSupport", "CMnl"]),
         .target(
             name: "Actions",
-            dependencies: ["StateMachine", "CMnl", "CNftnl", "CSystemd", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["StateMachine", "SystemSupport", "CMnl", "CNftnl", "CSystemd",
+                           .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "vpnsup",
             dependencies: [
-                "StateMachine", "Watchers", "Actions",
+                "StateMachine", "SystemSupport", "Watchers", "Actions",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -41,11 +45,12 @@ let package = Package(
             name: "StateMachineTests",
             dependencies: ["StateMachine", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
+        .testTarget(name: "SystemSupportTests", dependencies: ["SystemSupport"]),
         // Actions: the nftables monitor is tested against commits through vpnsup's own Firewall.
-        .testTarget(name: "WatchersTests", dependencies: ["Watchers", "StateMachine", "Actions"]),
+        .testTarget(name: "WatchersTests", dependencies: ["Watchers", "StateMachine", "SystemSupport", "Actions"]),
         .testTarget(
             name: "ActionsTests",
-            dependencies: ["Actions", "StateMachine", .product(name: "Logging", package: "swift-log"),
+            dependencies: ["Actions", "StateMachine", "SystemSupport", .product(name: "Logging", package: "swift-log"),
                            .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(name: "vpnsupTests", dependencies: ["vpnsup", "StateMachine"]),

@@ -20,14 +20,8 @@
 #include <sys/prctl.h>
 #include <linux/bpf_common.h>
 
-// Function-like macros do not import into Swift.
-static inline size_t vpnsup_mnl_socket_buffer_size(void) { return MNL_SOCKET_BUFFER_SIZE; }
-static inline void *vpnsup_nlmsg_data(struct nlmsghdr *nlh) { return NLMSG_DATA(nlh); }
-static inline struct ifaddrmsg *vpnsup_ifaddrmsg(const struct nlmsghdr *nlh) { return (struct ifaddrmsg *)mnl_nlmsg_get_payload(nlh); }
-static inline struct ifinfomsg *vpnsup_ifinfomsg(const struct nlmsghdr *nlh) { return (struct ifinfomsg *)mnl_nlmsg_get_payload(nlh); }
-static inline struct rtmsg *vpnsup_rtmsg(const struct nlmsghdr *nlh) { return (struct rtmsg *)mnl_nlmsg_get_payload(nlh); }
-
-// For the watchers (ReaderThread, WakeupEvent, NetlinkDecoder): constants and calls Swift cannot see.
+// For the system layer and the watchers (ReaderThread, WakeupEvent, NetlinkDecoder): constants
+// and calls Swift cannot see.
 static inline int vpnsup_eventfd_flags(void) { return EFD_CLOEXEC | EFD_NONBLOCK; }
 // IFF_LOWER_UP lives in <linux/if.h>, which clashes with glibc's <net/if.h>; its value is ABI.
 static inline unsigned int vpnsup_iff_lower_up(void) { return 1u << 16; }

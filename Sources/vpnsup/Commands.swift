@@ -39,14 +39,15 @@ struct Run: AsyncParsableCommand {
         let level = environment["VPNSUP_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
         let journal = JournalStream.stderrIsJournal(environment: environment)
         LoggingSystem.bootstrap { label in
+            // Every entry one line, whatever the values it quotes hold.
             if journal {
                 var handler = JournalLogHandler(label: label)
                 handler.logLevel = level
-                return handler
+                return OneLineLogHandler(handler)
             }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
-            return handler
+            return OneLineLogHandler(handler)
         }
         let logger = Logger(label: "vpnsup")
         let signals = try SignalWatcher.start()
@@ -177,6 +178,9 @@ struct Status: AsyncParsableCommand {
         let bytes: [UInt8]
         do {
             bytes = try StatusChannel.fetch(from: directory + "/status.sock")
+        } catch .untrustedServer(let path, let peer) {
+            StandardError.writeLine("vpnsup status: \(ChannelError.untrustedServer(path: path, peer: peer))")
+            throw ExitCode(69) // EX_UNAVAILABLE
         } catch {
             StandardError.writeLine("vpnsup status: no supervisor answers at \(directory)/status.sock (\(error))")
             throw ExitCode(69) // EX_UNAVAILABLE
@@ -207,11 +211,18 @@ struct Health: AsyncParsableCommand {
         do {
             let bytes = try StatusChannel.fetch(from: directory + "/status.sock")
             snapshot = try JSONDecoder().decode(StatusSnapshot.self, from: Data(bytes))
+        } catch let error as ChannelError {
+            if case .untrustedServer = error {
+                print(oneLine("unhealthy: \(error)"))  // a forged status is never believed
+            } else {
+                print(oneLine("unhealthy: no supervisor answers at \(directory)/status.sock (\(error))"))
+            }
+            throw ExitCode(1)
         } catch {
-            print("unhealthy: no supervisor answers at \(directory)/status.sock (\(error))")
+            print(oneLine("unhealthy: the answer from \(directory)/status.sock is not a status (\(error))"))
             throw ExitCode(1)
         }
-        print(HealthVerdict.text(snapshot))
+        print(oneLine(HealthVerdict.text(snapshot)))
         if !HealthVerdict.healthy(snapshot) { throw ExitCode(1) }
     }
 }
@@ -261,11 +272,12 @@ enum StatusReport {
             lines.append(("blocked", "\(total.0) packets, \(total.1) bytes (\(parts))"))
         }
         lines.append(("supervisor", "pid \(s.pid), started \(s.startedAt)"))
-        var text = lines.map { "\($0.0.padding(12))\($0.1)" }.joined(separator: "\n") + "\n"
+        // Values may quote configuration and OpenVPN: one line each, whatever they hold.
+        var text = lines.map { "\($0.0.padding(12))\(oneLine($0.1))" }.joined(separator: "\n") + "\n"
         if !s.transitions.isEmpty {
             text += "transitions:\n"
             for t in s.transitions.suffix(8) {
-                text += "  \(t.at)  \(t.from) -> \(t.to)  on \(t.event)" + (t.reason.map { " (\($0))" } ?? "") + "\n"
+                text += oneLine("  \(t.at)  \(t.from) -> \(t.to)  on \(t.event)" + (t.reason.map { " (\($0))" } ?? "")) + "\n"
             }
         }
         return text

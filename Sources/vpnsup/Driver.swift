@@ -197,6 +197,8 @@ actor Driver {
             feed(.managementConnected)
         case .disconnected:
             logger.info("OpenVPN's management connection closed")
+        case .refusedPeer(let peer, let reason):
+            logger.warning("management socket: refused a connection from \(peer): \(reason)")
         case .message(let message):
             received(message)
         }
@@ -464,7 +466,7 @@ actor Driver {
     private func ensureTunnelRoute(quietIfDown: Bool) {
         do {
             try addresses.ensureDefaultRoute(dev: Configuration.tunnelInterface, table: Configuration.routingTable)
-        } catch let error as NetlinkError where quietIfDown && error.interfaceMissingOrDown {
+        } catch where quietIfDown && error.interfaceMissingOrDown {
             return
         } catch {
             logger.warning("LAN traffic stays unreachable while tun0 has no route in table \(Configuration.routingTable): \(error)")

@@ -2,6 +2,7 @@ import Foundation
 import StateMachine
 import Testing
 @testable import Actions
+import SystemSupport
 
 @Suite struct AddressConfiguratorTests {
     // MARK: - Unprivileged: these change nothing
