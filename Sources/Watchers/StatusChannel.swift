@@ -70,7 +70,7 @@ public final class StatusChannel: Sendable {
     public static func fetch(from path: String, timeout: Duration = fetchTimeout,
                              serverUID: UInt32 = 0) throws(ChannelError) -> [UInt8] {
         let deadline = ContinuousClock.now + timeout
-        let socket = try UnixSocket.connect(to: path, until: deadline)
+        let socket = try UnixSocket.connect(to: path, timeout: timeout)
         let peer: PeerCredentials
         do { peer = try UnixSocket.peer(of: socket.rawValue) } catch { throw .system(error) }
         guard peer.uid == serverUID else { throw .untrustedServer(path: path, peer: peer) }

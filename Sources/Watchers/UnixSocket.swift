@@ -126,9 +126,10 @@ enum UnixSocket {
         if lstat(path, &info) == 0, FileIdentity(info) == identity { unlink(path) }
     }
 
-    /// A connection to `path`, or an error; waits at most until `deadline` for a server whose
-    /// backlog is full (a blocking connect honours the send timeout).
-    static func connect(to path: String, until deadline: ContinuousClock.Instant) throws(ChannelError) -> OwnedDescriptor {
+    /// A connection to `path`, or an error; waits at most `timeout` for a server whose backlog
+    /// is full (a blocking connect honours the send timeout).
+    static func connect(to path: String, timeout: Duration) throws(ChannelError) -> OwnedDescriptor {
+        let deadline = ContinuousClock.now + timeout
         var address = try address(path)
         let socket = try make()
         setTimeout(socket.rawValue, SO_SNDTIMEO, until: deadline)
@@ -138,7 +139,7 @@ enum UnixSocket {
             }
         }
         guard result == 0 else {
-            if errno == EAGAIN { throw .timedOut(path: path, after: .zero) }
+            if errno == EAGAIN { throw .timedOut(path: path, after: timeout) }
             throw .system(SystemError("connect \(escapedForDisplay(path))"))
         }
         return socket
