@@ -39,7 +39,7 @@ let package = Package(
         ),
 
         // Commit timings of the firewall (make bench-firewall); never part of the image.
-        .executableTarget(name: "vpnsup-bench", dependencies: ["StateMachine", "Actions"]),
+        .executableTarget(name: "vpnsup-bench", dependencies: ["StateMachine", "SystemSupport", "Actions"]),
 
         .testTarget(
             name: "StateMachineTests",

@@ -99,14 +99,9 @@ private final class Reader: @unchecked Sendable {
         try request(NetlinkDecoder.DumpKind.allCases[0])
     }
 
-    /// The thread body: waits in poll(2) for netlink data or a wake-up; never spins.
+    /// The thread body: waits for netlink data or a request; never spins.
     func run() {
         defer { continuation.finish() }
-        // The wake-up first: while held, only it is watched.
-        var descriptors = [
-            pollfd(fd: control.wakeup.descriptor, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: socket.descriptor, events: Int16(POLLIN), revents: 0),
-        ]
         var requests = control.take()
         while true {
             // Requests first, so that a stop never waits behind a busy socket.
@@ -115,18 +110,10 @@ private final class Reader: @unchecked Sendable {
                 requests.resync = false
                 guard overflowed() else { return }
             }
-            descriptors[0].revents = 0
-            descriptors[1].revents = 0
-            guard (try? retryingInterrupts("poll", { poll(&descriptors, requests.held ? 1 : 2, -1) })) != nil else { return }
-            if descriptors[0].revents != 0 {
-                requests = control.take(after: requests)
-                continue
-            }
-            let revents = descriptors[1].revents
-            if revents & Int16(POLLIN | POLLERR) != 0 {
-                guard drainSocket() else { return }
-            } else if revents & Int16(POLLHUP | POLLNVAL) != 0 {
-                return
+            switch control.wait(for: socket.descriptor, requests: &requests) {
+            case .requests, .timedOut: continue
+            case .readable: guard drainSocket() else { return }
+            case .closed, .failed: return
             }
         }
     }

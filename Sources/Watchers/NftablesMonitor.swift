@@ -98,33 +98,18 @@ private final class MonitorReader: @unchecked Sendable {
         buffer = [UInt8](repeating: 0, count: 64 << 10)
     }
 
-    /// The thread body: waits in poll(2) for notifications or a wake-up; never spins.
+    /// The thread body: waits for notifications or a request; never spins.
     func run() {
         defer { continuation.finish() }
-        var descriptors = [
-            pollfd(fd: control.wakeup.descriptor, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: socket.descriptor, events: Int16(POLLIN), revents: 0),
-        ]
         // A hold asked for before the thread ran is acknowledged here.
         var requests = control.take()
         while !requests.stop {
-            descriptors[0].revents = 0
-            descriptors[1].revents = 0
-            let timeout = decoder.hasPending && !requests.held ? Self.transactionEndWait : -1
-            guard let ready = try? retryingInterrupts("poll", { poll(&descriptors, requests.held ? 1 : 2, timeout) }) else { return }
-            if ready == 0 {
-                guard emit(decoder.flush().map { [$0] } ?? []) else { return }
-                continue
-            }
-            if descriptors[0].revents != 0 {
-                requests = control.take(after: requests)
-                continue
-            }
-            let revents = descriptors[1].revents
-            if revents & Int16(POLLIN | POLLERR) != 0 {
-                guard drainSocket() else { return }
-            } else if revents & Int16(POLLHUP | POLLNVAL) != 0 {
-                return
+            let timeout = decoder.hasPending ? Self.transactionEndWait : -1
+            switch control.wait(for: socket.descriptor, requests: &requests, timeout: timeout) {
+            case .requests: continue
+            case .timedOut: guard emit(decoder.flush().map { [$0] } ?? []) else { return }
+            case .readable: guard drainSocket() else { return }
+            case .closed, .failed: return
             }
         }
     }

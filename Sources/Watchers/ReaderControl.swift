@@ -65,4 +65,30 @@ final class ReaderControl: Sendable {
     }
 
     func countOverflow() { overflows.add(1, ordering: .relaxed) }
+
+    /// What ended a reader's wait.
+    enum Wake { case requests, readable, timedOut, closed, failed }
+
+    /// The reader's wait: in poll(2) until a request arrives (then `requests` is brought up to
+    /// date), `socket` has something to read, or `timeout` milliseconds pass (-1: no limit).
+    /// While a hold is in force only requests are awaited. Never spins.
+    func wait(for socket: Int32, requests: inout Pending, timeout: Int32 = -1) -> Wake {
+        // The wake-up first: requests go before a busy socket.
+        var descriptors = [
+            pollfd(fd: wakeup.descriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: socket, events: Int16(POLLIN), revents: 0),
+        ]
+        let held = requests.held
+        guard let ready = try? retryingInterrupts("poll", { poll(&descriptors, held ? 1 : 2, held ? -1 : timeout) }) else {
+            return .failed
+        }
+        if ready == 0 { return .timedOut }
+        if descriptors[0].revents != 0 {
+            requests = take(after: requests)
+            return .requests
+        }
+        let revents = descriptors[1].revents
+        if revents & Int16(POLLIN | POLLERR) != 0 { return .readable }
+        return revents & Int16(POLLHUP | POLLNVAL) != 0 ? .closed : .requests
+    }
 }
