@@ -109,6 +109,10 @@ private struct Server {
     let wakeup: WakeupEvent
     let snapshot: @Sendable () -> [UInt8]
     private var clients: [Client] = []
+    /// After accept(2) failed for want of descriptors (EMFILE), the listener rests until then
+    /// instead of waking the loop again at once.
+    private var listenerRestsUntil: ContinuousClock.Instant?
+    private static let listenerRest: Duration = .milliseconds(100)
 
     init(listener: OwnedDescriptor, wakeup: WakeupEvent, snapshot: @escaping @Sendable () -> [UInt8]) {
         self.listener = listener
@@ -120,10 +124,12 @@ private struct Server {
         while true {
             // The wake-up, then the listener while there is room, then each client awaiting room.
             var descriptors = [pollfd(fd: wakeup.descriptor, events: Int16(POLLIN), revents: 0)]
-            let accepting = clients.count < StatusChannel.maximumClients
+            if let rest = listenerRestsUntil, rest <= ContinuousClock.now { listenerRestsUntil = nil }
+            let accepting = clients.count < StatusChannel.maximumClients && listenerRestsUntil == nil
             descriptors.append(pollfd(fd: accepting ? listener.rawValue : -1, events: Int16(POLLIN), revents: 0))
             descriptors += clients.map { pollfd(fd: $0.socket.rawValue, events: Int16(POLLOUT), revents: 0) }
-            let timeout = clients.map(\.deadline).min().map { max(1, pollTimeout(until: $0)) } ?? -1
+            let wakeAt = (clients.map(\.deadline) + [listenerRestsUntil].compactMap { $0 }).min()
+            let timeout = wakeAt.map { max(1, pollTimeout(until: $0)) } ?? -1
             guard (try? retryingInterrupts("poll", { poll(&descriptors, nfds_t(descriptors.count), timeout) })) != nil else { return }
             if descriptors[0].revents != 0 { return }
             // Clients first: their indices match the descriptors polled.
@@ -142,7 +148,18 @@ private struct Server {
     /// and waits in `clients` only if the socket buffer cannot take all of it.
     private mutating func acceptClients() {
         while clients.count < StatusChannel.maximumClients {
-            guard let fd = try? retryingInterrupts("accept", { accept(listener.rawValue, nil, nil) }) else { return }
+            let fd: Int32
+            do {
+                fd = try retryingInterrupts("accept") { accept(listener.rawValue, nil, nil) }
+            } catch where error.errno == ECONNABORTED {
+                continue
+            } catch {
+                // EAGAIN: none left. Out of descriptors: rest, or the loop would spin on it.
+                if error.errno != EAGAIN && error.errno != EWOULDBLOCK {
+                    listenerRestsUntil = ContinuousClock.now + Self.listenerRest
+                }
+                return
+            }
             let socket = OwnedDescriptor(fd)
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             _ = fcntl(fd, F_SETFL, O_NONBLOCK)
