@@ -53,7 +53,7 @@ let package = Package(
             dependencies: ["Actions", "StateMachine", "SystemSupport", .product(name: "Logging", package: "swift-log"),
                            .product(name: "PropertyBased", package: "swift-property-based")]
         ),
-        .testTarget(name: "vpnsupTests", dependencies: ["vpnsup", "StateMachine"]),
+        .testTarget(name: "vpnsupTests", dependencies: ["vpnsup", "StateMachine", "Watchers", "Actions"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -175,11 +175,7 @@ private final class Shared: Sendable {
         while true {
             let fd: Int32
             do {
-                // accept4 is not in Swift's Glibc module; the spawner closes inherited descriptors
-                // anyway, so setting close-on-exec just after accept(2) leaves no leak.
-                fd = try retryingInterrupts("accept") { accept(listener.rawValue, nil, nil) }
-            } catch where error.errno == ECONNABORTED {
-                continue
+                fd = try UnixSocket.accept(on: listener.rawValue)
             } catch {
                 if state.withLock({ $0.stopped }) { return }
                 // EMFILE and the like: nothing to do but report and stop; OpenVPN then fails to
@@ -187,7 +183,6 @@ private final class Shared: Sendable {
                 continuation.yield(.message(.malformed("\(error)")))
                 return
             }
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             guard let peer = admit(fd) else {
                 Glibc.close(fd)
                 if state.withLock({ $0.stopped }) { return }

@@ -150,9 +150,7 @@ private struct Server {
         while clients.count < StatusChannel.maximumClients {
             let fd: Int32
             do {
-                fd = try retryingInterrupts("accept") { accept(listener.rawValue, nil, nil) }
-            } catch where error.errno == ECONNABORTED {
-                continue
+                fd = try UnixSocket.accept(on: listener.rawValue)
             } catch {
                 // EAGAIN: none left. Out of descriptors: rest, or the loop would spin on it.
                 if error.errno != EAGAIN && error.errno != EWOULDBLOCK {
@@ -161,7 +159,6 @@ private struct Server {
                 return
             }
             let socket = OwnedDescriptor(fd)
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             _ = fcntl(fd, F_SETFL, O_NONBLOCK)
             clients.append(Client(socket: socket, snapshot: snapshot(),
                                   deadline: ContinuousClock.now + StatusChannel.clientDeadline))

@@ -108,6 +108,21 @@ enum UnixSocket {
         return (socket, FileIdentity(info))
     }
 
+    /// The next connection on `listener`, close-on-exec (accept4 is not in Swift's Glibc module;
+    /// the spawner closes inherited descriptors anyway, so setting it just after leaves no leak).
+    /// A connection that went away before it was accepted is skipped.
+    static func accept(on listener: Int32) throws(SystemError) -> Int32 {
+        while true {
+            do {
+                let fd = try retryingInterrupts("accept") { Glibc.accept(listener, nil, nil) }
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+                return fd
+            } catch where error.errno == ECONNABORTED {
+                continue
+            }
+        }
+    }
+
     /// Unlinks a socket left by an earlier run; refuses to delete anything else.
     private static func removeStaleSocket(_ path: String) throws(ChannelError) {
         var info = stat()

@@ -61,8 +61,8 @@ import Testing
         let directory = TestSystem.temporaryDirectory()
         defer { TestSystem.removeTree(directory) }
         let path = directory + "/status.sock"
-        let listener = try #require(StalledServer(path: path))
-        _ = listener
+        let stalled = try UnixSocket.listen(at: path, mode: 0o600, backlog: 4)  // never accepts
+        defer { _ = stalled }
         #expect(throws: ChannelError.timedOut(path: path, after: .milliseconds(300))) {
             try StatusChannel.fetch(from: path, timeout: .milliseconds(300))
         }
@@ -90,25 +90,4 @@ import Testing
         #expect(try StatusChannel.fetch(from: path, serverUID: 65534) == Array(forged.utf8))
         #expect(await server.stop())
     }
-}
-
-/// A listening unix socket that never accepts.
-final class StalledServer {
-    let fd: Int32
-
-    init?(path: String) {
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8) + [0]) }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard bound == 0, listen(fd, 4) == 0 else {
-            close(fd)
-            return nil
-        }
-    }
-
-    deinit { close(fd) }
 }
