@@ -1,23 +1,44 @@
-# vpnsup container image: the router of the original vpn_nat_router scenario.
+# vpnsup container image: the router of the original vpn_nat_router scenario. A distroless image:
+# vpnsup, OpenVPN and the shared libraries they load (copied from a Debian stage by
+# scripts/image-root.sh), /etc/passwd and /etc/group; no shell, no package manager.
 #
-#   docker build -t vpnsup .                       # builds vpnsup in the official Swift image
+#   docker build -t vpnsup .                       # builds vpnsup in a Swift image (stage build)
 #   docker build --target prebuilt -t vpnsup .     # copies dist/vpnsup, built outside the image
-#                                                  # (scripts/build-static.sh), for machines where
-#                                                  # no registry serves the Swift image
+#                                                  # (scripts/build-static.sh): fast iteration
 #
-# The runtime stages come first: Docker's classic builder builds every stage before the target,
-# so `--target prebuilt` then never needs the Swift image.
+# Where no registry serves the Swift image, scripts/swift-builder-image.sh makes one from the
+# toolchain installed on the machine: --build-arg SWIFT_IMAGE=vpnsup-swift-builder:6.3.1.
+#
+# The prebuilt stages come first: Docker's classic builder builds every stage before the target,
+# so `--target prebuilt` never needs the Swift image (BuildKit builds only what the target uses).
 
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 ARG SWIFT_IMAGE=swift:6.1-bookworm
 
-FROM ${DEBIAN_IMAGE} AS runtime-base
-# openvpn and the C libraries vpnsup links; the Swift standard library is linked statically.
+# The Debian packages whose files the image takes: OpenVPN and the C libraries vpnsup links (the
+# Swift standard library and libstdc++ are linked statically).
+FROM ${DEBIAN_IMAGE} AS runtime-files
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        openvpn libmnl0 libnftnl11 libsystemd0 libstdc++6 \
- && apt-get clean \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/share/doc/* /usr/share/man/*
+        openvpn libmnl0 libnftnl11 libsystemd0 \
+ && rm -rf /var/lib/apt/lists/*
+COPY scripts/image-root.sh /usr/local/lib/image-root.sh
+
+FROM runtime-files AS prebuilt-root
+# The wildcard lets the classic builder pass this stage when dist/vpnsup is absent (a build of
+# the default target); the prebuilt image then has no vpnsup, and says so here.
+COPY Package.swift dist/vpnsu[p] /staging/
+RUN if [ -f /staging/vpnsup ]; then \
+        install -D -m 0755 /staging/vpnsup /usr/local/bin/vpnsup \
+     && /usr/local/lib/image-root.sh /root-fs /usr/local/bin/vpnsup /usr/sbin/openvpn; \
+    else \
+        echo "prebuilt: no dist/vpnsup in the build context (scripts/build-static.sh makes it)" >&2 \
+     && /usr/local/lib/image-root.sh /root-fs /usr/sbin/openvpn; \
+    fi
+
+# What both runtime images are, apart from their files.
+FROM scratch AS runtime-base
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 VOLUME ["/config"]
 # vpnsup's status and management sockets; a tmpfs is fine.
 ENV RUNTIME_DIR=/run/vpnsup
@@ -29,7 +50,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=1 \
 ENTRYPOINT ["/usr/local/bin/vpnsup", "run"]
 
 FROM runtime-base AS prebuilt
-COPY dist/vpnsup /usr/local/bin/vpnsup
+COPY --from=prebuilt-root /root-fs/ /
 
 FROM ${SWIFT_IMAGE} AS build
 RUN apt-get update \
@@ -39,9 +60,17 @@ RUN apt-get update \
 WORKDIR /src
 COPY Package.swift ./
 COPY Sources ./Sources
-RUN swift build -c release --static-swift-stdlib --product vpnsup \
- && install -D -m 0755 "$(swift build -c release --show-bin-path)/vpnsup" /out/vpnsup \
- && strip /out/vpnsup
+# The test targets' sources: SwiftPM refuses a manifest whose targets have no directory.
+COPY Tests ./Tests
+COPY scripts/build-static.sh scripts/commit.sh ./scripts/
+# The commit `vpnsup --version` names (the build context has no .git).
+ARG VPNSUP_COMMIT=unknown
+# The same release build as scripts/build-static.sh outside (static Swift runtime and libstdc++).
+RUN VPNSUP_COMMIT=${VPNSUP_COMMIT} OUT=/out/vpnsup bash scripts/build-static.sh
+
+FROM runtime-files AS runtime-root
+COPY --from=build /out/vpnsup /usr/local/bin/vpnsup
+RUN /usr/local/lib/image-root.sh /root-fs /usr/local/bin/vpnsup /usr/sbin/openvpn
 
 FROM runtime-base AS runtime
-COPY --from=build /out/vpnsup /usr/local/bin/vpnsup
+COPY --from=runtime-root /root-fs/ /

@@ -180,5 +180,36 @@ bench_vpnsup_stop
 bench_vpnsup_start PROBE_INTERVAL=2 PROBE_TIMEOUT=1
 sleep 1
 idle_window "probe every 2 s"
+
+# ---- the shipped (static) binary in TunnelUp: RSS, private memory, and whose pages they are ----
+if [ -n "$VPNSUP_STATIC" ]; then
+    bench_vpnsup_stop
+    dynamic=$VPNSUP
+    VPNSUP=$VPNSUP_STATIC
+    bench_vpnsup_start
+    VPNSUP=$dynamic
+    sleep 1
+    rollup() { awk -v k="$1" '$1 == k ":" { printf "%.2f", $2 / 1024 }' "/proc/$VPNSUP_PID/smaps_rollup"; }
+    private=$(awk '$1 == "Private_Clean:" || $1 == "Private_Dirty:" { n += $2 } END { printf "%.2f", n / 1024 }' "/proc/$VPNSUP_PID/smaps_rollup")
+    bench_record footprint "vpnsup (static stdlib, shipped)" "RSS in TunnelUp (smaps_rollup)" MiB "$(rollup Rss)"
+    bench_record footprint "vpnsup (static stdlib, shipped)" "PSS in TunnelUp" MiB "$(rollup Pss)"
+    bench_record footprint "vpnsup (static stdlib, shipped)" "private memory in TunnelUp (Private_Clean + Private_Dirty)" MiB "$private"
+    bench_record footprint "vpnsup (static stdlib, shipped)" "anonymous memory in TunnelUp (heap, stacks)" MiB "$(rollup Anonymous)"
+    # Resident pages per mapped file (and [heap], [stack], anonymous), largest first.
+    echo "vpnsup (shipped) in TunnelUp: resident KiB by mapping (Rss, of which private)"
+    awk '/^[0-9a-f]+-[0-9a-f]+ / { name = (NF >= 6 ? $6 : "[anonymous]") }
+         $1 == "Rss:" { rss[name] += $2 }
+         $1 == "Private_Clean:" || $1 == "Private_Dirty:" { priv[name] += $2 }
+         END { for (n in rss) if (rss[n] > 0) printf "%8d %8d  %s\n", rss[n], priv[n], n }' "/proc/$VPNSUP_PID/smaps" |
+        sort -rn | head -n 15 | tee "$BENCH_TMP/rss-by-mapping.txt"
+    for mapping in "$(basename "$VPNSUP_STATIC")" libc.so.6 libsystemd.so.0.35.0 libm.so.6 libgcrypt.so.20.4.1 '[heap]' '[anonymous]'; do
+        kib=$(awk -v m="$mapping" '{ n = $3; sub(/.*\//, "", n) } n == m { print $1 }' "$BENCH_TMP/rss-by-mapping.txt")
+        label=$mapping
+        [ "$mapping" != "$(basename "$VPNSUP_STATIC")" ] || label="the vpnsup binary itself"
+        [ -z "$kib" ] || bench_record footprint "vpnsup (static stdlib, shipped)" "RSS in TunnelUp: $label" MiB \
+            "$(awk -v k="$kib" 'BEGIN { printf "%.2f", k / 1024 }')"
+    done
+fi
+
 bench_summary footprint
 bench_summary storm

@@ -31,8 +31,10 @@ echo "bench: building (release, scratch $SCRATCH)"
 "$SWIFT" build -c release --scratch-path "$SCRATCH" --product vpnsup-bench
 export VPNSUP=$SCRATCH/release/vpnsup BENCH_BUILD=0
 if [ "${BENCH_STATIC:-1}" = 1 ]; then
-    "$SWIFT" build -c release --static-swift-stdlib --scratch-path "$SCRATCH-static" --product vpnsup
-    export VPNSUP_STATIC=$SCRATCH-static/release/vpnsup
+    # The shipped binary: built as scripts/build-static.sh builds the image's (static Swift
+    # runtime and libstdc++, lld, DT_RELR, stripped).
+    SCRATCH=$SCRATCH-static OUT=$SCRATCH-static/vpnsup-shipped SWIFT=$SWIFT bash "$REPO/scripts/build-static.sh"
+    export VPNSUP_STATIC=$SCRATCH-static/vpnsup-shipped
 fi
 
 mkdir -p "$(dirname "$BENCH_RESULTS")"

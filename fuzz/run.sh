@@ -16,7 +16,7 @@ SWIFT=${SWIFT:-swift}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 SCRATCH=${FUZZ_SCRATCH:-.build-fuzz}
 CONFIGURATION=${FUZZ_CONFIGURATION:-release}
-ALL_TARGETS=(FuzzManagement FuzzConfiguration FuzzOpenVPNConfig FuzzDNS FuzzNetlink)
+ALL_TARGETS=(FuzzManagement FuzzConfiguration FuzzOpenVPNConfig FuzzDNS FuzzNetlink FuzzWireGuardConfig)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${ALL_TARGETS[@]}"); fi
 
 # Swift's backtracer would attach to every crash and can hold the run up; libFuzzer reports them.

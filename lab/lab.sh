@@ -513,6 +513,8 @@ lab_down() {
         ip netns del "$ns" 2>/dev/null || _lab_log "could not delete namespace $ns"
     done
     _lab_netns_etc_remove "$LAB_PREFIX"
+    # lab/wireguard.sh, when sourced: socket files its killed devices left in /var/run/wireguard.
+    if declare -F lab_wg_down >/dev/null; then lab_wg_down; fi
     return 0
 }
 

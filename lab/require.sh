@@ -17,6 +17,7 @@ _lab_package_of() {
         dnsmasq) echo dnsmasq-base ;;
         dig) echo bind9-dnsutils ;;
         iperf3) echo iperf3 ;;
+        wg) echo wireguard-tools ;;
         curl) echo curl ;;
         python3) echo python3 ;;
         ping) echo iputils-ping ;;

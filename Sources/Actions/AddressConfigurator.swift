@@ -1,4 +1,4 @@
-import CMnl
+import CNetlink
 import Glibc
 import StateMachine
 import SystemSupport
@@ -33,11 +33,7 @@ public struct AddressConfigurator: Sendable {
     public func setLinkUp(_ interface: String) throws(SystemError) {
         let operation = "set \(interface) up"
         let index = try Self.index(of: interface, operation: operation)
-        var request = NetlinkRequest(type: UInt16(RTM_NEWLINK), flags: UInt16(NLM_F_REQUEST | NLM_F_ACK))
-        // ifi_change: the mask of flags this request sets.
-        request.append(ifinfomsg(ifi_family: UInt8(AF_UNSPEC), __ifi_pad: 0, ifi_type: 0, ifi_index: Int32(bitPattern: index),
-                                 ifi_flags: UInt32(IFF_UP), ifi_change: UInt32(IFF_UP)))
-        try Self.transact(request, operation: operation)
+        try Self.transact(.link(RTM_NEWLINK, index: index, up: true), operation: operation)
     }
 
     // MARK: Policy routing
@@ -121,6 +117,18 @@ public struct AddressConfigurator: Sendable {
     }
 }
 
+extension NetlinkRequest {
+    /// An RTM_*LINK request with its ifinfomsg (AF_UNSPEC); `up` sets IFF_UP and changes no other
+    /// flag (ifi_change is the mask of the flags a request sets).
+    static func link(_ type: Int, flags: Int32 = 0, index: UInt32 = 0, up: Bool = false,
+                     acknowledged: Bool = true) -> NetlinkRequest {
+        var request = NetlinkRequest(type: UInt16(type), flags: UInt16(NLM_F_REQUEST | (acknowledged ? NLM_F_ACK : 0) | flags))
+        request.append(ifinfomsg(ifi_family: UInt8(AF_UNSPEC), __ifi_pad: 0, ifi_type: 0, ifi_index: Int32(bitPattern: index),
+                                 ifi_flags: up ? UInt32(IFF_UP) : 0, ifi_change: up ? UInt32(IFF_UP) : 0))
+        return request
+    }
+}
+
 /// A failed rtnetlink request, by its earlier name: the operation, the kernel's errno and, when
 /// it gave one, its extended-ACK text.
 public typealias NetlinkError = SystemError
@@ -140,8 +148,7 @@ public struct LinkTraffic: Equatable, Sendable {
     public static func of(_ interface: String) -> LinkTraffic? {
         guard !interface.isEmpty, interface.utf8.count < Int(IFNAMSIZ),
               let socket = try? AddressConfigurator.requestSocket() else { return nil }
-        var request = NetlinkRequest(type: UInt16(RTM_GETLINK), flags: UInt16(NLM_F_REQUEST))
-        request.append(ifinfomsg(ifi_family: UInt8(AF_UNSPEC), __ifi_pad: 0, ifi_type: 0, ifi_index: 0, ifi_flags: 0, ifi_change: 0))
+        var request = NetlinkRequest.link(RTM_GETLINK, acknowledged: false)
         request.appendAttribute(UInt16(IFLA_IFNAME), string: interface)
         // The answer is the link (RTM_NEWLINK) or an error (no such link): either ends the wait.
         let traffic = try? socket.exchange(request, operation: "read the counters of \(interface)") { bytes, sequence -> LinkTraffic?? in
@@ -154,21 +161,26 @@ public struct LinkTraffic: Equatable, Sendable {
     /// The RTM_NEWLINK answer to `sequence` in `bytes`, its IFLA_STATS64 rx/tx bytes; nil for an
     /// error answer, another request's, or anything cut short.
     static func parse(_ bytes: [UInt8], sequence: UInt32) -> LinkTraffic? {
-        let linkInfoSize = 16  // struct ifinfomsg
-        for message in NetlinkMessages(bytes)
-        where message.header.type == UInt16(RTM_NEWLINK) && message.header.sequence == sequence {
-            let body = message.body
-            guard body.count >= linkInfoSize else { return nil }
-            for attribute in NetlinkAttributes(bytes, body.lowerBound + linkInfoSize ..< body.upperBound)
-            where attribute.type == UInt16(IFLA_STATS64) {
-                // struct rtnl_link_stats64: rx_packets, tx_packets, rx_bytes, tx_bytes, ...
-                let payload = attribute.payload
-                guard let received = bytes.uint64(at: payload.lowerBound + 16, within: payload),
-                      let sent = bytes.uint64(at: payload.lowerBound + 24, within: payload) else { return nil }
-                return LinkTraffic(received: received, sent: sent)
-            }
-            return nil
+        guard let attributes = NetlinkAttributes(linkAnswerIn: bytes, sequence: sequence) else { return nil }
+        for attribute in attributes where attribute.type == UInt16(IFLA_STATS64) {
+            // struct rtnl_link_stats64: rx_packets, tx_packets, rx_bytes, tx_bytes, ...
+            let payload = attribute.payload
+            guard let received = bytes.uint64(at: payload.lowerBound + 16, within: payload),
+                  let sent = bytes.uint64(at: payload.lowerBound + 24, within: payload) else { return nil }
+            return LinkTraffic(received: received, sent: sent)
         }
         return nil
+    }
+}
+
+extension NetlinkAttributes {
+    /// The attributes of the RTM_NEWLINK answer to request `sequence` in `bytes` (after its
+    /// ifinfomsg); nil when the buffer holds no such answer, or one cut short.
+    init?(linkAnswerIn bytes: [UInt8], sequence: UInt32) {
+        let linkInfoSize = 16  // struct ifinfomsg
+        guard let message = NetlinkMessages(bytes).first(where: {
+            $0.header.type == UInt16(RTM_NEWLINK) && $0.header.sequence == sequence
+        }), message.body.count >= linkInfoSize else { return nil }
+        self.init(bytes, message.body.lowerBound + linkInfoSize ..< message.body.upperBound)
     }
 }

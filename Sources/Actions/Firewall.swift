@@ -73,8 +73,8 @@ public struct FirewallCounter: Hashable, Sendable {
 /// The `inet vpnsup` table in the kernel, driven over one NETLINK_NETFILTER socket with libnftnl.
 /// Not Sendable: it is meant to be owned by a single actor.
 public final class Firewall {
-    private let socket: NftSocket
-    private let table = Ruleset.tableName
+    let socket: NftSocket
+    let table = Ruleset.tableName
     /// Attempts at reading the table back when a concurrent change interrupts the dump.
     private static let dumpAttempts = 3
 
@@ -215,7 +215,7 @@ public final class Firewall {
     /// walk can repeat or skip elements, and nothing flags it (measured here: about one commit in
     /// five with 15,000 elements in one map). A torn dump does not survive a second reading; a real
     /// difference does: read again, briefly, before believing one.
-    private func mapDifferences(expected: [NftMapState]) throws(FirewallError) -> [String] {
+    func mapDifferences(expected: [NftMapState]) throws(FirewallError) -> [String] {
         var differences = NftMapState.differences(expected: expected, actual: try readMaps())
         for pause in Firewall.mapRereadPauses where !differences.isEmpty {
             usleep(pause)

@@ -183,17 +183,10 @@ enum NftTranslator {
                 if knownFamily == nil { knownFamily = family }
             case .sourceNetwork(let network):
                 try requireIPv4()
-                let prefix = network.prefixLength
-                if prefix > 0 && prefix % 8 == 0 {
-                    // Byte-aligned prefix: nft loads only the significant bytes and needs no mask.
-                    let length = prefix / 8
-                    exprs += [.payload(.network, offset: 12, length: UInt32(length)),
-                              .cmp(.eq, Array(network.address.octets.prefix(length)))]
-                } else {
-                    exprs += [.payload(.network, offset: 12, length: 4),
-                              .bitwise(mask: IPv4Address(network.mask).octets, xor: [0, 0, 0, 0]),
-                              .cmp(.eq, network.address.octets)]
-                }
+                exprs += Self.networkMatch(network, offset: 12)
+            case .destinationNetwork(let network):
+                try requireIPv4()
+                exprs += Self.networkMatch(network, offset: 16)
             case .destinationAddress(let address):
                 try requireIPv4()
                 exprs += [.payload(.network, offset: 16, length: 4), .cmp(.eq, address.octets)]
@@ -244,6 +237,20 @@ enum NftTranslator {
                       .writeTCPOption(type: tcpOptionMaxSeg, offset: 2, length: 2)]
         }
         return exprs
+    }
+
+    /// An IPv4 address field (offset 12: source, 16: destination) inside `network`.
+    static func networkMatch(_ network: IPv4Network, offset: UInt32) -> [NftExpr] {
+        let prefix = network.prefixLength
+        if prefix > 0 && prefix % 8 == 0 {
+            // Byte-aligned prefix: nft loads only the significant bytes and needs no mask.
+            let length = prefix / 8
+            return [.payload(.network, offset: offset, length: UInt32(length)),
+                    .cmp(.eq, Array(network.address.octets.prefix(length)))]
+        }
+        return [.payload(.network, offset: offset, length: 4),
+                .bitwise(mask: IPv4Address(network.mask).octets, xor: [0, 0, 0, 0]),
+                .cmp(.eq, network.address.octets)]
     }
 
     /// TCP header byte 13 bit 1; the kernel header defining it does not import cleanly.

@@ -1,4 +1,3 @@
-import CMnl
 import Glibc
 import StateMachine
 import SystemSupport

@@ -112,7 +112,7 @@ public enum Spawner {
                            errorOutput: String(decoding: collected[1], as: UTF8.self))
     }
 
-    private static func spawn(executable: String, arguments: [String], environment: [String: String],
+    static func spawn(executable: String, arguments: [String], environment: [String: String],
                               output: (stdout: Int32, stderr: Int32)?) throws -> Int32 {
         func failure(_ reason: SpawnError.Reason) -> SpawnError { SpawnError(executable: executable, reason: reason) }
 
@@ -137,7 +137,8 @@ public enum Spawner {
             if code == 0 { code = posix_spawn_file_actions_adddup2(&fileActions, output.stderr, 2) }
             guard code == 0 else { throw failure(.system(SystemError(operation: "posix_spawn_file_actions_adddup2", errno: code))) }
         }
-        // Libraries open descriptors without O_CLOEXEC (libmnl's mnl_socket_open): OpenVPN gets none.
+        // A descriptor without close-on-exec (a library's, or one accept(2) returned a moment ago):
+        // OpenVPN gets none.
         if let addCloseFrom {
             code = addCloseFrom(&fileActions, 3)
             guard code == 0 else { throw failure(.system(SystemError(operation: "posix_spawn_file_actions_addclosefrom_np", errno: code))) }

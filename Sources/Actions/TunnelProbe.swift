@@ -19,9 +19,29 @@ public struct TunnelProbe: Sendable {
         self.timeout = timeout
     }
 
+    /// How one probe went: `failure` is nil when an answer came, otherwise why none did; `latency`
+    /// runs from before the socket is opened to the answer (or to the failure).
+    public struct Measurement: Hashable, Sendable {
+        public var failure: String?
+        public var latency: Duration
+
+        public init(failure: String?, latency: Duration) {
+            self.failure = failure
+            self.latency = latency
+        }
+    }
+
     /// nil when an answer came; otherwise why none did.
-    public func run() -> String? {
-        let deadline = ContinuousClock.now + timeout
+    public func run() -> String? { measure().failure }
+
+    /// Runs the probe and times it (the DNS probe latency of `vpnsup metrics`).
+    public func measure() -> Measurement {
+        let started = ContinuousClock.now
+        let failure = ask(until: started + timeout)
+        return Measurement(failure: failure, latency: ContinuousClock.now - started)
+    }
+
+    private func ask(until deadline: ContinuousClock.Instant) -> String? {
         let id = UInt16.random(in: .min ... .max)
         guard let query = DNSMessage.query(id: id, name: name) else { return "\(name) is not a DNS name" }
         do {

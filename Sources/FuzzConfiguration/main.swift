@@ -58,6 +58,13 @@ private func check(_ configuration: Configuration) {
     if let interval = configuration.probe.interval {
         invariant(configuration.probe.timeout < interval, "probe timeout not shorter than its interval")
     }
+    if let listen = configuration.metricsListen {
+        // Metrics are never served on the WAN.
+        invariant(listen.isLoopback || listen.address == gateway.address, "METRICS_LISTEN \(listen) accepted")
+        invariant(listen.port > 0, "METRICS_LISTEN port 0 accepted")
+        invariant((configuration.layout(endpoints: []).metricsPort != nil) == (listen.address == gateway.address),
+                  "METRICS_LISTEN \(listen) admitted by the ruleset unlike its address")
+    }
     for policy in FirewallPolicy.allCases {
         let text = Ruleset.build(policy, for: configuration.layout(endpoints: [exampleEndpoint])).nftText
         for line in text.split(separator: "\n") {

@@ -60,6 +60,23 @@ public struct ProbeSettings: Hashable, Sendable {
     public var effectiveInterval: Duration? { server == nil ? nil : interval }
 }
 
+/// METRICS_LISTEN: where `GET /metrics` is served over HTTP. Only ever the LAN gateway address or
+/// a loopback address, never one the WAN can reach.
+public struct MetricsListen: Hashable, Sendable, CustomStringConvertible {
+    public var address: IPv4Address
+    public var port: UInt16
+
+    public init(address: IPv4Address, port: UInt16) {
+        self.address = address
+        self.port = port
+    }
+
+    /// 127.0.0.0/8.
+    public var isLoopback: Bool { address.value >> 24 == 127 }
+
+    public var description: String { "\(address):\(port)" }
+}
+
 /// Everything `vpnsup run` needs, validated. Built from variables named as in the environment.
 public struct Configuration: Hashable, Sendable {
     public static let defaultConfigDirectory = "/config"
@@ -80,7 +97,11 @@ public struct Configuration: Hashable, Sendable {
     public var openvpnConfigPath: String
     public var gateway: IPv4Interface
     public var dns: IPv4Address?
+    /// PORT_FWD's forwards; `addingPortForwards(fromFile:)` returns a copy with the file's too.
     public var portForwards: [PortForward]
+    /// PORT_FWD_FILE: an absolute path, one forward per line. Read by the caller (this type does
+    /// no I/O) and parsed by `addingPortForwards(fromFile:)`.
+    public var portForwardFile: String?
     public var lanInterface: String
     public var wanInterface: String
     public var credentialsFile: String
@@ -88,9 +109,11 @@ public struct Configuration: Hashable, Sendable {
     /// A group (name or numeric id) allowed to read the status socket; nil: root only.
     public var statusGroup: String?
     public var probe: ProbeSettings
+    /// METRICS_LISTEN; nil: no HTTP metrics (`vpnsup metrics` still answers on the unix socket).
+    public var metricsListen: MetricsListen?
 
-    /// Validates `values`, keyed by variable name (CONFIG, CONFIG_DIR, IP_ADDR, DNS, PORT_FWD, LAN_IF,
-    /// WAN_IF, CREDENTIALS_FILE, RUNTIME_DIR). Empty values count as unset.
+    /// Validates `values`, keyed by variable name (CONFIG, CONFIG_DIR, IP_ADDR, DNS, PORT_FWD,
+    /// PORT_FWD_FILE, LAN_IF, WAN_IF, CREDENTIALS_FILE, RUNTIME_DIR, ...). Empty values count as unset.
     public init(_ values: [String: String]) throws(ConfigurationError) {
         func value(_ name: String) -> String? {
             guard let v = values[name], !v.isEmpty else { return nil }
@@ -142,6 +165,9 @@ public struct Configuration: Hashable, Sendable {
         portForwards = try value("PORT_FWD").map { text throws(ConfigurationError) in
             try Configuration.portForwards(text, lan: network)
         } ?? []
+        portForwardFile = try value("PORT_FWD_FILE").map { path throws(ConfigurationError) in
+            try Configuration.absolutePath("PORT_FWD_FILE", path)
+        }
 
         credentialsFile = try Configuration.absolutePath("CREDENTIALS_FILE", value("CREDENTIALS_FILE") ?? Configuration.defaultCredentialsFile)
         runtimeDirectory = try Configuration.absolutePath("RUNTIME_DIR", value("RUNTIME_DIR") ?? Configuration.defaultRuntimeDirectory)
@@ -183,6 +209,32 @@ public struct Configuration: Hashable, Sendable {
         }
         probe = ProbeSettings(server: probeServer, name: probeName, interval: interval == .zero ? nil : interval,
                               timeout: timeout, failures: failures)
+
+        metricsListen = try value("METRICS_LISTEN").map { text throws(ConfigurationError) in
+            try Configuration.metricsListen(text, gateway: gateway.address, dns: dns)
+        }
+    }
+
+    /// METRICS_LISTEN: `ADDR:PORT`, where ADDR is the LAN gateway address (IP_ADDR's) or a loopback
+    /// address. Port 53 on the gateway is refused when DNS is set: the LAN's port-53 packets are
+    /// redirected to DNS before they could reach it.
+    public static func metricsListen(_ text: String, gateway: IPv4Address, dns: IPv4Address?) throws(ConfigurationError) -> MetricsListen {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, let address = IPv4Address(parts[0]) else {
+            throw ConfigurationError("METRICS_LISTEN", text, "is not ADDR:PORT with an IPv4 address, e.g. \(gateway):9477")
+        }
+        guard let port = port(parts[1]) else {
+            throw ConfigurationError("METRICS_LISTEN", text, "has a port outside 1...65535")
+        }
+        let listen = MetricsListen(address: address, port: port)
+        guard listen.isLoopback || address == gateway else {
+            throw ConfigurationError("METRICS_LISTEN", text,
+                                     "is neither the LAN gateway address \(gateway) (IP_ADDR) nor a loopback address: metrics are never served on the WAN")
+        }
+        if !listen.isLoopback, port == 53, dns != nil {
+            throw ConfigurationError("METRICS_LISTEN", text, "uses port 53, which DNS redirection takes from the LAN")
+        }
+        return listen
     }
 
     /// Whole seconds, 1...86400 (0 too when `allowZero`).
@@ -219,7 +271,8 @@ public struct Configuration: Hashable, Sendable {
         NetworkLayout(lanInterface: lanInterface, wanInterface: wanInterface,
                       tunnelInterface: Configuration.tunnelInterface,
                       endpoints: endpoints, transportMark: Configuration.transportMark,
-                      dns: dns, portForwards: portForwards, lanGateway: gateway.address)
+                      dns: dns, portForwards: portForwards, lanGateway: gateway.address,
+                      metricsPort: metricsListen.flatMap { $0.address == gateway.address ? $0.port : nil })
     }
 
     /// Linux interface names: 1 to 15 bytes, no '/', ':', whitespace or NUL, not "." or ".."; and
@@ -259,31 +312,13 @@ public struct Configuration: Hashable, Sendable {
             func fail(_ problem: String) -> ConfigurationError {
                 ConfigurationError("PORT_FWD", text, "has '\(entry)', which \(problem)")
             }
-            var body = Substring(entry)
-            var transports: [TransportProtocol] = [.tcp, .udp]
-            if let slash = body.firstIndex(of: "/") {
-                guard let transport = TransportProtocol(rawValue: String(body[body.index(after: slash)...]).lowercased()) else {
-                    throw fail("names a protocol other than tcp or udp")
-                }
-                transports = [transport]
-                body = body[..<slash]
+            let forwards: [PortForward]
+            switch portForwards(entry: entry, lan: lan) {
+            case .success(let parsed): forwards = parsed
+            case .failure(let problem): throw fail(problem.text)
             }
-            let parts = body.split(separator: ":", omittingEmptySubsequences: false)
-            guard parts.count == 2 || parts.count == 3 else {
-                throw fail("is not [PUBLIC_PORT:]IP:PORT[/tcp|/udp]")
-            }
-            let addressText = parts[parts.count - 2]
-            guard let target = IPv4Address(addressText) else { throw fail("has no IPv4 address") }
-            guard lan.contains(target) else { throw fail("targets \(target), outside the LAN \(lan)") }
-            guard let targetPort = port(parts[parts.count - 1]) else { throw fail("has a port outside 1...65535") }
-            var publicPort = targetPort
-            if parts.count == 3 {
-                guard let p = port(parts[0]) else { throw fail("has a public port outside 1...65535") }
-                publicPort = p
-            }
-            for transport in transports {
-                let forward = PortForward(publicPort: publicPort, target: target, targetPort: targetPort, transport: transport)
-                let key = "\(publicPort)/\(transport)"
+            for forward in forwards {
+                let key = "\(forward.publicPort)/\(forward.transport)"
                 if let earlier = seen[key] {
                     throw fail(earlier == forward
                         ? "repeats the forward of \(key)"
@@ -296,10 +331,97 @@ public struct Configuration: Hashable, Sendable {
         return result
     }
 
+    /// Why one `[PUBLIC_PORT:]IP:PORT[/tcp|/udp]` entry is not a forward.
+    struct EntryProblem: Error { var text: String }
+
+    /// One entry of PORT_FWD or line of PORT_FWD_FILE: one forward, or two (TCP and UDP) without a
+    /// protocol.
+    static func portForwards(entry: String, lan: IPv4Network) -> Result<[PortForward], EntryProblem> {
+        var body = Substring(entry)
+        var transports: [TransportProtocol] = [.tcp, .udp]
+        if let slash = body.firstIndex(of: "/") {
+            guard let transport = TransportProtocol(rawValue: String(body[body.index(after: slash)...]).lowercased()) else {
+                return .failure(EntryProblem(text: "names a protocol other than tcp or udp"))
+            }
+            transports = [transport]
+            body = body[..<slash]
+        }
+        let parts = body.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2 || parts.count == 3 else {
+            return .failure(EntryProblem(text: "is not [PUBLIC_PORT:]IP:PORT[/tcp|/udp]"))
+        }
+        let addressText = parts[parts.count - 2]
+        guard let target = IPv4Address(addressText) else { return .failure(EntryProblem(text: "has no IPv4 address")) }
+        guard lan.contains(target) else { return .failure(EntryProblem(text: "targets \(target), outside the LAN \(lan)")) }
+        guard let targetPort = port(parts[parts.count - 1]) else { return .failure(EntryProblem(text: "has a port outside 1...65535")) }
+        var publicPort = targetPort
+        if parts.count == 3 {
+            guard let p = port(parts[0]) else { return .failure(EntryProblem(text: "has a public port outside 1...65535")) }
+            publicPort = p
+        }
+        return .success(transports.map { PortForward(publicPort: publicPort, target: target, targetPort: targetPort, transport: $0) })
+    }
+
+    /// This configuration with the forwards of PORT_FWD_FILE's `text` added to PORT_FWD's: one
+    /// forward per line in PORT_FWD's syntax, `#` starting a comment (a whole line or the rest of
+    /// one), blank lines ignored. Validated like PORT_FWD (LAN targets, ports, a public port once
+    /// per protocol, across the file and PORT_FWD); an error names the file and the line, e.g.
+    /// `PORT_FWD_FILE=/etc/vpnsup/forwards:12 has '8080:10.0.0.5:80', which targets 10.0.0.5, outside
+    /// the LAN 172.22.0.0/24`. Pure: the caller reads the file. Call it on the configuration that
+    /// holds PORT_FWD's forwards only (as `init` made it), once per reading of the file.
+    public func addingPortForwards(fromFile text: String) throws(ConfigurationError) -> Configuration {
+        let path = portForwardFile ?? "PORT_FWD_FILE"
+        let lan = gateway.network
+        var next = self
+        // Where each public port/protocol was forwarded: PORT_FWD or a line of the file.
+        var seen: [String: (forward: PortForward, origin: String)] = [:]
+        for forward in portForwards { seen["\(forward.publicPort)/\(forward.transport)"] = (forward, "in PORT_FWD") }
+        var number = 0
+        // "\r\n" is one Character in Swift, so it must be named as a separator of its own.
+        for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
+            number += 1
+            var line = rawLine
+            if let hash = line.firstIndex(of: "#") { line = line[..<hash] }
+            let entry = line.trimmingSpaces()
+            guard !entry.isEmpty else { continue }
+            func fail(_ problem: String) -> ConfigurationError {
+                ConfigurationError("PORT_FWD_FILE", "\(path):\(number)", "has '\(entry)', which \(problem)")
+            }
+            guard !entry.contains(where: { $0 == "," || $0 == " " || $0 == "\t" }) else {
+                throw fail("is more than one forward (one per line)")
+            }
+            let forwards: [PortForward]
+            switch Configuration.portForwards(entry: entry, lan: lan) {
+            case .success(let parsed): forwards = parsed
+            case .failure(let problem): throw fail(problem.text)
+            }
+            for forward in forwards {
+                let key = "\(forward.publicPort)/\(forward.transport)"
+                if let earlier = seen[key] {
+                    throw fail(earlier.forward == forward
+                        ? "repeats the forward of \(key) \(earlier.origin)"
+                        : "forwards \(key) again, already forwarded to \(earlier.forward.target):\(earlier.forward.targetPort) \(earlier.origin)")
+                }
+                seen[key] = (forward, "on line \(number)")
+                next.portForwards.append(forward)
+            }
+        }
+        return next
+    }
+
     private static func port(_ text: Substring) -> UInt16? {
         guard (1...5).contains(text.count), text.allSatisfy({ $0.isASCII && $0.isNumber }),
               let value = UInt16(text), value > 0 else { return nil }
         return value
+    }
+}
+
+private extension Substring {
+    /// Without leading and trailing spaces, tabs and carriage returns (a file written on Windows).
+    func trimmingSpaces() -> String {
+        let blank: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" }
+        guard let first = firstIndex(where: { !blank($0) }), let last = lastIndex(where: { !blank($0) }) else { return "" }
+        return String(self[first...last])
     }
 }
 

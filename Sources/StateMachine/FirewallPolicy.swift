@@ -30,10 +30,13 @@ public struct NetworkLayout: Hashable, Sendable {
     /// send to. When nil, LAN packets to the router's other addresses are only refused by the
     /// input chain's policy (established flows excepted).
     public var lanGateway: IPv4Address?
+    /// METRICS_LISTEN's port when it listens on `lanGateway`: LAN hosts may open TCP connections to
+    /// it there, and nothing else may (a loopback listener needs no rule).
+    public var metricsPort: UInt16?
 
     public init(lanInterface: String, wanInterface: String, tunnelInterface: String,
                 endpoints: [Endpoint], transportMark: UInt32, dns: IPv4Address? = nil,
-                portForwards: [PortForward] = [], lanGateway: IPv4Address? = nil) {
+                portForwards: [PortForward] = [], lanGateway: IPv4Address? = nil, metricsPort: UInt16? = nil) {
         self.lanInterface = lanInterface
         self.wanInterface = wanInterface
         self.tunnelInterface = tunnelInterface
@@ -42,6 +45,7 @@ public struct NetworkLayout: Hashable, Sendable {
         self.dns = dns
         self.portForwards = portForwards
         self.lanGateway = lanGateway
+        self.metricsPort = metricsPort
     }
 
     /// One map per transport that has forwards, named `tcp_forwards` / `udp_forwards`.
@@ -93,6 +97,11 @@ extension Ruleset {
             Rule([.inputInterface(lan), .protocolICMP], .accept),
         ]
         input += neighbourDiscovery.map { Rule([.inputInterface(lan), .neighbourDiscovery($0)], .accept) }
+        if let gateway = layout.lanGateway, let port = layout.metricsPort {
+            // METRICS_LISTEN: scrapes from the LAN, to the gateway address only. The WAN and the
+            // tunnel reach the port no more than any other.
+            input.append(Rule([.inputInterface(lan), .destinationAddress(gateway), .destinationPort(.tcp, port)], .accept))
+        }
         input.append(Rule([], counted: true, .drop))
 
         var forward: [Rule] = []

@@ -32,76 +32,6 @@ public enum TimerID: String, Hashable, Sendable, CaseIterable {
     case crashWindow
 }
 
-public enum Event: Hashable, Sendable {
-    case start
-    case configurationLoaded
-    case configurationRejected(String)
-    case firewallCommitted(FirewallPolicy)
-    case firewallFailed(FirewallPolicy, String)
-    /// netlink shows IP_ADDR on the LAN interface.
-    case lanAddressPresent
-    case lanAddressMissing
-    case addressFailed(String)
-    /// The tunnel interface exists and is up with carrier.
-    case tunnelLinkUp
-    /// The tunnel interface went down or was removed.
-    case tunnelLinkDown
-    case openvpnStarted
-    case openvpnSpawnFailed(String)
-    case openvpnExited(ExitStatus)
-    case managementConnected
-    case openvpnHold
-    case credentialsRequested
-    case credentialsRejected
-    case openvpnState(OpenVPNState)
-    case openvpnFatal(String)
-    case timerFired(TimerID)
-    case shutdownRequested
-    /// Someone else changed or removed table `inet vpnsup` (the nftables monitor says what), or
-    /// notifications were lost and the table no longer reads back as committed. The kernel no
-    /// longer holds what was committed: the policy is requested again.
-    case firewallTampered(String)
-    /// The WAN interface is up with carrier again.
-    case wanLinkUp
-    /// The WAN interface went down, lost its carrier or was removed.
-    case wanLinkDown
-    /// The resolver answered through the tunnel.
-    case probeSucceeded
-    /// The resolver did not answer through the tunnel (why).
-    case probeFailed(String)
-    /// SIGHUP: re-read the credentials and the OpenVPN configuration.
-    case reloadRequested
-    /// The new credentials and configuration were read and are in use from now on.
-    case configurationReloaded
-    /// The new credentials or configuration were refused; the old ones stay in use.
-    case reloadRefused(String)
-}
-
-public enum Action: Hashable, Sendable {
-    case applyFirewall(FirewallPolicy)
-    case loadConfiguration
-    /// Put IP_ADDR on the LAN interface and bring it up; netlink confirms.
-    case ensureLANAddress
-    case spawnOpenVPN
-    case requestStateNotifications
-    case releaseHold
-    case sendCredentials
-    /// SIGTERM to OpenVPN.
-    case stopOpenVPN
-    /// SIGKILL to OpenVPN.
-    case killOpenVPN
-    /// `signal SIGUSR1` over management: OpenVPN drops the connection and connects again.
-    case reconnectOpenVPN
-    /// Ask the resolver a name through the tunnel; reported as `probeSucceeded` / `probeFailed`.
-    case probeTunnel
-    /// Re-read the credentials and the OpenVPN configuration; reported as `configurationReloaded`
-    /// or `reloadRefused`.
-    case reloadConfiguration
-    case scheduleTimer(TimerID, after: Duration)
-    case cancelTimer(TimerID)
-    case exit(code: Int32, message: String?)
-}
-
 /// sysexits(3) codes `vpnsup run` ends with.
 public enum ExitCode {
     public static let success: Int32 = 0
@@ -126,9 +56,11 @@ public struct Timings: Hashable, Sendable {
     public var crashLoopWindow: Duration
     public var crashLoopBackoff: Duration
     public var crashLoopCap: Duration
-    /// How often the DNS probe asks through the tunnel; nil: no probe.
+    /// How often the DNS probe asks through the tunnel. nil: as the configuration says
+    /// (`ProbeSettings`); set, it overrides the configuration (tests).
     public var probeInterval: Duration?
-    /// Consecutive probe failures that make TunnelUp Degraded and reconnect OpenVPN.
+    /// Consecutive probe failures that make TunnelUp Degraded and reconnect OpenVPN (used with
+    /// `probeInterval`; otherwise the configuration's).
     public var probeFailures: Int
 
     public init(respawnBase: Duration = .milliseconds(250), respawnCap: Duration = .seconds(30),
@@ -168,438 +100,239 @@ struct JitterSource: Hashable, Sendable {
 
 /// The supervisor's logic: events in, actions out. Pure: no I/O, no clocks; time enters as
 /// `timerFired` and leaves as `scheduleTimer`.
+///
+/// The machine is in one `Phase`, which carries the data that means something only there (the
+/// start-up step, the crash-loop counters, the probe failures, why the switch is killed...).
+/// Beside it, only what holds in every phase: what the firewall was asked for and holds, what
+/// netlink reported about the links, the tunnel process, and the configuration in use.
 public struct Machine: Hashable, Sendable {
-    public private(set) var state: State = .initial
-    /// Why the machine is in its state, when that is worth saying (Degraded, Killswitched).
-    public private(set) var reason: String?
-
-    enum OpenVPNPhase: Hashable, Sendable { case stopped, starting, running }
-    enum Failure: Hashable, Sendable {
-        case authentication
-        /// OpenVPN kept exiting: retried after a growing delay.
-        case crashLoop
-        /// Firewall or address failure: retried on a timer.
-        case transient
-        case shutdown
-    }
-
     let timings: Timings
-    var started = false
-    var configured = false
-    var lockdownFailure: String?
-    var requested: FirewallPolicy?
-    var committed: FirewallPolicy?
-    var addressPresent = false
-    var openvpn = OpenVPNPhase.stopped
-    var connected = false
-    var tunnelLinkUp = false
-    var holdPending = false
-    var respawnAttempt = 0
-    var failure: Failure?
-    var wanUp = true
-    /// Consecutive DNS probe failures.
-    var probeFailures = 0
-    var probeScheduled = false
-    /// OpenVPN exits since the tunnel was last up, within the current crash window.
-    var exitsWithoutTunnel = 0
-    /// Crash loops since the tunnel was last up (their backoff doubles).
-    var crashLoops = 0
-    /// OpenVPN is being stopped to start again with a reloaded configuration.
-    var restartAfterExit = false
+    /// The tunnel's name in reasons ("OpenVPN exited with status 1").
+    let tunnelName: String
     var jitterSource: JitterSource
 
-    public init(timings: Timings = Timings(), seed: UInt64 = 0) {
+    var phase: Phase = .initial(Starting())
+    public internal(set) var reason: String?
+
+    /// The policy last asked for, and the one the kernel holds as far as vpnsup committed it (nil
+    /// while it holds something else: nothing yet, the resolving ruleset, or an outside change).
+    var requested: FirewallPolicy?
+    var committed: FirewallPolicy?
+
+    /// As netlink last reported them.
+    var addressPresent = false
+    var tunnelLinkUp = false
+    var wanUp = true
+
+    var process = TunnelProcess.stopped
+    /// A probe timer is scheduled and has not fired.
+    var probeTimerPending = false
+
+    /// The configuration as loaded (the environment's, with the remotes), and once judged, the
+    /// remotes with their pinned addresses.
+    var loaded: LoadedConfiguration?
+    var pinned: RemotePins?
+
+    public init(timings: Timings = Timings(), seed: UInt64 = 0, tunnelName: String = "OpenVPN") {
         self.timings = timings
+        self.tunnelName = tunnelName
         jitterSource = JitterSource(state: seed)
+    }
+
+    // MARK: What the outside may read
+
+    public var state: State {
+        switch phase {
+        case .initial: .initial
+        case .addressAssigned: .addressAssigned
+        case .tunnelConnecting: .tunnelConnecting
+        case .tunnelUp: .tunnelUp
+        case .degraded: .degraded
+        case .killswitched, .stopping: .killswitched
+        }
     }
 
     /// The policy the machine last asked for (the kernel holds it once `firewallCommitted` arrives).
     public var requestedPolicy: FirewallPolicy? { requested }
-    public var shuttingDown: Bool { failure == .shutdown }
+
+    public var shuttingDown: Bool {
+        if case .stopping = phase { true } else { false }
+    }
+
+    /// The configuration has been judged and accepted: the remotes are pinned.
+    public var isConfigured: Bool { pinned != nil }
+
+    /// The configuration as loaded (before name resolution too).
+    public var configuration: Configuration? { loaded?.configuration }
+
+    /// The remotes with the addresses pinned for them, once the configuration is accepted.
+    public var pins: RemotePins? { pinned }
+
+    /// The credentials in use (the effects layer holds the secret).
+    public var credentials: CredentialsToken? { loaded?.credentials }
+
+    /// The tunnel's process, while it runs.
+    public var tunnelPID: Int32? {
+        if case .live(let session) = process { session.pid } else { nil }
+    }
+
+    /// The WAN link, as netlink last reported it.
+    public var wanLinkUp: Bool { wanUp }
+
+    /// Consecutive DNS probe failures of the tunnel now up (or degraded); 0 otherwise.
+    public var probeFailures: Int {
+        switch phase {
+        case .tunnelUp(let probing), .degraded(let probing): probing.failures
+        default: 0
+        }
+    }
+
+    /// The DNS probe's interval, nil when there is none.
+    public var probeInterval: Duration? {
+        timings.probeInterval ?? configuration?.probe.effectiveInterval
+    }
+
+    /// Failures in a row that degrade the tunnel and reconnect it.
+    var probeFailureLimit: Int {
+        timings.probeInterval != nil ? timings.probeFailures : (configuration?.probe.failures ?? timings.probeFailures)
+    }
+
+    /// The nameservers the remotes' host names are resolved through (resolv.conf's).
+    public var nameservers: [IPv4Address] { loaded?.nameservers ?? [] }
+
+    /// The host names being resolved, while the resolving ruleset is open or about to be.
+    public var namesBeingResolved: [String]? {
+        if case .initial(let starting) = phase, case .resolving(let resolution) = starting.step { resolution.names } else { nil }
+    }
+
+    /// The ruleset `policy` stands for with the configuration in use; nil for a policy that needs
+    /// a configuration before one is accepted.
+    public func ruleset(for policy: FirewallPolicy) -> Ruleset? {
+        if policy == .lockdown { return .lockdown }
+        guard let configuration, let pinned else { return nil }
+        return Ruleset.build(policy, for: configuration.layout(endpoints: pinned.endpoints))
+    }
+
+    /// The lockdown plus DNS to the nameservers, for resolving the remotes' host names.
+    public var resolvingRuleset: Ruleset? {
+        guard let loaded else { return nil }
+        return .resolving(nameservers: loaded.nameservers, wanInterface: loaded.configuration.wanInterface,
+                          mark: Configuration.transportMark)
+    }
+
+    /// How to start the tunnel with the configuration in use.
+    public var tunnelPlan: TunnelPlan? {
+        guard let configuration, let pinned else { return nil }
+        return TunnelPlan(configurationPath: configuration.openvpnConfigPath,
+                          runtimeDirectory: configuration.runtimeDirectory,
+                          asksForRemotes: pinned.remotes.contains { $0.endpoint == nil })
+    }
+
+    // MARK: Events in, actions out
 
     public mutating func handle(_ event: Event) -> [Action] {
-        if failure == .shutdown { return handleWhileStopping(event) }
-        // Nothing may touch the network before the lockdown has been requested.
-        if !started, event != .start, event != .shutdownRequested { return [] }
-        switch event {
-        case .start:
-            guard !started else { return [] }
-            started = true
-            requested = .lockdown
-            return [.applyFirewall(.lockdown), .loadConfiguration]
-
-        case .configurationRejected(let message):
-            guard state == .initial, !configured else { return [] }
-            return [.exit(code: ExitCode.configuration, message: message)]
-
-        case .configurationLoaded:
-            guard state == .initial, !configured else { return [] }
-            configured = true
-            if let lockdownFailure {
-                return [.exit(code: ExitCode.unavailable, message: "cannot commit the lockdown ruleset: \(lockdownFailure)")]
-            }
-            return [.ensureLANAddress]
-
-        case .firewallCommitted(let policy):
-            guard policy == requested else { return [] } // superseded by a later request
-            committed = policy
-            var actions: [Action] = []
-            // netlink may confirm the address before the lockdown commit reports back.
-            if state == .initial, policy == .lockdown, configured, lockdownFailure == nil, addressPresent {
-                actions += enter(.addressAssigned)
-            }
-            if state == .addressAssigned, policy == .connecting {
-                actions += enter(.tunnelConnecting)
-                actions += spawn()
-            }
-            if holdPending, policy.allowsTransport {
-                holdPending = false
-                actions.append(.releaseHold)
-            }
-            return actions
-
-        case .firewallFailed(let policy, let message):
-            guard policy == requested else { return [] }
-            if state == .initial, !configured {
-                lockdownFailure = message
-                return []
-            }
-            if state == .initial {
-                return [.exit(code: ExitCode.unavailable, message: "cannot commit the lockdown ruleset: \(message)")]
-            }
-            return killswitch(.transient, "the \(policy) ruleset was not committed: \(message)")
-
-        case .lanAddressPresent:
-            addressPresent = true
-            if state == .initial, configured, committed == .lockdown {
-                return enter(.addressAssigned)
-            }
-            if state == .killswitched, failure == .transient, committed == .lockdown {
-                failure = nil
-                return enter(.addressAssigned)
-            }
-            return []
-
-        case .lanAddressMissing:
-            addressPresent = false
-            return configured ? [.ensureLANAddress] : []
-
-        case .addressFailed(let message):
-            guard configured, state != .killswitched else { return [] }
-            return killswitch(.transient, "the LAN address could not be set: \(message)")
-
-        case .tunnelLinkUp:
-            tunnelLinkUp = true
-            return connectedAndUp()
-
-        case .tunnelLinkDown:
-            tunnelLinkUp = false
-            guard state == .tunnelUp else { return [] }
-            // OpenVPN reopens its tun device only when it connects again; when the device was
-            // deleted from outside it would otherwise go on reading a dead descriptor.
-            return degrade("the tunnel interface went down") + (openvpn == .running ? [.reconnectOpenVPN] : [])
-
-        case .openvpnStarted:
-            guard openvpn == .starting else { return [] }
-            openvpn = .running
-            return []
-
-        case .openvpnSpawnFailed(let message):
-            guard openvpn == .starting else { return [] }
-            openvpn = .stopped
-            reason = "OpenVPN could not be started: \(message)"
-            return state == .tunnelConnecting ? afterOpenVPNEnded() : []
-
-        case .openvpnExited(let status):
-            guard openvpn != .stopped else { return [] }
-            openvpn = .stopped
-            connected = false
-            holdPending = false
-            if restartAfterExit, state == .tunnelConnecting {
-                // Stopped to start again with a reloaded configuration: no backoff.
-                restartAfterExit = false
-                return spawn()
-            }
-            restartAfterExit = false
-            switch state {
-            case .tunnelUp, .degraded:
-                var actions = enter(.tunnelConnecting)
-                reason = "OpenVPN \(status)"
-                actions += afterOpenVPNEnded()
-                return actions
-            case .tunnelConnecting:
-                reason = "OpenVPN \(status)"
-                return afterOpenVPNEnded()
-            case .initial, .addressAssigned, .killswitched:
-                return []
-            }
-
-        case .managementConnected:
-            return openvpn == .stopped ? [] : [.requestStateNotifications]
-
-        case .openvpnHold:
-            guard openvpn != .stopped, state != .killswitched else { return [] }
-            if let committed, committed == requested, committed.allowsTransport {
-                return [.releaseHold]
-            }
-            holdPending = true
-            return []
-
-        case .credentialsRequested:
-            guard openvpn != .stopped, state != .killswitched else { return [] }
-            return [.sendCredentials]
-
-        case .credentialsRejected:
-            guard openvpn != .stopped else { return [] }
-            return killswitch(.authentication, "authentication failed: the server rejected the credentials")
-
-        case .openvpnState(let openvpnState):
-            guard openvpn != .stopped else { return [] }
-            if openvpnState == .connected {
-                connected = true
-                // A new connection: the old one's probe failures say nothing about it.
-                probeFailures = 0
-                return connectedAndUp()
-            }
-            connected = false
-            return state == .tunnelUp ? degrade("OpenVPN reports \(openvpnState.name)") : []
-
-        case .openvpnFatal(let message):
-            guard openvpn != .stopped else { return [] }
-            reason = "OpenVPN: \(message)"
-            return []
-
-        case .timerFired(.respawn):
-            guard state == .tunnelConnecting, openvpn == .stopped else { return [] }
-            return spawn()
-
-        case .timerFired(.retry):
-            guard state == .killswitched, failure == .transient || failure == .crashLoop else { return [] }
-            exitsWithoutTunnel = 0
-            if addressPresent {
-                failure = nil
-                return enter(.addressAssigned)
-            }
-            return [.ensureLANAddress, .scheduleTimer(.retry, after: timings.retry)]
-
-        case .timerFired(.stopDeadline):
-            return []
-
-        case .timerFired(.crashWindow):
-            exitsWithoutTunnel = 0
-            return []
-
-        case .timerFired(.probe):
-            probeScheduled = false
-            guard let interval = timings.probeInterval, tunnelRunning,
-                  state == .tunnelUp || state == .degraded else { return [] }
-            probeScheduled = true
-            return [.probeTunnel, .scheduleTimer(.probe, after: interval)]
-
-        case .probeSucceeded:
-            guard state == .tunnelUp || state == .degraded else { return [] }
-            probeFailures = 0
-            return connectedAndUp()
-
-        case .probeFailed(let why):
-            guard state == .tunnelUp || state == .degraded, tunnelRunning, wanUp else { return [] }
-            probeFailures += 1
-            guard probeFailures % timings.probeFailures == 0 else { return [] }
-            // Every `probeFailures` failures in a row: the tunnel carries nothing; OpenVPN,
-            // which may not have noticed, connects again.
-            var actions: [Action] = []
-            if state == .tunnelUp {
-                actions += degrade("the DNS probe failed \(probeFailures) times in a row: \(why)")
-            } else {
-                reason = "the DNS probe failed \(probeFailures) times in a row: \(why)"
-            }
-            actions.append(.reconnectOpenVPN)
-            return actions
-
-        case .wanLinkDown:
-            wanUp = false
-            return state == .tunnelUp ? degrade("the WAN link is down") : []
-
-        case .wanLinkUp:
-            wanUp = true
-            return connectedAndUp()
-
-        case .reloadRequested:
-            return configured ? [.reloadConfiguration] : []
-
-        case .reloadRefused:
-            return []
-
-        case .configurationReloaded:
-            return reloaded()
-
-        case .firewallTampered:
-            return recommit()
-
-        case .shutdownRequested:
-            var actions = enter(.killswitched)
-            failure = .shutdown
-            reason = "shutting down"
-            actions += [.cancelTimer(.respawn), .cancelTimer(.retry)]
-            if openvpn == .stopped {
-                actions.append(.exit(code: ExitCode.success, message: nil))
-            } else {
-                actions += [.stopOpenVPN, .scheduleTimer(.stopDeadline, after: timings.stopGrace)]
-            }
-            return actions
+        switch phase {
+        case .initial(let starting): handleInitial(event, starting)
+        case .addressAssigned(let recovery): handleAddressAssigned(event, recovery)
+        case .tunnelConnecting(let connecting): handleConnecting(event, connecting)
+        case .tunnelUp(let probing): handleUp(event, probing)
+        case .degraded(let probing): handleDegraded(event, probing)
+        case .killswitched(let lockout): handleKillswitched(event, lockout)
+        case .stopping: handleStopping(event)
         }
     }
 
-    /// After SIGTERM: the lockdown is requested; wait for OpenVPN to go, then exit.
-    private mutating func handleWhileStopping(_ event: Event) -> [Action] {
-        switch event {
-        case .firewallCommitted(let policy) where policy == requested:
-            committed = policy
-            return []
-        case .openvpnStarted where openvpn == .starting:
-            openvpn = .running
-            return [.stopOpenVPN]
-        case .openvpnExited, .openvpnSpawnFailed:
-            guard openvpn != .stopped else { return [] }
-            openvpn = .stopped
-            return [.cancelTimer(.stopDeadline), .exit(code: ExitCode.success, message: nil)]
-        case .timerFired(.stopDeadline):
-            return openvpn == .stopped ? [] : [.killOpenVPN]
-        case .firewallTampered:
-            // The lockdown must hold until the very end, whoever removed it.
-            return recommit()
-        default:
-            return []
-        }
-    }
+    // MARK: Shared steps
 
     /// Moves to `next`, asking for its policy when it differs from the one last requested.
-    private mutating func enter(_ next: State) -> [Action] {
-        state = next
-        if next != .killswitched, next != .degraded { reason = nil }
-        guard next.policy != requested else { return [] }
-        requested = next.policy
-        return [.applyFirewall(next.policy)]
+    mutating func enter(_ next: Phase) -> [Action] {
+        phase = next
+        if next.keepsReason == false { reason = nil }
+        let policy = state.policy
+        guard policy != requested else { return [] }
+        requested = policy
+        return [.applyFirewall(policy)]
     }
 
     /// The kernel no longer holds the committed policy: ask for the requested one again, although
     /// it was committed. Until it is, nothing that needs it (the hold release) proceeds.
-    private mutating func recommit() -> [Action] {
+    mutating func recommit() -> [Action] {
         guard let requested else { return [] }
         committed = nil
         return [.applyFirewall(requested)]
     }
 
-    private mutating func spawn() -> [Action] {
-        guard openvpn == .stopped else { return [] }
-        openvpn = .starting
-        connected = false
-        return [.spawnOpenVPN]
+    /// Notifications were lost: read the table back before repairing anything.
+    func verify() -> [Action] {
+        requested.map { [.verifyFirewall($0)] } ?? []
     }
 
-    private mutating func scheduleRespawn() -> [Action] {
-        let delay = jittered(min(timings.respawnCap, timings.respawnBase * (1 << min(respawnAttempt, 20))))
-        respawnAttempt += 1
-        return [.scheduleTimer(.respawn, after: delay)]
+    /// The committed policy is the one requested and lets the tunnel's transport out.
+    var transportCommitted: Bool {
+        guard let committed else { return false }
+        return committed == requested && committed.allowsTransport
     }
 
-    /// OpenVPN says CONNECTED and tun0 is up.
-    private var tunnelRunning: Bool { connected && tunnelLinkUp }
-
-    private mutating func connectedAndUp() -> [Action] {
-        guard tunnelRunning, wanUp, probeFailures < timings.probeFailures,
-              state == .tunnelConnecting || state == .degraded else { return [] }
-        respawnAttempt = 0
-        exitsWithoutTunnel = 0
-        crashLoops = 0
-        probeFailures = 0
-        var actions = enter(.tunnelUp)
-        if let interval = timings.probeInterval, !probeScheduled {
-            probeScheduled = true
-            actions.append(.scheduleTimer(.probe, after: interval))
-        }
-        return actions
+    /// A firewall result for the policy last requested: the kernel holds it (or failed to).
+    /// Returns false for a superseded request.
+    mutating func noteCommitted(_ policy: FirewallPolicy) -> Bool {
+        guard policy == requested else { return false }
+        committed = policy
+        return true
     }
 
-    /// OpenVPN exited or could not be started while the tunnel is wanted: respawn after a
-    /// backoff, unless this makes a crash loop.
-    private mutating func afterOpenVPNEnded() -> [Action] {
-        guard let limit = timings.crashLoopExits else { return scheduleRespawn() }
-        exitsWithoutTunnel += 1
-        if exitsWithoutTunnel >= limit {
-            let window = timings.crashLoopWindow
-            exitsWithoutTunnel = 0
-            let delay = jittered(min(timings.crashLoopCap, timings.crashLoopBackoff * (1 << min(crashLoops, 20))))
-            crashLoops += 1
-            var actions = killswitch(.crashLoop, "crash loop: OpenVPN ended \(limit) times within \(window) without bringing the tunnel up")
-            actions += [.cancelTimer(.crashWindow), .scheduleTimer(.retry, after: delay)]
-            return actions
-        }
-        var actions: [Action] = []
-        if exitsWithoutTunnel == 1 { actions.append(.scheduleTimer(.crashWindow, after: timings.crashLoopWindow)) }
-        return actions + scheduleRespawn()
-    }
-
-    /// New credentials and configuration are in use: whatever held the machine back because of
-    /// the old ones is lifted, OpenVPN starts again with the new ones, and the ruleset (endpoints,
-    /// DNS, forwards) is committed again.
-    private mutating func reloaded() -> [Action] {
-        switch state {
-        case .initial, .addressAssigned:
-            return recommit()
-        case .killswitched:
-            failure = nil
-            exitsWithoutTunnel = 0
-            crashLoops = 0
-            respawnAttempt = 0
-            var actions: [Action] = [.cancelTimer(.retry)]
-            if addressPresent, committed == .lockdown {
-                actions += enter(.addressAssigned)
-            } else {
-                actions.append(.ensureLANAddress)
-                actions += recommit()
-            }
-            return actions
-        case .tunnelConnecting, .tunnelUp, .degraded:
-            respawnAttempt = 0
-            exitsWithoutTunnel = 0
-            var actions = enter(.tunnelConnecting)
-            if actions.isEmpty { actions = recommit() }
-            switch openvpn {
-            case .stopped:
-                actions.append(.cancelTimer(.respawn))
-                actions += spawn()
-            case .starting, .running:
-                restartAfterExit = true
-                connected = false
-                actions.append(.stopOpenVPN)
-            }
-            return actions
-        }
-    }
-
-    private mutating func jittered(_ delay: Duration) -> Duration {
+    mutating func jittered(_ delay: Duration) -> Duration {
         guard timings.jitter > 0 else { return delay }
         return delay - delay * (timings.jitter * jitterSource.next())
     }
 
-    private mutating func degrade(_ why: String) -> [Action] {
-        let actions = enter(.degraded)
-        reason = why
-        return actions
+    /// The events every phase but shutdown answers alike (after its own handler passed them on).
+    mutating func handleCommon(_ event: Event) -> [Action] {
+        switch event {
+        case .firewallTampered:
+            return recommit()
+        case .firewallNotificationsLost:
+            return verify()
+        case .lanAddressMissing:
+            addressPresent = false
+            return isConfigured ? [.ensureLANAddress] : []
+        case .lanAddressPresent:
+            addressPresent = true
+            return []
+        case .lanAddressConfigured:
+            return isConfigured ? [.ensurePolicyRouting] : []
+        case .policyRoutingInstalled:
+            return wantsTunnelRoute ? [.ensureTunnelRoute] : []
+        case .tunnelLinkUp:
+            tunnelLinkUp = true
+            return []
+        case .tunnelLinkDown:
+            tunnelLinkUp = false
+            return []
+        case .wanLinkUp:
+            wanUp = true
+            return []
+        case .wanLinkDown:
+            wanUp = false
+            return []
+        case .timerFired(.probe):
+            probeTimerPending = false
+            return []
+        case .reloadRequested:
+            return isConfigured ? [.reloadConfiguration] : []
+        case .shutdownRequested:
+            return shutDown()
+        default:
+            return handleTunnelProcess(event)
+        }
     }
 
-    private mutating func killswitch(_ kind: Failure, _ why: String) -> [Action] {
-        // Rejected credentials wait for new ones: a later transient failure must not arm a retry
-        // that would replay them (and risk an account lock-out).
-        let kind = failure == .authentication ? .authentication : kind
-        var actions = enter(.killswitched)
-        failure = kind
-        reason = why
-        holdPending = false
-        actions.append(.cancelTimer(.respawn))
-        if openvpn != .stopped { actions.append(.stopOpenVPN) }
-        if kind == .transient { actions.append(.scheduleTimer(.retry, after: timings.retry)) }
-        return actions
+    /// The tunnel's default route matters while traffic may be routed into it.
+    var wantsTunnelRoute: Bool {
+        guard tunnelLinkUp else { return false }
+        switch phase {
+        case .tunnelConnecting, .tunnelUp, .degraded: return true
+        default: return false
+        }
     }
 }

@@ -60,6 +60,8 @@ extension Match {
             network.prefixLength == 32 ? "ip saddr \(network.address)" : "ip saddr \(network)"
         case .destinationAddress(let address): "ip daddr \(address)"
         case .notDestinationAddress(let address): "ip daddr != \(address)"
+        case .destinationNetwork(let network):
+            network.prefixLength == 32 ? "ip daddr \(network.address)" : "ip daddr \(network)"
         case .neighbourDiscovery(let type): "icmpv6 type \(type.rawValue)"
         case .destinationNATed: "ct status dnat"
         case .tcpSYN: "tcp flags syn"

@@ -23,18 +23,9 @@ public enum RemoteAnswer: Hashable, Sendable, CustomStringConvertible {
 extension Remote {
     /// Whether `host` must be resolved: neither an IPv4 nor an IPv6 literal.
     public var isHostName: Bool { IPv4Address(host) == nil && !host.contains(":") }
-}
 
-extension TransportProtocol {
-    /// OpenVPN's protocol names (`proto`, and the third field of `>REMOTE:`): `udp`, `udp4`,
-    /// `tcp`, `tcp-client`, `tcp4-client`... IPv6-only forms (`udp6`, `tcp6-client`) map too.
-    public init?(openVPNName name: some StringProtocol) {
-        switch name.lowercased() {
-        case "udp", "udp4", "udp6": self = .udp
-        case "tcp", "tcp4", "tcp6", "tcp-client", "tcp4-client", "tcp6-client": self = .tcp
-        default: return nil
-        }
-    }
+    /// Whether vpnsup can pin it: the WAN carries IPv4 only, so an IPv6-only protocol cannot be.
+    var isPinnable: Bool { family != .ipv6 }
 }
 
 /// The remotes of the OpenVPN configuration with the addresses their host names resolved to:
@@ -62,7 +53,7 @@ public struct RemotePins: Hashable, Sendable {
         }
         self.resolved = byName
         var endpoints: [Endpoint] = []
-        for remote in remotes {
+        for remote in remotes where remote.isPinnable {
             let addresses = remote.endpoint.map { [$0.address] } ?? (remote.isHostName ? byName[Self.key(remote.host)] ?? [] : [])
             for address in addresses {
                 let endpoint = Endpoint(address: address, port: remote.port, transport: remote.transport)
@@ -72,10 +63,11 @@ public struct RemotePins: Hashable, Sendable {
         self.endpoints = endpoints
     }
 
-    /// The distinct host names among `remotes` that need resolving, in order of appearance.
+    /// The distinct host names among `remotes` that need resolving, in order of appearance
+    /// (not those of IPv6-only protocols: their A records could not be used).
     public static func hostNames(in remotes: [Remote]) -> [String] {
         var seen = Set<String>()
-        return remotes.filter { $0.isHostName && seen.insert(key($0.host)).inserted }.map(\.host)
+        return remotes.filter { $0.isHostName && $0.isPinnable && seen.insert(key($0.host)).inserted }.map(\.host)
     }
 
     /// Host names of `remotes` that resolved to nothing.
@@ -88,14 +80,14 @@ public struct RemotePins: Hashable, Sendable {
     /// ask); anything else (unpinned, IPv6, an unknown protocol) is skipped.
     public mutating func answer(host: String, port: UInt16?, proto: String) -> RemoteAnswer {
         // IPv6-only protocols cannot use an IPv4 pin (and the WAN carries no IPv6).
-        guard let port, let transport = TransportProtocol(openVPNName: proto),
-              !proto.hasSuffix("6"), !proto.hasSuffix("6-client") else { return .skip }
+        guard let port, let parsed = OpenVPNProtocol(openVPNName: proto), parsed.family != .ipv6 else { return .skip }
+        let transport = parsed.transport
         if let address = IPv4Address(host) {
             return endpoints.contains(Endpoint(address: address, port: port, transport: transport)) ? .accept : .skip
         }
         let remote = Remote(host: host, port: port, transport: transport)
         guard remote.isHostName,
-              remotes.contains(where: { $0.isHostName && Self.key($0.host) == Self.key(host) && $0.port == port && $0.transport == transport }),
+              remotes.contains(where: { $0.isHostName && $0.isPinnable && Self.key($0.host) == Self.key(host) && $0.port == port && $0.transport == transport }),
               let addresses = resolved[Self.key(host)], !addresses.isEmpty else { return .skip }
         let slot = "\(Self.key(host)) \(port) \(transport)"
         let turn = asked[slot, default: 0]

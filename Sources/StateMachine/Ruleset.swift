@@ -118,6 +118,8 @@ public enum Match: Hashable, Sendable {
     case destinationAddress(IPv4Address)
     /// `ip daddr != 192.0.2.1`
     case notDestinationAddress(IPv4Address)
+    /// `ip daddr 10.244.0.0/16` (the overlay's rules: a whole cluster network)
+    case destinationNetwork(IPv4Network)
     /// `meta l4proto icmp`
     case protocolICMP
     /// `udp dport 1194` / `tcp dport 1194`

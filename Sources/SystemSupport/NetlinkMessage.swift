@@ -1,4 +1,4 @@
-import CMnl
+import CNetlink
 
 // The one netlink message codec: every rtnetlink and nfnetlink user reads and builds messages
 // here. Reading is pure and checks every length before trusting it, so arbitrary bytes yield
@@ -102,6 +102,12 @@ extension [UInt8] {
     public func int32(at offset: Int, within range: Range<Int>) -> Int32? { load(Int32.self, at: offset, within: range) }
     public func uint64(at offset: Int, within range: Range<Int>) -> UInt64? { load(UInt64.self, at: offset, within: range) }
 
+    /// A host-order integer attribute of exactly its size.
+    public func exactly<T: FixedWidthInteger>(_: T.Type, _ payload: Range<Int>) -> T? {
+        guard payload.count == MemoryLayout<T>.size else { return nil }
+        return load(T.self, at: payload.lowerBound, within: payload)
+    }
+
     /// An integer attribute in network order (nf_tables sends its numbers so): exactly its size.
     public func bigEndian<T: FixedWidthInteger>(_: T.Type, _ payload: Range<Int>) -> T? {
         guard payload.count == MemoryLayout<T>.size else { return nil }
@@ -201,9 +207,28 @@ public struct NetlinkRequest: Sendable {
         appendAttribute(type, payload: withUnsafeBytes(of: value) { Array($0) })
     }
 
+    public mutating func appendAttribute(_ type: UInt16, u16 value: UInt16) {
+        appendAttribute(type, payload: withUnsafeBytes(of: value) { Array($0) })
+    }
+
+    public mutating func appendAttribute(_ type: UInt16, u8 value: UInt8) {
+        appendAttribute(type, payload: [value])
+    }
+
     /// A NUL-terminated string attribute.
     public mutating func appendAttribute(_ type: UInt16, string: String) {
         appendAttribute(type, payload: Array(string.utf8) + [0])
+    }
+
+    /// A nested attribute (IFLA_LINKINFO, IFLA_INFO_DATA): what `contents` appends is its payload.
+    /// Its type carries NLA_F_NESTED, as libmnl and iproute2 send it.
+    public mutating func appendNested(_ type: UInt16, _ contents: (inout NetlinkRequest) -> Void) {
+        let start = bytes.count
+        bytes += [UInt8](repeating: 0, count: 4)
+        store(type | UInt16(NLA_F_NESTED), at: start + 2)
+        contents(&self)
+        store(UInt16(bytes.count - start), at: start)
+        updateLength()
     }
 
     private mutating func appendAttribute(_ type: UInt16, payload: [UInt8]) {

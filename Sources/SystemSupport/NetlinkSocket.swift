@@ -1,4 +1,4 @@
-import CMnl
+import CNetlink
 import Glibc
 
 /// A netlink socket (rtnetlink or nfnetlink) bound to a port the kernel picks; closed when
@@ -14,9 +14,7 @@ public final class NetlinkSocket {
     /// Opens a socket of `netlinkProtocol` (NETLINK_ROUTE, NETLINK_NETFILTER), subscribed to the
     /// legacy multicast `groups` bit mask (rtnetlink's RTMGRP_*; 0 for none).
     public init(protocol netlinkProtocol: Int32, groups: UInt32 = 0) throws(SystemError) {
-        // O_CLOEXEC is SOCK_CLOEXEC on Linux. Naming SOCK_CLOEXEC where the CMnl headers are
-        // visible made swift-frontend 6.3 lose glibc's SOCK_* names elsewhere (an importer quirk).
-        let fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | O_CLOEXEC, netlinkProtocol)
+        let fd = vpnsup_netlink_socket(netlinkProtocol)  // close-on-exec
         guard fd >= 0 else { throw SystemError("netlink socket") }
         var address = sockaddr_nl()
         address.nl_family = sa_family_t(AF_NETLINK)
@@ -117,10 +115,9 @@ public final class NetlinkSocket {
     /// queued. ENOBUFS (the kernel dropped messages for this socket) is thrown like any error.
     public func receive(into buffer: inout [UInt8], wait: Bool = true,
                         operation: @autoclosure () -> String) throws(SystemError) -> Int? {
-        let flags = Int32(MSG_TRUNC) | (wait ? 0 : Int32(MSG_DONTWAIT))
         do {
             return try retryingInterrupts(operation()) {
-                buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, flags) }
+                buffer.withUnsafeMutableBytes { vpnsup_netlink_receive(descriptor, $0.baseAddress, UInt($0.count), wait ? 1 : 0) }
             }
         } catch where !wait && (error.errno == EAGAIN || error.errno == EWOULDBLOCK) {
             return nil

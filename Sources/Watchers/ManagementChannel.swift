@@ -10,9 +10,13 @@ public enum ManagementChannelEvent: Sendable, Hashable {
     /// The connection closed (OpenVPN exited, or `close()`); another may follow.
     case disconnected
     /// A process other than the expected peer connected; it was closed at once, before a single
-    /// byte was read or written. The channel goes on accepting. For the log.
-    case refusedPeer(PeerCredentials, reason: String)
+    /// byte was read or written. The channel goes on accepting. For the log. `peer` is nil when
+    /// the kernel could not say who it was (which is refused too).
+    case refusedPeer(PeerCredentials?, reason: String)
 }
+
+/// The management channel's errors, by their earlier name.
+public typealias ManagementChannelError = ChannelError
 
 /// Which process may hold the management connection; it must be root's as well. OpenVPN is
 /// handed the credentials over this connection, so nothing else may ever be served on it.
@@ -223,7 +227,7 @@ private final class Shared: Sendable {
         do {
             peer = try UnixSocket.peer(of: fd)
         } catch {
-            continuation.yield(.refusedPeer(PeerCredentials(pid: 0, uid: UInt32.max, gid: UInt32.max), reason: "\(error)"))
+            continuation.yield(.refusedPeer(nil, reason: "\(error)"))
             return nil
         }
         let expected = state.withLock { $0.expected }

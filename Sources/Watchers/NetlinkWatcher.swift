@@ -1,4 +1,4 @@
-import CMnl
+import CNetlink
 import Glibc
 import StateMachine
 import Synchronization

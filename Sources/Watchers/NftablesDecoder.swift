@@ -1,4 +1,4 @@
-import CMnl
+import CNetlink
 import SystemSupport
 
 /// What the nftables monitor reports.

@@ -1,4 +1,4 @@
-import CMnl
+import CNetlink
 import Glibc
 import Synchronization
 import SystemSupport

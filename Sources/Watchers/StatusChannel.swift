@@ -69,30 +69,7 @@ public final class StatusChannel: Sendable {
     /// forged status cannot pass for vpnsup's.
     public static func fetch(from path: String, timeout: Duration = fetchTimeout,
                              serverUID: UInt32 = 0) throws(ChannelError) -> [UInt8] {
-        let deadline = ContinuousClock.now + timeout
-        let socket = try UnixSocket.connect(to: path, timeout: timeout)
-        let peer: PeerCredentials
-        do { peer = try UnixSocket.peer(of: socket.rawValue) } catch { throw .system(error) }
-        guard peer.uid == serverUID else { throw .untrustedServer(path: path, peer: peer) }
-        var result: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        while true {
-            let readiness: Readiness
-            do { readiness = try awaitReadiness(socket.rawValue, for: Int16(POLLIN), until: deadline) } catch { throw .system(error) }
-            guard readiness == .ready else { throw .timedOut(path: path, after: timeout) }
-            let count: Int
-            do throws(SystemError) {
-                count = try retryingInterrupts("read \(escapedForDisplay(path))") {
-                    buffer.withUnsafeMutableBytes { recv(socket.rawValue, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-                }
-            } catch where error.errno == EAGAIN {
-                continue
-            } catch {
-                throw .system(error)
-            }
-            if count == 0 { return result }
-            result += buffer[0..<count]
-        }
+        try UnixSocket.fetch(from: path, timeout: timeout, serverUID: serverUID)
     }
 }
 

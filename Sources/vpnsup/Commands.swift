@@ -3,22 +3,26 @@ import ArgumentParser
 import FoundationEssentials
 import Logging
 import StateMachine
+import Supervisor
+import SystemSupport
 import Watchers
 
 struct Vpnsup: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vpnsup",
         abstract: "Routes an isolated network through OpenVPN, with a kill switch that fails closed.",
-        subcommands: [Run.self, Status.self, Rules.self, Health.self, HostRules.self]
+        version: BuildInfo.line,
+        subcommands: [Run.self, Status.self, Rules.self, Check.self, Health.self, MetricsCommand.self, HostRules.self]
     )
 }
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Supervise OpenVPN and route the LAN through it (container PID 1 or a service).",
+        // One line per paragraph: ArgumentParser wraps the text to the terminal itself.
         discussion: """
-        Each option may also come from the environment variable named in its help; the flag wins.
-        Arguments after `--` are passed to OpenVPN. Bad configuration exits with 78 (EX_CONFIG)
+        Each option may also come from the environment variable named in its help; the flag wins. \
+        Arguments after `--` are passed to OpenVPN. Bad configuration exits with 78 (EX_CONFIG) \
         after the lockdown ruleset has been committed.
         """
     )
@@ -51,8 +55,8 @@ struct Run: AsyncParsableCommand {
         }
         let logger = Logger(label: "vpnsup")
         let signals = try SignalWatcher.start()
-        let driver = Driver(settings: RunSettings(values: values, openvpnArguments: openvpnArguments), logger: logger)
-        let code = await driver.run(signals: signals)
+        let code = await LinuxSupervisor.run(RunSettings(values: values, openvpnArguments: openvpnArguments),
+                                        logger: logger, signals: signals)
         Termination.exit(code)
     }
 }
@@ -69,6 +73,8 @@ struct SettingsOptions: ParsableArguments {
     var dns: String?
     @Option(help: "Port forwards from the tunnel, [PUBLIC:]IP:PORT[/tcp|/udp], comma separated. Env: PORT_FWD.")
     var portFwd: String?
+    @Option(help: "File of port forwards, one per line in PORT_FWD's syntax, # comments. Env: PORT_FWD_FILE.")
+    var portFwdFile: String?
     @Option(help: "LAN interface. Env: LAN_IF (default eth1).")
     var lanIf: String?
     @Option(help: "WAN interface. Env: WAN_IF (default eth0).")
@@ -89,9 +95,12 @@ struct SettingsOptions: ParsableArguments {
     var probeTimeout: String?
     @Option(help: "Failed probes in a row that make the tunnel Degraded and reconnect it. Env: PROBE_FAILURES (default 3).")
     var probeFailures: String?
+    @Option(help: "Serve GET /metrics over HTTP at ADDR:PORT, the LAN gateway address or loopback. Env: METRICS_LISTEN (default: off).")
+    var metricsListen: String?
 
-    static let variables = ["CONFIG", "CONFIG_DIR", "IP_ADDR", "DNS", "PORT_FWD", "LAN_IF", "WAN_IF", "CREDENTIALS_FILE", "RUNTIME_DIR",
-                            "STATUS_GROUP", "PROBE_SERVER", "PROBE_NAME", "PROBE_INTERVAL", "PROBE_TIMEOUT", "PROBE_FAILURES"]
+    static let variables = ["CONFIG", "CONFIG_DIR", "IP_ADDR", "DNS", "PORT_FWD", "PORT_FWD_FILE", "LAN_IF", "WAN_IF", "CREDENTIALS_FILE",
+                            "RUNTIME_DIR", "STATUS_GROUP", "PROBE_SERVER", "PROBE_NAME", "PROBE_INTERVAL", "PROBE_TIMEOUT",
+                            "PROBE_FAILURES", "METRICS_LISTEN"]
 
     /// The configuration values, keyed by variable name; flags win over the environment.
     func values(environment: [String: String]) -> [String: String] {
@@ -99,65 +108,13 @@ struct SettingsOptions: ParsableArguments {
         for name in Self.variables { values[name] = environment[name] }
         let flags: [(String, String?)] = [
             ("CONFIG", config), ("CONFIG_DIR", configDir), ("IP_ADDR", ipAddr), ("DNS", dns),
-            ("PORT_FWD", portFwd), ("LAN_IF", lanIf), ("WAN_IF", wanIf),
+            ("PORT_FWD", portFwd), ("PORT_FWD_FILE", portFwdFile), ("LAN_IF", lanIf), ("WAN_IF", wanIf),
             ("CREDENTIALS_FILE", credentialsFile), ("RUNTIME_DIR", runtimeDir), ("STATUS_GROUP", statusGroup),
             ("PROBE_SERVER", probeServer), ("PROBE_NAME", probeName), ("PROBE_INTERVAL", probeInterval),
-            ("PROBE_TIMEOUT", probeTimeout), ("PROBE_FAILURES", probeFailures),
+            ("PROBE_TIMEOUT", probeTimeout), ("PROBE_FAILURES", probeFailures), ("METRICS_LISTEN", metricsListen),
         ]
         for case let (name, value?) in flags { values[name] = value }
         return values
-    }
-}
-
-/// `vpnsup rules`: the dry run. Needs no root and touches nothing: it prints what `run` would commit.
-struct Rules: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Print, in nft syntax, the ruleset the configuration produces for a state (a dry run, no root needed).",
-        discussion: """
-        The output loads with `nft -f`. Remotes given by host name are resolved only by `run`; the
-        dry run lists them in a comment and pins the IPv4 remotes alone.
-        """
-    )
-
-    @OptionGroup var settings: SettingsOptions
-    @Option(help: "The state whose ruleset to print: \(State.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var state: String = State.tunnelUp.rawValue
-
-    mutating func run() async throws { try await execute() }
-
-    func execute() async throws {
-        guard let state = State(rawValue: state) else {
-            StandardError.writeLine("--state \(self.state) is not a state: one of \(State.allCases.map(\.rawValue).joined(separator: ", "))")
-            throw ExitCode(StateMachine.ExitCode.configuration)
-        }
-        let values = settings.values(environment: ProcessInfo.processInfo.environment)
-        let configuration: Configuration
-        do {
-            configuration = try Configuration(values)
-        } catch {
-            StandardError.writeLine(error.description)
-            throw ExitCode(StateMachine.ExitCode.configuration)
-        }
-        var text = ""
-        var endpoints: [Endpoint] = []
-        if state.policy != .lockdown {
-            let configText: String
-            switch TextFile.read(configuration.openvpnConfigPath) {
-            case .success(let read): configText = read
-            case .failure(let error):
-                StandardError.writeLine("CONFIG=\(configuration.openvpnConfigPath) cannot be read: \(error)")
-                throw ExitCode(StateMachine.ExitCode.configuration)
-            }
-            let remotes = OpenVPNConfigFile.remotes(in: configText)
-            endpoints = remotes.compactMap(\.endpoint)
-            let named = remotes.filter { $0.endpoint == nil }
-            if !named.isEmpty {
-                text += "# resolved and pinned by `vpnsup run`: \(named.map(\.description).joined(separator: ", "))\n"
-            }
-        }
-        text += "# vpnsup rules for \(state) (policy \(state.policy))\n"
-        text += Ruleset.build(state.policy, for: configuration.layout(endpoints: endpoints)).nftText
-        print(text, terminator: "")
     }
 }
 

@@ -1,6 +1,17 @@
+import Actions
 import ArgumentParser
 import Glibc
+import StateMachine
 import Watchers
+
+// `run` commits the lockdown before anything else: before the arguments are parsed, the
+// configuration read or a thread started, so the kill switch is in the kernel a few hundred
+// microseconds after exec. It needs no configuration. If it fails (no CAP_NET_ADMIN, say), the
+// driver's own first commit, which comes next anyway, reports why; that one re-commits the same
+// table, which changes nothing.
+if CommandLine.arguments.count > 1, CommandLine.arguments[1] == "run" {
+    _ = try? Firewall().commit(.lockdown)
+}
 
 // Parsed on the main thread before any other thread exists. Only `run` blocks its signals, and
 // before any thread exists, so that every thread inherits the mask and the signal watcher alone
@@ -27,6 +38,7 @@ Task.detached { [parsed] in
         case let run as Run: try await run.execute()
         case let status as Status: try await status.execute()
         case let rules as Rules: try await rules.execute()
+        case let check as Check: try await check.execute()
         case let health as Health: try await health.execute()
         case let hostRules as HostRules: try await hostRules.execute()
         default: try command.run()

@@ -1,6 +1,7 @@
 import Foundation
 import StateMachine
 import Testing
+import TestSupport
 @testable import Actions
 import SystemSupport
 
@@ -189,29 +190,8 @@ private enum Wire {
     }
 }
 
-/// Root, and in a network namespace other than the host's: only then may tests change links.
-private let isolatedRootNetns: Bool = {
-    guard getuid() == 0, let mine = netns("self") else { return false }
-    // Kernels since 6.x give the initial namespace a fixed inode (PROC_NET_INIT_INO).
-    if mine == "net:[4026531833]" { return false }
-    if let initial = netns("1") { return mine != initial }
-    // PID 1's link can be unreadable (a sandbox's init): compare with the outermost ancestor we
-    // can read instead, which `unshare --net` left in the original namespace.
-    var outermost: String?
-    var pid = getppid()
-    while pid > 1, let theirs = netns("\(pid)") {
-        outermost = theirs
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("PPid:") }),
-              let parent = pid_t(line.dropFirst(5).trimmingCharacters(in: .whitespaces)) else { break }
-        pid = parent
-    }
-    return outermost.map { $0 != mine } ?? false
-}()
-
-private func netns(_ pid: String) -> String? {
-    try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/net")
-}
+/// Root, in the network namespace `make test` made for the tests: only then may tests change links.
+private let isolatedRootNetns = IsolatedNetworkNamespace.isRootInside
 
 private struct CommandFailed: Error, CustomStringConvertible { let description: String }
 

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import StateMachine
 import Testing
+import TestSupport
 @testable import Actions
 
 // MARK: - Fixtures
@@ -264,38 +265,13 @@ struct FirewallTranslationTests {
 /// Whether these tests may touch nftables: root, and provably not the host's own network
 /// namespace, where a drop policy would cut the machine off. Run them with `unshare --net`.
 enum FirewallTestEnvironment {
-    static let isPrivateNetworkNamespace: Bool = {
-        guard getuid() == 0, let own = namespace(of: "self") else { return false }
-        // init_net always has this inode (PROC_NET_INIT_INO), even where /proc/1 is unreadable.
-        if own == "net:[4026531833]" { return false }
-        if let initial = namespace(of: "1") { return initial != own }
-        // PID 1's namespace is hidden (a container): insist that some ancestor of this process
-        // lives in another namespace, i.e. this one was created for the test run.
-        var pid = getppid()
-        while pid > 1 {
-            if let theirs = namespace(of: String(pid)), theirs != own { return true }
-            guard let parent = parentPID(of: pid) else { break }
-            pid = parent
-        }
-        return false
-    }()
+    static let isPrivateNetworkNamespace = IsolatedNetworkNamespace.isRootInside
 
     static let nft: String? = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first { FileManager.default.isExecutableFile(atPath: $0) }
     static let ip: String? = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
     static var canRun: Bool { isPrivateNetworkNamespace && nft != nil }
 
-    private static func namespace(of pid: String) -> String? {
-        try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/net")
-    }
-
-    private static func parentPID(of pid: pid_t) -> pid_t? {
-        // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return nil }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        return fields.count > 1 ? pid_t(fields[1]) : nil
-    }
 }
 
 private func nft(_ arguments: String..., input: String? = nil) throws -> (status: Int32, output: String) {

@@ -2,14 +2,13 @@ import Foundation
 import Glibc
 import StateMachine
 import Testing
+import TestSupport
 @testable import Actions
 
 /// Root, in the private network namespace `make test` runs in, with dnsmasq installed: the lab's
 /// DNS server, here on 127.0.0.1 and a port of its own.
 private let resolverTestEnvironment: (dnsmasq: String, nft: String)? = {
-    guard getuid() == 0, let mine = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net"),
-          mine != "net:[4026531833]" else { return nil }
-    if let initial = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/1/ns/net"), initial == mine { return nil }
+    guard IsolatedNetworkNamespace.isRootInside else { return nil }
     let find = { (name: String) in ["/usr/sbin/", "/sbin/", "/usr/bin/"].map { $0 + name }.first { access($0, X_OK) == 0 } }
     guard let dnsmasq = find("dnsmasq"), let nft = find("nft") else { return nil }
     return (dnsmasq, nft)
@@ -184,6 +183,20 @@ struct TunnelProbeTests {
             let probe = TunnelProbe(server: loopback, port: dns.port, name: name, device: "lo", timeout: .seconds(2))
             #expect(probe.run() == nil, "\(name)")
         }
+    }
+
+    /// `measure()` (the latency of `vpnsup_probe_duration_seconds`): an answer comes within the
+    /// timeout, and a failure is timed to its end, the timeout.
+    @Test func measureTimesTheAnswerAndTheTimeout() throws {
+        let dns = try LocalDNS(dnsmasq: resolverTestEnvironment!.dnsmasq)
+        let answered = TunnelProbe(server: loopback, port: dns.port, name: "vpn.test", device: "lo", timeout: .seconds(2)).measure()
+        #expect(answered.failure == nil)
+        #expect(answered.latency > .zero && answered.latency < .seconds(2))
+        let (silent, port) = try #require(loopbackUDPSocket())
+        defer { close(silent) }
+        let unanswered = TunnelProbe(server: loopback, port: port, name: "vpn.test", device: "lo", timeout: .milliseconds(300)).measure()
+        #expect(unanswered.failure == "no answer from 127.0.0.1 within 300 ms")
+        #expect(unanswered.latency >= .milliseconds(300))
     }
 
     @Test func aSilentServerFailsAtTheTimeoutAndStrayDatagramsAreNotAnswers() throws {

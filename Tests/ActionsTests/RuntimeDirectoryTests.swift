@@ -1,10 +1,11 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import Actions
 
 /// docs/security.md, "Local trust boundaries": RUNTIME_DIR is used only when nobody but root
 /// controls it or any directory above it. Root only (chown, and directories of other owners).
-@Suite(.enabled(if: getuid() == 0, "needs root"))
+@Suite(.enabled(if: IsolatedNetworkNamespace.isRootInside, "needs root (in the namespace `make test` makes for root tests)"))
 struct RuntimeDirectoryTests {
     /// A private scratch directory under /tmp (root's, mode 0700; /tmp is sticky and root's).
     private func scratch() throws -> String {

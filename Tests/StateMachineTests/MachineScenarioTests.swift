@@ -36,7 +36,7 @@ struct MachineScenarioTests {
         _ = machine.handle(.start)
         // The failure is remembered, not acted on: the configuration decides between 78 and 71.
         #expect(machine.handle(.firewallFailed(.lockdown, "netlink: EPERM")) == [])
-        #expect(machine.handle(.configurationLoaded)
+        #expect(machine.handle(loaded)
                 == [.exit(code: 71, message: "cannot commit the lockdown ruleset: netlink: EPERM")])
         #expect(ExitCode.unavailable == 71)
     }
@@ -50,7 +50,7 @@ struct MachineScenarioTests {
 
     @Test func lockdownFailureAfterConfigurationExits71Immediately() {
         var machine = Machine(timings: .exact)
-        _ = feed(&machine, [.start, .configurationLoaded])
+        _ = feed(&machine, [.start, loaded])
         #expect(machine.handle(.firewallFailed(.lockdown, "EPERM"))
                 == [.exit(code: 71, message: "cannot commit the lockdown ruleset: EPERM")])
     }
@@ -69,20 +69,21 @@ struct MachineScenarioTests {
         let steps: [(Event, State, [Action])] = [
             (.start, .initial, [.applyFirewall(.lockdown), .loadConfiguration]),
             (.firewallCommitted(.lockdown), .initial, []),
-            (.configurationLoaded, .initial, [.ensureLANAddress]),
+            (loaded, .initial, [.ensureLANAddress]),
             (.lanAddressPresent, .addressAssigned, [.applyFirewall(.connecting)]),
-            (.firewallCommitted(.connecting), .tunnelConnecting, [.spawnOpenVPN]),
-            (.openvpnStarted, .tunnelConnecting, []),
-            (.managementConnected, .tunnelConnecting, [.requestStateNotifications]),
-            (.openvpnHold, .tunnelConnecting, [.releaseHold]),
-            (.openvpnState(.wait), .tunnelConnecting, []),
-            (.openvpnState(.auth), .tunnelConnecting, []),
+            (.firewallCommitted(.connecting), .tunnelConnecting, [.startTunnel]),
+            (started, .tunnelConnecting, []),
+            (.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
+            (.tunnelHeld, .tunnelConnecting, [.releaseTunnel]),
+            (waiting, .tunnelConnecting, []),
+            (.tunnelDisconnected("OpenVPN reports AUTH"), .tunnelConnecting, []),
             (.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
-            (.openvpnState(.getConfig), .tunnelConnecting, []),
-            (.openvpnState(.assignIP), .tunnelConnecting, []),
-            (.tunnelLinkUp, .tunnelConnecting, []),
-            (.openvpnState(.addRoutes), .tunnelConnecting, []),
-            (.openvpnState(.connected), .tunnelUp, [.applyFirewall(.up)]),
+            (.tunnelDisconnected("OpenVPN reports GET_CONFIG"), .tunnelConnecting, []),
+            (.tunnelDisconnected("OpenVPN reports ASSIGN_IP"), .tunnelConnecting, []),
+            // The tunnel's route in vpnsup's routing table, whenever tun0 comes up.
+            (.tunnelLinkUp, .tunnelConnecting, [.ensureTunnelRoute]),
+            (.tunnelDisconnected("OpenVPN reports ADD_ROUTES"), .tunnelConnecting, []),
+            (.tunnelConnected, .tunnelUp, [.applyFirewall(.up)]),
             (.firewallCommitted(.up), .tunnelUp, []),
         ]
         var all: [Action] = []
@@ -95,8 +96,8 @@ struct MachineScenarioTests {
         }
         // The order that matters, on the whole run.
         let connecting = all.firstIndex(of: .applyFirewall(.connecting))!
-        let spawn = all.firstIndex(of: .spawnOpenVPN)!
-        let release = all.firstIndex(of: .releaseHold)!
+        let spawn = all.firstIndex(of: .startTunnel)!
+        let release = all.firstIndex(of: .releaseTunnel)!
         #expect(all.first == .applyFirewall(.lockdown))
         #expect(connecting < spawn)
         #expect(spawn < release)
@@ -105,8 +106,8 @@ struct MachineScenarioTests {
 
     @Test func tunnelLinkAfterConnectedAlsoReachesTunnelUp() {
         var machine = machine(in: .tunnelConnecting)
-        #expect(machine.handle(.openvpnState(.connected)) == [])
-        #expect(machine.handle(.tunnelLinkUp) == [.applyFirewall(.up)])
+        #expect(machine.handle(.tunnelConnected) == [])
+        #expect(machine.handle(.tunnelLinkUp) == [.ensureTunnelRoute, .applyFirewall(.up)])
         #expect(machine.state == .tunnelUp)
     }
 
@@ -114,23 +115,23 @@ struct MachineScenarioTests {
         // After OpenVPN died in TunnelUp, the connecting policy is requested again; the respawned
         // OpenVPN's hold arrives before that commit and must wait for it.
         var machine = machine(in: .tunnelUp)
-        #expect(machine.handle(.openvpnExited(.signaled(9)))
+        #expect(machine.handle(.tunnelProcessExited(.signaled(9)))
                 == [.applyFirewall(.connecting), .scheduleTimer(.crashWindow, after: .seconds(60)),
                     .scheduleTimer(.respawn, after: .milliseconds(250))])
-        #expect(machine.handle(.timerFired(.respawn)) == [.spawnOpenVPN])
-        #expect(machine.handle(.openvpnStarted) == [])
-        #expect(machine.handle(.managementConnected) == [.requestStateNotifications])
-        #expect(machine.handle(.openvpnHold) == [])
+        #expect(machine.handle(.timerFired(.respawn)) == [.startTunnel])
+        #expect(machine.handle(started) == [])
+        #expect(machine.handle(.tunnelControlConnected) == [.watchTunnelState])
+        #expect(machine.handle(.tunnelHeld) == [])
         #expect(machine.handle(.firewallCommitted(.up)) == []) // stale, superseded
-        #expect(machine.handle(.firewallCommitted(.connecting)) == [.releaseHold])
-        #expect(machine.handle(.openvpnHold) == [.releaseHold]) // a later hold: released at once
+        #expect(machine.handle(.firewallCommitted(.connecting)) == [.releaseTunnel])
+        #expect(machine.handle(.tunnelHeld) == [.releaseTunnel]) // a later hold: released at once
     }
 
     @Test func pendingHoldIsDroppedWhenTheConnectingPolicyFails() {
         var machine = machine(in: .tunnelUp)
-        _ = feed(&machine, [.openvpnExited(.exited(1)), .timerFired(.respawn), .openvpnStarted, .openvpnHold])
+        _ = feed(&machine, [.tunnelProcessExited(.exited(1)), .timerFired(.respawn), started, .tunnelHeld])
         let actions = machine.handle(.firewallFailed(.connecting, "EPERM"))
-        #expect(!actions.contains(.releaseHold))
+        #expect(!actions.contains(.releaseTunnel))
         #expect(machine.state == .killswitched)
         #expect(machine.handle(.firewallCommitted(.lockdown)) == [])
     }
@@ -138,7 +139,7 @@ struct MachineScenarioTests {
     @Test func holdInKillswitchedIsNeverReleased() {
         var machine = machine(in: .tunnelConnecting)
         _ = machine.handle(.firewallFailed(.connecting, "EPERM"))
-        #expect(machine.handle(.openvpnHold) == [])
+        #expect(machine.handle(.tunnelHeld) == [])
         #expect(machine.handle(.firewallCommitted(.lockdown)) == [])
     }
 
@@ -151,20 +152,20 @@ struct MachineScenarioTests {
         let expected: [Duration] = [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(4),
                                     .seconds(8), .seconds(16), .seconds(30), .seconds(30), .seconds(30)]
         for delay in expected {
-            #expect(machine.handle(.openvpnExited(.exited(1))) == [.scheduleTimer(.respawn, after: delay)])
+            #expect(machine.handle(.tunnelProcessExited(.exited(1))) == [.scheduleTimer(.respawn, after: delay)])
             #expect(machine.state == .tunnelConnecting)
-            #expect(machine.handle(.timerFired(.respawn)) == [.spawnOpenVPN])
-            #expect(machine.handle(.openvpnStarted) == [])
+            #expect(machine.handle(.timerFired(.respawn)) == [.startTunnel])
+            #expect(machine.handle(started) == [])
         }
         // A spawn failure backs off the same way.
-        #expect(machine.handle(.openvpnExited(.exited(1))) == [.scheduleTimer(.respawn, after: .seconds(30))])
-        #expect(machine.handle(.timerFired(.respawn)) == [.spawnOpenVPN])
-        #expect(machine.handle(.openvpnSpawnFailed("ENOENT")) == [.scheduleTimer(.respawn, after: .seconds(30))])
-        #expect(machine.handle(.timerFired(.respawn)) == [.spawnOpenVPN])
-        _ = feed(&machine, [.openvpnStarted, .openvpnState(.connected), .tunnelLinkUp])
+        #expect(machine.handle(.tunnelProcessExited(.exited(1))) == [.scheduleTimer(.respawn, after: .seconds(30))])
+        #expect(machine.handle(.timerFired(.respawn)) == [.startTunnel])
+        #expect(machine.handle(.tunnelStartFailed("ENOENT")) == [.scheduleTimer(.respawn, after: .seconds(30))])
+        #expect(machine.handle(.timerFired(.respawn)) == [.startTunnel])
+        _ = feed(&machine, [started, .tunnelConnected, .tunnelLinkUp])
         #expect(machine.state == .tunnelUp)
         // Reset: the next exit waits the base delay again.
-        #expect(machine.handle(.openvpnExited(.exited(1)))
+        #expect(machine.handle(.tunnelProcessExited(.exited(1)))
                 == [.applyFirewall(.connecting), .scheduleTimer(.respawn, after: .milliseconds(250))])
     }
 
@@ -173,10 +174,10 @@ struct MachineScenarioTests {
         _ = feed(&machine, Scenario.tunnelConnecting.path)
         var delays: [Duration] = []
         for _ in 0..<4 {
-            for action in machine.handle(.openvpnExited(.exited(1))) {
+            for action in machine.handle(.tunnelProcessExited(.exited(1))) {
                 if case .scheduleTimer(.respawn, let after) = action { delays.append(after) }
             }
-            _ = feed(&machine, [.timerFired(.respawn), .openvpnStarted])
+            _ = feed(&machine, [.timerFired(.respawn), started])
         }
         #expect(delays == [.seconds(1), .seconds(2), .seconds(3), .seconds(3)])
     }
@@ -190,14 +191,14 @@ struct MachineScenarioTests {
 
     @Test func authFailureKillswitchesWithoutRespawn() {
         var machine = machine(in: .tunnelConnecting)
-        #expect(machine.handle(.credentialsRejected)
-                == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .stopOpenVPN])
+        #expect(machine.handle(.authenticationFailed)
+                == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .stopTunnel])
         #expect(machine.state == .killswitched)
         #expect(machine.reason == "authentication failed: the server rejected the credentials")
-        #expect(machine.handle(.openvpnExited(.exited(1))) == [])
+        #expect(machine.handle(.tunnelProcessExited(.exited(1))) == [])
         #expect(machine.handle(.firewallCommitted(.lockdown)) == [])
         for event: Event in [.timerFired(.respawn), .timerFired(.retry), .lanAddressPresent,
-                             .firewallCommitted(.connecting), .openvpnHold, .credentialsRequested] {
+                             .firewallCommitted(.connecting), .tunnelHeld, .credentialsRequested] {
             #expect(machine.handle(event) == [], "\(label(event))")
         }
         #expect(machine.state == .killswitched)
@@ -206,9 +207,9 @@ struct MachineScenarioTests {
 
     @Test func authFailureFromTunnelUp() {
         var machine = machine(in: .tunnelUp)
-        #expect(machine.handle(.credentialsRejected)
-                == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .stopOpenVPN])
-        #expect(machine.handle(.openvpnExited(.exited(1))) == [])
+        #expect(machine.handle(.authenticationFailed)
+                == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .stopTunnel])
+        #expect(machine.handle(.tunnelProcessExited(.exited(1))) == [])
         #expect(machine.handle(.timerFired(.respawn)) == [])
         #expect(machine.state == .killswitched)
     }
@@ -218,13 +219,13 @@ struct MachineScenarioTests {
     @Test func transientFailureRetriesOnTheTimer() {
         var machine = machine(in: .tunnelUp)
         #expect(machine.handle(.firewallFailed(.up, "EBUSY"))
-                == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .stopOpenVPN,
+                == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .stopTunnel,
                     .scheduleTimer(.retry, after: .seconds(5))])
         #expect(machine.reason == "the up ruleset was not committed: EBUSY")
-        _ = feed(&machine, [.firewallCommitted(.lockdown), .openvpnExited(.signaled(15))])
+        _ = feed(&machine, [.firewallCommitted(.lockdown), .tunnelProcessExited(.signaled(15))])
         #expect(machine.handle(.timerFired(.retry)) == [.applyFirewall(.connecting)])
         #expect(machine.state == .addressAssigned)
-        #expect(machine.handle(.firewallCommitted(.connecting)) == [.spawnOpenVPN])
+        #expect(machine.handle(.firewallCommitted(.connecting)) == [.startTunnel])
         #expect(machine.state == .tunnelConnecting)
     }
 
@@ -239,14 +240,14 @@ struct MachineScenarioTests {
 
     @Test func retryWhileTheOldOpenVPNIsStillStoppingRespawnsAfterItExits() {
         var machine = machine(in: .tunnelConnecting)
-        _ = machine.handle(.addressFailed("EPERM")) // stopOpenVPN sent, OpenVPN still running
+        _ = machine.handle(.addressFailed("EPERM")) // stopTunnel sent, OpenVPN still running
         _ = feed(&machine, [.firewallCommitted(.lockdown)])
         #expect(machine.handle(.timerFired(.retry)) == [.applyFirewall(.connecting)])
         #expect(machine.handle(.firewallCommitted(.connecting)) == []) // no second OpenVPN
         #expect(machine.state == .tunnelConnecting)
-        #expect(machine.handle(.openvpnExited(.signaled(15)))
+        #expect(machine.handle(.tunnelProcessExited(.signaled(15)))
                 == [.scheduleTimer(.crashWindow, after: .seconds(60)), .scheduleTimer(.respawn, after: .milliseconds(250))])
-        #expect(machine.handle(.timerFired(.respawn)) == [.spawnOpenVPN])
+        #expect(machine.handle(.timerFired(.respawn)) == [.startTunnel])
     }
 
     // MARK: Degraded
@@ -254,15 +255,15 @@ struct MachineScenarioTests {
     @Test func degradedRecoversOnConnectedOrOnTheLink() {
         var machine = machine(in: .tunnelUp)
         // tun0 gone while OpenVPN runs: it reopens the device only when it connects again.
-        #expect(machine.handle(.tunnelLinkDown) == [.reconnectOpenVPN])
+        #expect(machine.handle(.tunnelLinkDown) == [.reconnectTunnel])
         #expect(machine.state == .degraded)
         #expect(machine.reason == "the tunnel interface went down")
-        #expect(machine.handle(.tunnelLinkUp) == [])
+        #expect(machine.handle(.tunnelLinkUp) == [.ensureTunnelRoute])
         #expect(machine.state == .tunnelUp)
         #expect(machine.reason == nil)
-        #expect(machine.handle(.openvpnState(.reconnecting)) == [])
+        #expect(machine.handle(reconnecting) == [])
         #expect(machine.reason == "OpenVPN reports RECONNECTING")
-        #expect(machine.handle(.openvpnState(.connected)) == [])
+        #expect(machine.handle(.tunnelConnected) == [])
         #expect(machine.state == .tunnelUp)
     }
 
@@ -281,31 +282,36 @@ struct MachineScenarioTests {
             #expect(actions == [])
             return
         }
-        #expect(actions.contains(.applyFirewall(.lockdown)) == (requestedBefore != .lockdown))
+        // Also when the kernel may hold the resolving ruleset, which only the lockdown replaces.
+        #expect(actions.contains(.applyFirewall(.lockdown)) == (requestedBefore != .lockdown || scenario.resolutionMayBeOpen))
         if actions.contains(.applyFirewall(.lockdown)) {
             #expect(actions.first == .applyFirewall(.lockdown))
         }
         let openvpnRunning = [State.tunnelConnecting, .tunnelUp, .degraded].contains(scenario.state)
         if openvpnRunning {
-            #expect(actions.suffix(2) == [.stopOpenVPN, .scheduleTimer(.stopDeadline, after: .milliseconds(1500))])
+            #expect(actions.suffix(2) == [.stopTunnel, .scheduleTimer(.stopDeadline, after: .milliseconds(1500))])
             #expect(!actions.contains { if case .exit = $0 { true } else { false } })
             // Nothing else is acted on while stopping...
-            for event in representativeEvents where ![Event.openvpnExited(.exited(1)), .openvpnSpawnFailed("ENOENT"),
-                                                       .timerFired(.stopDeadline), tampered].contains(event) {
+            for event in representativeEvents where ![Event.tunnelProcessExited(.exited(1)), .tunnelStartFailed("ENOENT"),
+                                                       .timerFired(.stopDeadline), tampered,
+                                                       .firewallNotificationsLost].contains(event) {
                 var copy = machine
                 #expect(copy.handle(event) == [], "while stopping: \(label(event))")
             }
             // ...but the lockdown, if someone removes it, is committed again.
             var copy = machine
             #expect(copy.handle(tampered) == [.applyFirewall(.lockdown)])
+            // ...and read back when notifications about it were lost.
+            copy = machine
+            #expect(copy.handle(.firewallNotificationsLost) == [.verifyFirewall(.lockdown)])
             // ...SIGKILL after the deadline, exit 0 once OpenVPN is gone, and only once.
-            #expect(machine.handle(.timerFired(.stopDeadline)) == [.killOpenVPN])
-            #expect(machine.handle(.openvpnExited(.signaled(9))) == [.cancelTimer(.stopDeadline), .exit(code: 0, message: nil)])
-            #expect(machine.handle(.openvpnExited(.signaled(9))) == [])
+            #expect(machine.handle(.timerFired(.stopDeadline)) == [.killTunnel])
+            #expect(machine.handle(.tunnelProcessExited(.signaled(9))) == [.cancelTimer(.stopDeadline), .exit(code: 0, message: nil)])
+            #expect(machine.handle(.tunnelProcessExited(.signaled(9))) == [])
             #expect(machine.handle(.timerFired(.stopDeadline)) == [])
         } else {
             #expect(actions.last == .exit(code: 0, message: nil))
-            #expect(!actions.contains(.stopOpenVPN))
+            #expect(!actions.contains(.stopTunnel))
         }
         #expect(actions.contains(.cancelTimer(.respawn)))
         #expect(actions.contains(.cancelTimer(.retry)))
@@ -315,30 +321,30 @@ struct MachineScenarioTests {
     @Test func shutdownExitsAsSoonAsOpenVPNExitsBeforeTheDeadline() {
         var machine = machine(in: .tunnelUp)
         _ = machine.handle(.shutdownRequested)
-        #expect(machine.handle(.openvpnExited(.exited(0))) == [.cancelTimer(.stopDeadline), .exit(code: 0, message: nil)])
+        #expect(machine.handle(.tunnelProcessExited(.exited(0))) == [.cancelTimer(.stopDeadline), .exit(code: 0, message: nil)])
         #expect(machine.handle(.timerFired(.stopDeadline)) == [])
     }
 
     @Test func shutdownWhileOpenVPNIsBeingSpawned() {
         var machine = machine(in: .addressAssigned)
-        #expect(machine.handle(.firewallCommitted(.connecting)) == [.spawnOpenVPN])
+        #expect(machine.handle(.firewallCommitted(.connecting)) == [.startTunnel])
         #expect(machine.handle(.shutdownRequested)
-                == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .cancelTimer(.retry), .stopOpenVPN,
+                == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .cancelTimer(.retry), .stopTunnel,
                     .scheduleTimer(.stopDeadline, after: .milliseconds(1500))])
         // The spawn completes after the SIGTERM was due: stop it again.
-        #expect(machine.handle(.openvpnStarted) == [.stopOpenVPN])
-        #expect(machine.handle(.openvpnExited(.signaled(15))) == [.cancelTimer(.stopDeadline), .exit(code: 0, message: nil)])
+        #expect(machine.handle(started) == [.stopTunnel])
+        #expect(machine.handle(.tunnelProcessExited(.signaled(15))) == [.cancelTimer(.stopDeadline), .exit(code: 0, message: nil)])
     }
 
     @Test func shutdownWhileSpawnFails() {
         var machine = machine(in: .addressAssigned)
         _ = feed(&machine, [.firewallCommitted(.connecting), .shutdownRequested])
-        #expect(machine.handle(.openvpnSpawnFailed("ENOENT")) == [.cancelTimer(.stopDeadline), .exit(code: 0, message: nil)])
+        #expect(machine.handle(.tunnelStartFailed("ENOENT")) == [.cancelTimer(.stopDeadline), .exit(code: 0, message: nil)])
     }
 
     @Test func shutdownDuringRespawnBackoffExitsAtOnce() {
         var machine = machine(in: .tunnelConnecting)
-        _ = machine.handle(.openvpnExited(.exited(1)))
+        _ = machine.handle(.tunnelProcessExited(.exited(1)))
         #expect(machine.handle(.shutdownRequested)
                 == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .cancelTimer(.retry), .exit(code: 0, message: nil)])
         #expect(machine.handle(.timerFired(.respawn)) == [])
@@ -361,8 +367,9 @@ struct MachineScenarioTests {
         #expect(machine.requestedPolicy == scenario.state.policy)
         // Again before the repair lands: asked for again (the driver commits in order, idempotently).
         #expect(machine.handle(tampered) == [.applyFirewall(scenario.state.policy)])
-        // (AddressAssigned moves on with its first commit of the connecting policy, as usual.)
-        guard scenario.state != .addressAssigned else { return }
+        // (AddressAssigned moves on with its first commit of the connecting policy, as usual, and
+        // Init with name resolution with its commit of the lockdown.)
+        guard !scenario.advancesOnCommit else { return }
         #expect(machine.handle(.firewallCommitted(scenario.state.policy)) == [])
         #expect(machine.state == scenario.state)
     }
@@ -372,8 +379,8 @@ struct MachineScenarioTests {
     @Test func holdWaitsForTheRepair() {
         var machine = Scenario.tunnelConnecting.machine()
         #expect(machine.handle(tampered) == [.applyFirewall(.connecting)])
-        #expect(machine.handle(.openvpnHold) == [])
-        #expect(machine.handle(.firewallCommitted(.connecting)) == [.releaseHold])
+        #expect(machine.handle(.tunnelHeld) == [])
+        #expect(machine.handle(.firewallCommitted(.connecting)) == [.releaseTunnel])
     }
 
     @Test func aFailedRepairKillsTheSwitch() {
@@ -389,7 +396,7 @@ struct MachineScenarioTests {
         _ = machine.handle(.shutdownRequested)
         #expect(machine.handle(tampered) == [.applyFirewall(.lockdown)])
         #expect(machine.handle(.firewallCommitted(.lockdown)) == [])
-        #expect(machine.handle(.openvpnExited(.signaled(15))) == [.cancelTimer(.stopDeadline), .exit(code: 0, message: nil)])
+        #expect(machine.handle(.tunnelProcessExited(.signaled(15))) == [.cancelTimer(.stopDeadline), .exit(code: 0, message: nil)])
     }
 
     // MARK: Status words

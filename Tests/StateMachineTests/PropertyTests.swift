@@ -211,8 +211,8 @@ struct PropertyTests {
                 let requestedBefore = machine.requestedPolicy
                 if case .firewallCommitted(let policy) = event, policy == requestedBefore { kernel = policy; committed = policy }
                 if case .firewallTampered = event { kernel = nil }
-                for action in machine.handle(event) where action == .spawnOpenVPN || action == .releaseHold {
-                    let holding = action == .spawnOpenVPN ? committed : kernel
+                for action in machine.handle(event) where action == .startTunnel || action == .releaseTunnel {
+                    let holding = action == .startTunnel ? committed : kernel
                     #expect(holding?.allowsTransport == true, "\(label(action)) after \(label(event)) under \(String(describing: holding))")
                     #expect(machine.state != .killswitched, "\(label(action)) while Killswitched")
                 }
@@ -244,8 +244,8 @@ struct PropertyTests {
             for event in events where event != .shutdownRequested { _ = machine.handle(event) }
             var actions = machine.handle(.shutdownRequested)
             actions += machine.handle(.timerFired(.stopDeadline))
-            actions += machine.handle(.openvpnExited(.signaled(9)))
-            actions += machine.handle(.openvpnExited(.signaled(9)))
+            actions += machine.handle(.tunnelProcessExited(.signaled(9)))
+            actions += machine.handle(.tunnelProcessExited(.signaled(9)))
             let exits = actions.filter { if case .exit = $0 { true } else { false } }
             #expect(exits == [.exit(code: 0, message: nil)])
             #expect(machine.requestedPolicy == .lockdown)

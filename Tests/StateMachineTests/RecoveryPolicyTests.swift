@@ -16,12 +16,12 @@ private func upMachine(_ timings: Timings) -> Machine {
 @Suite struct ProbeTests {
     @Test func tunnelUpStartsTheProbeTimerOnce() {
         var machine = Machine(timings: probing)
-        _ = feed(&machine, Scenario.tunnelConnecting.path + [.openvpnHold, .credentialsRequested, .openvpnState(.connected)])
-        #expect(machine.handle(.tunnelLinkUp) == [.applyFirewall(.up), .scheduleTimer(.probe, after: .seconds(10))])
+        _ = feed(&machine, Scenario.tunnelConnecting.path + [.tunnelHeld, .credentialsRequested, .tunnelConnected])
+        #expect(machine.handle(.tunnelLinkUp) == [.ensureTunnelRoute, .applyFirewall(.up), .scheduleTimer(.probe, after: .seconds(10))])
         #expect(machine.handle(.timerFired(.probe)) == [.probeTunnel, .scheduleTimer(.probe, after: .seconds(10))])
         // Degraded and back while the timer runs: no second timer.
-        _ = machine.handle(.openvpnState(.reconnecting))
-        #expect(machine.handle(.openvpnState(.connected)) == [])
+        _ = machine.handle(reconnecting)
+        #expect(machine.handle(.tunnelConnected) == [])
         #expect(machine.state == .tunnelUp)
     }
 
@@ -29,13 +29,13 @@ private func upMachine(_ timings: Timings) -> Machine {
         var machine = upMachine(probing)
         #expect(machine.handle(noAnswer) == [])
         #expect(machine.handle(noAnswer) == [])
-        #expect(machine.handle(noAnswer) == [.reconnectOpenVPN])
+        #expect(machine.handle(noAnswer) == [.reconnectTunnel])
         #expect(machine.state == .degraded)
         #expect(machine.reason == "the DNS probe failed 3 times in a row: no answer from 10.8.0.1 within 2 s")
         // Still failing: another reconnect every three failures, not every failure.
         #expect(machine.handle(noAnswer) == [])
         #expect(machine.handle(noAnswer) == [])
-        #expect(machine.handle(noAnswer) == [.reconnectOpenVPN])
+        #expect(machine.handle(noAnswer) == [.reconnectTunnel])
         #expect(machine.state == .degraded)
     }
 
@@ -49,7 +49,7 @@ private func upMachine(_ timings: Timings) -> Machine {
         var machine = upMachine(probing)
         _ = feed(&machine, [noAnswer, noAnswer, noAnswer])
         // Link and WAN notifications say nothing about whether packets get through.
-        #expect(machine.handle(.tunnelLinkUp) == [])
+        #expect(machine.handle(.tunnelLinkUp) == [.ensureTunnelRoute])
         #expect(machine.handle(.wanLinkUp) == [])
         #expect(machine.state == .degraded)
         #expect(machine.handle(.probeSucceeded) == [])
@@ -58,8 +58,8 @@ private func upMachine(_ timings: Timings) -> Machine {
 
     @Test func aReconnectionStartsAFreshCount() {
         var machine = upMachine(probing)
-        _ = feed(&machine, [noAnswer, noAnswer, noAnswer, .openvpnState(.reconnecting)])
-        #expect(machine.handle(.openvpnState(.connected)) == [])
+        _ = feed(&machine, [noAnswer, noAnswer, noAnswer, reconnecting])
+        #expect(machine.handle(.tunnelConnected) == [])
         #expect(machine.state == .tunnelUp)
         #expect(machine.handle(noAnswer) == [])
         #expect(machine.state == .tunnelUp)
@@ -78,10 +78,10 @@ private func upMachine(_ timings: Timings) -> Machine {
 
     @Test func theProbeTimerStopsWhileTheTunnelIsDown() {
         var machine = upMachine(probing)
-        _ = machine.handle(.openvpnState(.reconnecting))
+        _ = machine.handle(reconnecting)
         #expect(machine.handle(.timerFired(.probe)) == [])
         // Up again: the timer starts again.
-        #expect(machine.handle(.openvpnState(.connected)) == [.scheduleTimer(.probe, after: .seconds(10))])
+        #expect(machine.handle(.tunnelConnected) == [.scheduleTimer(.probe, after: .seconds(10))])
     }
 
     @Test func noProbeWithoutAnInterval() {
@@ -103,7 +103,7 @@ private func upMachine(_ timings: Timings) -> Machine {
 
     @Test func theTunnelDoesNotComeUpWhileTheWANIsDown() {
         var machine = Machine(timings: .exact)
-        _ = feed(&machine, Scenario.tunnelConnecting.path + [.wanLinkDown, .openvpnState(.connected), .tunnelLinkUp])
+        _ = feed(&machine, Scenario.tunnelConnecting.path + [.wanLinkDown, .tunnelConnected, .tunnelLinkUp])
         #expect(machine.state == .tunnelConnecting)
         #expect(machine.handle(.wanLinkUp) == [.applyFirewall(.up)])
         #expect(machine.state == .tunnelUp)
@@ -121,8 +121,8 @@ private func upMachine(_ timings: Timings) -> Machine {
                                   crashLoopBackoff: .seconds(10), crashLoopCap: .seconds(25))
 
     private func exitAndRespawn(_ machine: inout Machine) -> [Action] {
-        let actions = machine.handle(.openvpnExited(.exited(1)))
-        if machine.state == .tunnelConnecting { _ = feed(&machine, [.timerFired(.respawn), .openvpnStarted]) }
+        let actions = machine.handle(.tunnelProcessExited(.exited(1)))
+        if machine.state == .tunnelConnecting { _ = feed(&machine, [.timerFired(.respawn), started]) }
         return actions
     }
 
@@ -139,14 +139,14 @@ private func upMachine(_ timings: Timings) -> Machine {
         _ = machine.handle(.firewallCommitted(.lockdown))
         // The retry starts over: address, connecting policy, OpenVPN.
         #expect(machine.handle(.timerFired(.retry)) == [.applyFirewall(.connecting)])
-        #expect(machine.handle(.firewallCommitted(.connecting)) == [.spawnOpenVPN])
+        #expect(machine.handle(.firewallCommitted(.connecting)) == [.startTunnel])
         #expect(machine.state == .tunnelConnecting)
-        _ = machine.handle(.openvpnStarted)
+        _ = machine.handle(started)
         // A second loop waits twice as long, within the cap.
         _ = exitAndRespawn(&machine)
         _ = exitAndRespawn(&machine)
         #expect(exitAndRespawn(&machine).contains(.scheduleTimer(.retry, after: .seconds(20))))
-        _ = feed(&machine, [.firewallCommitted(.lockdown), .timerFired(.retry), .firewallCommitted(.connecting), .openvpnStarted])
+        _ = feed(&machine, [.firewallCommitted(.lockdown), .timerFired(.retry), .firewallCommitted(.connecting), started])
         _ = exitAndRespawn(&machine)
         _ = exitAndRespawn(&machine)
         #expect(exitAndRespawn(&machine).contains(.scheduleTimer(.retry, after: .seconds(25))))
@@ -167,22 +167,22 @@ private func upMachine(_ timings: Timings) -> Machine {
         _ = feed(&machine, Scenario.tunnelConnecting.path)
         _ = exitAndRespawn(&machine)
         _ = exitAndRespawn(&machine)
-        _ = feed(&machine, [.managementConnected, .openvpnState(.connected), .tunnelLinkUp])
+        _ = feed(&machine, [.tunnelControlConnected, .tunnelConnected, .tunnelLinkUp])
         #expect(machine.state == .tunnelUp)
         // Killed ten times while up, each time recovering: never a crash loop.
         for _ in 0..<10 {
             _ = exitAndRespawn(&machine)
-            _ = feed(&machine, [.openvpnState(.connected), .tunnelLinkUp])
+            _ = feed(&machine, [.tunnelConnected, .tunnelLinkUp])
             #expect(machine.state == .tunnelUp)
         }
     }
 
     @Test func spawnFailuresCountToo() {
         var machine = Machine(timings: timings)
-        _ = feed(&machine, Scenario.tunnelConnecting.path + [.openvpnExited(.exited(1))])
+        _ = feed(&machine, Scenario.tunnelConnecting.path + [.tunnelProcessExited(.exited(1))])
         for _ in 0..<2 {
             _ = machine.handle(.timerFired(.respawn))
-            _ = machine.handle(.openvpnSpawnFailed("ENOENT"))
+            _ = machine.handle(.tunnelStartFailed("ENOENT"))
         }
         #expect(machine.state == .killswitched)
     }
@@ -195,7 +195,7 @@ private func upMachine(_ timings: Timings) -> Machine {
         for seed in UInt64(0)..<50 {
             var machine = Machine(timings: timings, seed: seed)
             _ = feed(&machine, Scenario.tunnelConnecting.path)
-            for action in machine.handle(.openvpnExited(.exited(1))) {
+            for action in machine.handle(.tunnelProcessExited(.exited(1))) {
                 if case .scheduleTimer(.respawn, let after) = action { delays.append(after) }
             }
         }
@@ -209,7 +209,7 @@ private func upMachine(_ timings: Timings) -> Machine {
         func delays(_ seed: UInt64) -> [Action] {
             var machine = Machine(timings: Timings(crashLoopExits: nil), seed: seed)
             _ = feed(&machine, Scenario.tunnelConnecting.path)
-            return (0..<5).flatMap { _ in machine.handle(.openvpnExited(.exited(1))) + feed(&machine, [.timerFired(.respawn), .openvpnStarted]) }
+            return (0..<5).flatMap { _ in machine.handle(.tunnelProcessExited(.exited(1))) + feed(&machine, [.timerFired(.respawn), started]) }
         }
         #expect(delays(7) == delays(7))
         #expect(delays(7) != delays(8))
@@ -221,11 +221,11 @@ private func upMachine(_ timings: Timings) -> Machine {
         var machine = machine(in: .killswitched)
         #expect(machine.reason == "authentication failed: the server rejected the credentials")
         #expect(machine.handle(.reloadRequested) == [.reloadConfiguration])
-        #expect(machine.handle(.configurationReloaded) == [.cancelTimer(.retry), .applyFirewall(.connecting)])
-        #expect(machine.handle(.firewallCommitted(.connecting)) == [.spawnOpenVPN])
-        _ = feed(&machine, [.openvpnStarted, .managementConnected, .openvpnHold])
+        #expect(machine.handle(reloaded) == [.cancelTimer(.retry), .applyFirewall(.connecting)])
+        #expect(machine.handle(.firewallCommitted(.connecting)) == [.startTunnel])
+        _ = feed(&machine, [started, .tunnelControlConnected, .tunnelHeld])
         #expect(machine.handle(.credentialsRequested) == [.sendCredentials])
-        _ = feed(&machine, [.openvpnState(.connected), .tunnelLinkUp])
+        _ = feed(&machine, [.tunnelConnected, .tunnelLinkUp])
         #expect(machine.state == .tunnelUp)
     }
 
@@ -240,15 +240,15 @@ private func upMachine(_ timings: Timings) -> Machine {
 
     @Test func reloadWhileUpRestartsOpenVPNWithoutBackoff() {
         var machine = machine(in: .tunnelUp)
-        #expect(machine.handle(.configurationReloaded) == [.applyFirewall(.connecting), .stopOpenVPN])
+        #expect(machine.handle(reloaded) == [.applyFirewall(.connecting), .stopTunnel])
         #expect(machine.state == .tunnelConnecting)
-        #expect(machine.handle(.openvpnExited(.signaled(15))) == [.spawnOpenVPN])
+        #expect(machine.handle(.tunnelProcessExited(.signaled(15))) == [.startTunnel])
     }
 
     @Test func reloadWhileWaitingToRespawnSpawnsAtOnce() {
         var machine = machine(in: .tunnelConnecting)
-        _ = machine.handle(.openvpnExited(.exited(1)))
-        #expect(machine.handle(.configurationReloaded) == [.applyFirewall(.connecting), .cancelTimer(.respawn), .spawnOpenVPN])
+        _ = machine.handle(.tunnelProcessExited(.exited(1)))
+        #expect(machine.handle(reloaded) == [.applyFirewall(.connecting), .cancelTimer(.respawn), .startTunnel])
     }
 
     @Test func reloadIsIgnoredBeforeTheConfigurationAndWhileStopping() {
@@ -257,6 +257,6 @@ private func upMachine(_ timings: Timings) -> Machine {
         #expect(fresh.handle(.reloadRequested) == [])
         var stopping = Scenario.shuttingDown.machine()
         #expect(stopping.handle(.reloadRequested) == [])
-        #expect(stopping.handle(.configurationReloaded) == [])
+        #expect(stopping.handle(reloaded) == [])
     }
 }

@@ -11,12 +11,12 @@ struct RegressionTests {
     /// requests the lockdown (requestedPolicy != state.policy).
     @Test func eventsBeforeStartAreIgnored() {
         var machine = Machine(timings: .exact)
-        #expect(machine.handle(.configurationLoaded) == [])
+        #expect(machine.handle(loaded) == [])
         #expect(machine.handle(.configurationRejected("late")) == [])
         #expect(machine.handle(.start).first == .applyFirewall(.lockdown))
 
         var other = Machine(timings: .exact)
-        _ = feed(&other, [.configurationLoaded, .addressFailed("x"), .firewallCommitted(.lockdown), .lanAddressPresent])
+        _ = feed(&other, [loaded, .addressFailed("x"), .firewallCommitted(.lockdown), .lanAddressPresent])
         _ = other.handle(.start)
         #expect(other.state == .initial)
         #expect(other.requestedPolicy == other.state.policy)
@@ -28,7 +28,7 @@ struct RegressionTests {
     /// confirmation after the commit's result.)
     @Test func addressSeenBeforeTheLockdownCommitStillAdvances() {
         var machine = Machine(timings: .exact)
-        _ = feed(&machine, [.start, .configurationLoaded])
+        _ = feed(&machine, [.start, loaded])
         #expect(machine.handle(.lanAddressPresent) == []) // the lockdown is not committed yet: wait
         #expect(machine.handle(.firewallCommitted(.lockdown)) == [.applyFirewall(.connecting)])
         #expect(machine.state == .addressAssigned)
@@ -44,7 +44,7 @@ struct RegressionTests {
         var actions = machine.handle(.timerFired(.retry))
         actions += machine.handle(.firewallCommitted(.connecting))
         #expect(machine.state == .killswitched)
-        #expect(!actions.contains(.spawnOpenVPN))
+        #expect(!actions.contains(.startTunnel))
         #expect(!actions.contains(.applyFirewall(.connecting)))
     }
 }

@@ -89,11 +89,33 @@ private func ip(_ text: String) -> IPv4Address { IPv4Address(text)! }
         #expect(RemoteAnswer.skip.command == "remote SKIP")
     }
 
+    /// OpenVPN's own table (socket.c proto_names), case-sensitive as OpenVPN reads it.
     @Test func openVPNProtocolNames() {
-        for name in ["udp", "udp4", "udp6", "UDP"] { #expect(TransportProtocol(openVPNName: name) == .udp) }
-        for name in ["tcp", "tcp4", "tcp6", "tcp-client", "tcp4-client", "tcp6-client"] {
+        for name in ["udp", "udp4", "udp6"] { #expect(TransportProtocol(openVPNName: name) == .udp) }
+        for name in ["tcp", "tcp4", "tcp6", "tcp-client", "tcp4-client", "tcp6-client", "tcp-server", "tcp6-server"] {
             #expect(TransportProtocol(openVPNName: name) == .tcp)
         }
-        #expect(TransportProtocol(openVPNName: "tcp-server") == nil)
+        for name in ["UDP", "Tcp", "udp 6", "sctp", "tcp-client6", ""] { #expect(TransportProtocol(openVPNName: name) == nil, "\(name)") }
+        #expect(OpenVPNProtocol(openVPNName: "udp6") == OpenVPNProtocol(role: .udp, family: .ipv6))
+        #expect(OpenVPNProtocol(openVPNName: "tcp4-client") == OpenVPNProtocol(role: .tcpClient, family: .ipv4))
+        #expect(OpenVPNProtocol(openVPNName: "tcp6-server") == OpenVPNProtocol(role: .tcpServer, family: .ipv6))
+        // Printed as OpenVPN prints it (its --verb 4 dump, >REMOTE:): tcp becomes tcp-client for a client.
+        for name in ["udp", "udp4", "udp6", "tcp", "tcp-client", "tcp4-client", "tcp6-client", "tcp-server"] {
+            #expect(OpenVPNProtocol(openVPNName: name)?.description == name)
+        }
+        #expect(OpenVPNProtocol(openVPNName: "tcp6")?.asClient.description == "tcp6-client")
+    }
+
+    /// An IPv6-only protocol is never pinned: its host name is not resolved (A records could not
+    /// be used), its literal is no endpoint, and OpenVPN is told to skip it.
+    @Test func ipv6OnlyProtocolsAreNeitherResolvedNorPinned() {
+        let remotes = OpenVPNConfigFile.remotes(in: "client\nremote v6.example.com 1194 udp6\nremote 192.0.2.7 443 tcp6-client\nremote vpn.example.com\n")
+        #expect(remotes.map(\.family) == [.ipv6, .ipv6, .any])
+        #expect(RemotePins.hostNames(in: remotes) == ["vpn.example.com"])
+        var pins = RemotePins(remotes: remotes, resolved: ["v6.example.com": [ip("198.51.100.6")], "vpn.example.com": [ip("198.51.100.1")]])
+        #expect(pins.endpoints == [Endpoint(address: ip("198.51.100.1"), port: 1194, transport: .udp)])
+        #expect(pins.answer(host: "v6.example.com", port: 1194, proto: "udp6") == .skip)
+        #expect(pins.answer(host: "192.0.2.7", port: 443, proto: "tcp6-client") == .skip)
+        #expect(pins.answer(host: "vpn.example.com", port: 1194, proto: "udp") == .modify(ip("198.51.100.1"), port: 1194))
     }
 }

@@ -4,26 +4,51 @@ import StateMachine
 // the representative events, the scenarios that drive a machine into each state through real
 // event sequences (no back doors), and readable names for events and actions.
 
+/// The configuration the scenarios load: the example's environment, one literal remote.
+let exampleConfiguration = try! Configuration(["CONFIG": "/config/client.ovpn", "IP_ADDR": "172.22.0.1/24"])
+let literalRemotes = LoadedConfiguration(configuration: exampleConfiguration,
+                                         remotes: [Remote(host: "192.0.2.1", port: 1194, transport: .udp)],
+                                         credentials: CredentialsToken(generation: 1))
+/// The same with a remote given by host name, resolved through 192.0.2.53.
+let hostNameRemotes = LoadedConfiguration(configuration: exampleConfiguration,
+                                          remotes: [Remote(host: "vpn.example.net", port: 1194, transport: .udp)],
+                                          nameservers: [IPv4Address(192, 0, 2, 53)],
+                                          credentials: CredentialsToken(generation: 1))
+let loaded = Event.configurationLoaded(literalRemotes)
+let loadedWithHostNames = Event.configurationLoaded(hostNameRemotes)
+let resolved = Event.namesResolved(addresses: ["vpn.example.net": [IPv4Address(198, 51, 100, 7)]], failures: [:])
+/// SIGHUP's result: another literal remote, new credentials.
+let reloaded = Event.configurationReloaded(ReloadedConfiguration(remotes: [Remote(host: "192.0.2.2", port: 1194, transport: .udp)],
+                                                                  credentials: CredentialsToken(generation: 2)))
+let started = Event.tunnelStarted(pid: 4242)
+let exited = Event.tunnelProcessExited(.exited(1))
+let reconnecting = Event.tunnelDisconnected("OpenVPN reports RECONNECTING")
+let waiting = Event.tunnelDisconnected("OpenVPN reports WAIT")
+let remoteAsked = Event.remoteRequested(host: "192.0.2.1", port: 1194, proto: "udp")
+let commandFailed = Event.tunnelCommandFailed(.release, "OpenVPN is not connected to the management socket")
+
 /// One instance of every `Event` case; cases with payloads get representative values.
 let representativeEvents: [Event] = [
     .start,
-    .configurationLoaded,
+    loaded, loadedWithHostNames,
     .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
+    .interfaceMissing(variable: "LAN_IF", name: "eth9"),
+    .nameResolutionOpened, .nameResolutionFailed("EPERM"), resolved,
     .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
     .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.connecting, "EPERM"), .firewallFailed(.up, "EPERM"),
-    .lanAddressPresent, .lanAddressMissing, .addressFailed("EADDRNOTAVAIL"),
-    .tunnelLinkUp, .tunnelLinkDown,
-    .openvpnStarted, .openvpnSpawnFailed("ENOENT"), .openvpnExited(.exited(1)),
-    .managementConnected, .openvpnHold, .credentialsRequested, .credentialsRejected,
-    .openvpnState(.connected), .openvpnState(.reconnecting), .openvpnState(.wait),
-    .openvpnFatal("TLS Error: TLS handshake failed"),
+    tampered, .firewallNotificationsLost, .firewallIntact(.up),
+    .lanAddressConfigured, .lanAddressPresent, .lanAddressMissing, .addressFailed("EADDRNOTAVAIL"),
+    .policyRoutingInstalled, .policyRoutingFailed("EPERM"), .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"),
+    .tunnelLinkUp, .tunnelLinkDown, .wanLinkUp, .wanLinkDown,
+    started, .tunnelStartFailed("ENOENT"), exited,
+    .tunnelControlConnected, .tunnelHeld, .credentialsRequested, .authenticationFailed,
+    .tunnelConnected, reconnecting, waiting,
+    .tunnelFatal("TLS Error: TLS handshake failed"), remoteAsked, commandFailed,
+    .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
     .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
     .timerFired(.probe), .timerFired(.crashWindow),
     .shutdownRequested,
-    tampered,
-    .wanLinkUp, .wanLinkDown,
-    .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
-    .reloadRequested, .configurationReloaded, .reloadRefused("CONFIG=/config/new.ovpn has no remote line"),
+    .reloadRequested, reloaded, .reloadRefused("CONFIG=/config/new.ovpn has no remote line"),
 ]
 
 /// The nftables monitor's report of an outside change to table inet vpnsup.
@@ -36,29 +61,43 @@ func caseName(_ event: Event) -> String {
     case .start: "start"
     case .configurationLoaded: "configurationLoaded"
     case .configurationRejected: "configurationRejected"
+    case .interfaceMissing: "interfaceMissing"
+    case .nameResolutionOpened: "nameResolutionOpened"
+    case .nameResolutionFailed: "nameResolutionFailed"
+    case .namesResolved: "namesResolved"
     case .firewallCommitted: "firewallCommitted"
     case .firewallFailed: "firewallFailed"
+    case .firewallTampered: "firewallTampered"
+    case .firewallNotificationsLost: "firewallNotificationsLost"
+    case .firewallIntact: "firewallIntact"
+    case .lanAddressConfigured: "lanAddressConfigured"
     case .lanAddressPresent: "lanAddressPresent"
     case .lanAddressMissing: "lanAddressMissing"
     case .addressFailed: "addressFailed"
+    case .policyRoutingInstalled: "policyRoutingInstalled"
+    case .policyRoutingFailed: "policyRoutingFailed"
+    case .tunnelRouteInstalled: "tunnelRouteInstalled"
+    case .tunnelRouteFailed: "tunnelRouteFailed"
     case .tunnelLinkUp: "tunnelLinkUp"
     case .tunnelLinkDown: "tunnelLinkDown"
-    case .openvpnStarted: "openvpnStarted"
-    case .openvpnSpawnFailed: "openvpnSpawnFailed"
-    case .openvpnExited: "openvpnExited"
-    case .managementConnected: "managementConnected"
-    case .openvpnHold: "openvpnHold"
-    case .credentialsRequested: "credentialsRequested"
-    case .credentialsRejected: "credentialsRejected"
-    case .openvpnState: "openvpnState"
-    case .openvpnFatal: "openvpnFatal"
-    case .timerFired: "timerFired"
-    case .shutdownRequested: "shutdownRequested"
-    case .firewallTampered: "firewallTampered"
     case .wanLinkUp: "wanLinkUp"
     case .wanLinkDown: "wanLinkDown"
+    case .tunnelStarted: "tunnelStarted"
+    case .tunnelStartFailed: "tunnelStartFailed"
+    case .tunnelProcessExited: "tunnelProcessExited"
+    case .tunnelControlConnected: "tunnelControlConnected"
+    case .tunnelHeld: "tunnelHeld"
+    case .credentialsRequested: "credentialsRequested"
+    case .authenticationFailed: "authenticationFailed"
+    case .tunnelConnected: "tunnelConnected"
+    case .tunnelDisconnected: "tunnelDisconnected"
+    case .tunnelFatal: "tunnelFatal"
+    case .remoteRequested: "remoteRequested"
+    case .tunnelCommandFailed: "tunnelCommandFailed"
     case .probeSucceeded: "probeSucceeded"
     case .probeFailed: "probeFailed"
+    case .timerFired: "timerFired"
+    case .shutdownRequested: "shutdownRequested"
     case .reloadRequested: "reloadRequested"
     case .configurationReloaded: "configurationReloaded"
     case .reloadRefused: "reloadRefused"
@@ -66,12 +105,16 @@ func caseName(_ event: Event) -> String {
 }
 
 let allEventCaseNames: Set<String> = [
-    "start", "configurationLoaded", "configurationRejected", "firewallCommitted", "firewallFailed",
-    "lanAddressPresent", "lanAddressMissing", "addressFailed", "tunnelLinkUp", "tunnelLinkDown",
-    "openvpnStarted", "openvpnSpawnFailed", "openvpnExited", "managementConnected", "openvpnHold",
-    "credentialsRequested", "credentialsRejected", "openvpnState", "openvpnFatal", "timerFired",
-    "shutdownRequested", "firewallTampered", "wanLinkUp", "wanLinkDown", "probeSucceeded", "probeFailed",
-    "reloadRequested", "configurationReloaded", "reloadRefused",
+    "start", "configurationLoaded", "configurationRejected", "interfaceMissing",
+    "nameResolutionOpened", "nameResolutionFailed", "namesResolved",
+    "firewallCommitted", "firewallFailed", "firewallTampered", "firewallNotificationsLost", "firewallIntact",
+    "lanAddressConfigured", "lanAddressPresent", "lanAddressMissing", "addressFailed",
+    "policyRoutingInstalled", "policyRoutingFailed", "tunnelRouteInstalled", "tunnelRouteFailed",
+    "tunnelLinkUp", "tunnelLinkDown", "wanLinkUp", "wanLinkDown",
+    "tunnelStarted", "tunnelStartFailed", "tunnelProcessExited", "tunnelControlConnected", "tunnelHeld",
+    "credentialsRequested", "authenticationFailed", "tunnelConnected", "tunnelDisconnected", "tunnelFatal",
+    "remoteRequested", "tunnelCommandFailed", "probeSucceeded", "probeFailed", "timerFired",
+    "shutdownRequested", "reloadRequested", "configurationReloaded", "reloadRefused",
 ]
 
 /// A named way of reaching a state from a new machine, through events only.
@@ -90,25 +133,25 @@ struct Scenario: Hashable, Sendable, CustomStringConvertible {
 
     /// Init: the lockdown is committed, the configuration loaded, the LAN address requested.
     static let initial = Scenario(name: "Init", state: .initial,
-                                  path: [.start, .firewallCommitted(.lockdown), .configurationLoaded])
+                                  path: [.start, .firewallCommitted(.lockdown), loaded])
     /// AddressAssigned: netlink confirmed IP_ADDR; the connecting policy is requested, not committed.
     static let addressAssigned = Scenario(name: "AddressAssigned", state: .addressAssigned,
                                           path: initial.path + [.lanAddressPresent])
     /// TunnelConnecting: connecting policy committed, OpenVPN running, its management client connected.
     static let tunnelConnecting = Scenario(name: "TunnelConnecting", state: .tunnelConnecting,
                                            path: addressAssigned.path + [.firewallCommitted(.connecting),
-                                                                         .openvpnStarted, .managementConnected])
+                                                                         started, .tunnelControlConnected])
     /// TunnelUp: CONNECTED, tun0 up, the up policy committed.
     static let tunnelUp = Scenario(name: "TunnelUp", state: .tunnelUp,
-                                   path: tunnelConnecting.path + [.openvpnHold, .credentialsRequested,
-                                                                  .openvpnState(.connected), .tunnelLinkUp,
+                                   path: tunnelConnecting.path + [.tunnelHeld, .credentialsRequested,
+                                                                  .tunnelConnected, .tunnelLinkUp,
                                                                   .firewallCommitted(.up)])
     /// Degraded: OpenVPN reported RECONNECTING while up.
     static let degraded = Scenario(name: "Degraded", state: .degraded,
-                                   path: tunnelUp.path + [.openvpnState(.reconnecting)])
+                                   path: tunnelUp.path + [reconnecting])
     /// Killswitched after an authentication failure: lockdown committed, OpenVPN gone.
     static let killswitched = Scenario(name: "Killswitched (auth failure)", state: .killswitched,
-                                       path: tunnelConnecting.path + [.credentialsRejected, .openvpnExited(.exited(1)),
+                                       path: tunnelConnecting.path + [.authenticationFailed, exited,
                                                                       .firewallCommitted(.lockdown)])
     /// Killswitched after a transient failure (the connecting ruleset was not committed): retried on a timer.
     static let killswitchedTransient = Scenario(
@@ -120,16 +163,47 @@ struct Scenario: Hashable, Sendable, CustomStringConvertible {
 
     /// TunnelConnecting with OpenVPN CONNECTED, waiting for tun0 to come up.
     static let connectedAwaitingLink = Scenario(name: "TunnelConnecting (CONNECTED, tun0 not up yet)", state: .tunnelConnecting,
-                                                path: tunnelConnecting.path + [.openvpnState(.connected)])
+                                                path: tunnelConnecting.path + [.tunnelConnected])
     /// Degraded because tun0 went down while OpenVPN stays CONNECTED.
     static let degradedLinkDown = Scenario(name: "Degraded (tun0 down)", state: .degraded,
                                            path: tunnelUp.path + [.tunnelLinkDown])
 
+    // MARK: Start-up: the lockdown, the configuration, the host names' resolution
+
+    /// Init just started: the lockdown and the configuration are requested.
+    static let starting = Scenario(name: "Init (starting)", state: .initial, path: [.start])
+    /// The lockdown was not committed before the configuration was judged.
+    static let lockdownFailed = Scenario(name: "Init (lockdown failed)", state: .initial,
+                                         path: [.start, .firewallFailed(.lockdown, "EPERM")])
+    /// A configuration with a host name arrived before the lockdown's commit: resolution waits.
+    static let awaitingLockdown = Scenario(name: "Init (host names, lockdown not yet committed)", state: .initial,
+                                           path: [.start, loadedWithHostNames])
+    /// The resolving ruleset is requested.
+    static let resolutionOpening = Scenario(name: "Init (opening name resolution)", state: .initial,
+                                            path: [.start, .firewallCommitted(.lockdown), loadedWithHostNames])
+    /// The resolving ruleset is committed; the resolver asks.
+    static let resolving = Scenario(name: "Init (resolving host names)", state: .initial,
+                                    path: resolutionOpening.path + [.nameResolutionOpened])
+    /// Resolved; the lockdown is requested again to close resolution.
+    static let closingResolution = Scenario(name: "Init (closing name resolution)", state: .initial,
+                                            path: resolving.path + [resolved])
+    /// SIGTERM while the resolver asked: the lockdown again, and the exit.
+    static let shutDownWhileResolving = Scenario(name: "Killswitched (shut down while resolving)", state: .killswitched,
+                                                 path: resolving.path + [.shutdownRequested])
+
     /// One scenario per state, in `State.allCases` order.
     static let perState: [Scenario] = [initial, addressAssigned, tunnelConnecting, tunnelUp, degraded, killswitched]
     /// Every scenario: one per state, plus the variants that reach the other transitions.
-    static let all: [Scenario] = [initial, addressAssigned, tunnelConnecting, connectedAwaitingLink, tunnelUp,
-                                  degraded, degradedLinkDown, killswitched, killswitchedTransient, shuttingDown]
+    static let all: [Scenario] = [starting, lockdownFailed, awaitingLockdown, resolutionOpening, resolving, closingResolution,
+                                  initial, addressAssigned, tunnelConnecting, connectedAwaitingLink, tunnelUp,
+                                  degraded, degradedLinkDown, killswitched, killswitchedTransient, shuttingDown,
+                                  shutDownWhileResolving]
+
+    /// The kernel may hold the resolving ruleset, which only a lockdown commit replaces.
+    var resolutionMayBeOpen: Bool { [Scenario.resolutionOpening, .resolving, .closingResolution].contains(self) }
+    /// The scenario's next commit of its own policy moves it on (AddressAssigned starts the tunnel,
+    /// the lockdown's commit opens or closes name resolution).
+    var advancesOnCommit: Bool { [Scenario.addressAssigned, .awaitingLockdown, .closingResolution].contains(self) }
 }
 
 /// A machine driven into `state` from `.start` through real events.
@@ -169,42 +243,9 @@ func allTransitions(_ scenarios: [Scenario] = Scenario.all) -> [Transition] {
 
 // MARK: - Readable names (tables, docs, failure messages)
 
-func label(_ event: Event) -> String {
-    switch event {
-    case .firewallCommitted(let policy): "firewallCommitted(\(policy))"
-    case .firewallFailed(let policy, _): "firewallFailed(\(policy))"
-    case .openvpnState(let state): "openvpnState(\(state.name))"
-    case .openvpnExited(let status): "openvpnExited(\(status))"
-    case .timerFired(let timer): "timerFired(\(timer.rawValue))"
-    default: caseName(event)
-    }
-}
+func label(_ event: Event) -> String { event.label }
 
-func label(_ action: Action) -> String {
-    switch action {
-    case .applyFirewall(let policy): "applyFirewall(\(policy))"
-    case .loadConfiguration: "loadConfiguration"
-    case .ensureLANAddress: "ensureLANAddress"
-    case .spawnOpenVPN: "spawnOpenVPN"
-    case .requestStateNotifications: "requestStateNotifications"
-    case .releaseHold: "releaseHold"
-    case .sendCredentials: "sendCredentials"
-    case .stopOpenVPN: "stopOpenVPN"
-    case .killOpenVPN: "killOpenVPN"
-    case .reconnectOpenVPN: "reconnectOpenVPN"
-    case .probeTunnel: "probeTunnel"
-    case .reloadConfiguration: "reloadConfiguration"
-    case .scheduleTimer(let timer, let after): "scheduleTimer(\(timer.rawValue), \(label(after)))"
-    case .cancelTimer(let timer): "cancelTimer(\(timer.rawValue))"
-    case .exit(let code, let message): message == nil ? "exit(\(code))" : "exit(\(code), message)"
-    }
-}
-
-func label(_ duration: Duration) -> String {
-    let (seconds, attoseconds) = duration.components
-    let milliseconds = seconds * 1000 + attoseconds / 1_000_000_000_000_000
-    return milliseconds % 1000 == 0 ? "\(milliseconds / 1000) s" : "\(milliseconds) ms"
-}
+func label(_ action: Action) -> String { action.label }
 
 func label(_ actions: [Action]) -> String {
     actions.isEmpty ? "—" : actions.map(label).joined(separator: ", ")

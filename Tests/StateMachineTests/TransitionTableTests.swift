@@ -1,11 +1,12 @@
 import StateMachine
 import Testing
 
-// Every scenario (one per state, plus variants: CONNECTED awaiting tun0, Degraded by tun0 down,
-// Killswitched by a transient failure, Killswitched while shutting down) × every
-// representative event, against a table written out by hand. Each scenario's events are
-// partitioned into `rows` (what happens) and `ignored` (no state change, no action); the
-// partition itself is checked, so a row cannot be forgotten.
+// Every scenario (one per state, plus variants: the start-up steps with and without name
+// resolution, CONNECTED awaiting tun0, Degraded by tun0 down, Killswitched by a transient
+// failure, Killswitched while shutting down) × every representative event, against a table
+// written out by hand. Each scenario's events are partitioned into `rows` (what happens) and
+// `ignored` (no state change, no action); the partition itself is checked, so a row cannot be
+// forgotten.
 
 private let retry = Action.scheduleTimer(.retry, after: .seconds(5))
 private let respawn = Action.scheduleTimer(.respawn, after: .milliseconds(250))
@@ -15,9 +16,16 @@ private let crashWindow = Action.scheduleTimer(.crashWindow, after: .seconds(60)
 private let exitSuccess = Action.exit(code: 0, message: nil)
 private let lockdown = Action.applyFirewall(.lockdown)
 /// What every failure that kills the switch does while OpenVPN runs.
-private let killswitchTransientRunning: [Action] = [lockdown, .cancelTimer(.respawn), .stopOpenVPN, retry]
-private let killswitchAuthRunning: [Action] = [lockdown, .cancelTimer(.respawn), .stopOpenVPN]
-private let shutdownRunning: [Action] = [lockdown, .cancelTimer(.respawn), .cancelTimer(.retry), .stopOpenVPN, stopDeadline]
+private let killswitchTransientRunning: [Action] = [lockdown, .cancelTimer(.respawn), .stopTunnel, retry]
+private let killswitchAuthRunning: [Action] = [lockdown, .cancelTimer(.respawn), .stopTunnel]
+private let shutdownRunning: [Action] = [lockdown, .cancelTimer(.respawn), .cancelTimer(.retry), .stopTunnel, stopDeadline]
+
+private let rejectedMessage = "IP_ADDR=garbage is not an IPv4 address with prefix length"
+private let rejected = Event.configurationRejected(rejectedMessage)
+private let missingInterface = Event.interfaceMissing(variable: "LAN_IF", name: "eth9")
+private let fatal = Event.tunnelFatal("TLS Error: TLS handshake failed")
+private let noAnswer = Event.probeFailed("no answer from 10.8.0.1 within 2 s")
+private let refused = Event.reloadRefused("CONFIG=/config/new.ovpn has no remote line")
 
 struct ExpectedRow: Sendable {
     var event: Event
@@ -37,282 +45,451 @@ struct ExpectedTable: Sendable {
 
 func expectedTable(for scenario: Scenario) -> ExpectedTable {
     switch scenario {
+    case .starting:
+        return ExpectedTable(rows: [
+            // Literal remotes only: pinned at once; the address waits for the lockdown's commit.
+            ExpectedRow(loaded, .initial, [.ensureLANAddress]),
+            ExpectedRow(rejected, .initial, [.exit(code: 78, message: rejectedMessage)]),
+            ExpectedRow(missingInterface, .initial, [.exit(code: 78, message: "LAN_IF=eth9 names no interface in this network namespace")]),
+            ExpectedRow(tampered, .initial, [lockdown]),
+            ExpectedRow(.firewallNotificationsLost, .initial, [.verifyFirewall(.lockdown)]),
+            ExpectedRow(.shutdownRequested, .killswitched, [.cancelTimer(.respawn), .cancelTimer(.retry), exitSuccess]),
+        ], ignored: [
+            .start, loadedWithHostNames, .nameResolutionOpened, .nameResolutionFailed("EPERM"), resolved,
+            .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
+            .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.connecting, "EPERM"), .firewallFailed(.up, "EPERM"),
+            .firewallIntact(.up), .lanAddressConfigured, .lanAddressPresent, .lanAddressMissing,
+            .addressFailed("EADDRNOTAVAIL"), .policyRoutingInstalled, .policyRoutingFailed("EPERM"),
+            .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkUp, .tunnelLinkDown, .wanLinkUp,
+            .wanLinkDown, started, .tunnelStartFailed("ENOENT"), exited, .tunnelControlConnected, .tunnelHeld,
+            .credentialsRequested, .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked,
+            commandFailed, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry),
+            .timerFired(.stopDeadline), .timerFired(.probe), .timerFired(.crashWindow), .reloadRequested, reloaded,
+            refused,
+        ])
+
+    case .lockdownFailed:
+        return ExpectedTable(rows: [
+            // A good configuration without a kill switch: 71. A bad one still gets its 78.
+            ExpectedRow(loaded, .initial, [.exit(code: 71, message: "cannot commit the lockdown ruleset: EPERM")]),
+            ExpectedRow(loadedWithHostNames, .initial, [.exit(code: 71, message: "cannot commit the lockdown ruleset: EPERM")]),
+            ExpectedRow(rejected, .initial, [.exit(code: 78, message: rejectedMessage)]),
+            ExpectedRow(missingInterface, .initial, [.exit(code: 78, message: "LAN_IF=eth9 names no interface in this network namespace")]),
+            ExpectedRow(tampered, .initial, [lockdown]),
+            ExpectedRow(.firewallNotificationsLost, .initial, [.verifyFirewall(.lockdown)]),
+            ExpectedRow(.shutdownRequested, .killswitched, [.cancelTimer(.respawn), .cancelTimer(.retry), exitSuccess]),
+        ], ignored: [
+            .start, .nameResolutionOpened, .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown),
+            .firewallCommitted(.connecting), .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"),
+            .firewallFailed(.connecting, "EPERM"), .firewallFailed(.up, "EPERM"), .firewallIntact(.up),
+            .lanAddressConfigured, .lanAddressPresent, .lanAddressMissing, .addressFailed("EADDRNOTAVAIL"),
+            .policyRoutingInstalled, .policyRoutingFailed("EPERM"), .tunnelRouteInstalled,
+            .tunnelRouteFailed("ENETDOWN"), .tunnelLinkUp, .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started,
+            .tunnelStartFailed("ENOENT"), exited, .tunnelControlConnected, .tunnelHeld, .credentialsRequested,
+            .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked, commandFailed,
+            .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
+            .timerFired(.probe), .timerFired(.crashWindow), .reloadRequested, reloaded, refused,
+        ])
+
+    case .awaitingLockdown:
+        return ExpectedTable(rows: [
+            ExpectedRow(rejected, .initial, [.exit(code: 78, message: rejectedMessage)]),
+            ExpectedRow(missingInterface, .initial, [.exit(code: 78, message: "LAN_IF=eth9 names no interface in this network namespace")]),
+            // Name resolution opens only over a committed lockdown.
+            ExpectedRow(.firewallCommitted(.lockdown), .initial, [.openNameResolution]),
+            // No lockdown, nothing to open for resolution: 71.
+            ExpectedRow(.firewallFailed(.lockdown, "EPERM"), .initial, [.exit(code: 71, message: "cannot commit the lockdown ruleset: EPERM")]),
+            ExpectedRow(tampered, .initial, [lockdown]),
+            ExpectedRow(.firewallNotificationsLost, .initial, [.verifyFirewall(.lockdown)]),
+            ExpectedRow(.shutdownRequested, .killswitched, [.cancelTimer(.respawn), .cancelTimer(.retry), exitSuccess]),
+        ], ignored: [
+            .start, loaded, loadedWithHostNames, .nameResolutionOpened, .nameResolutionFailed("EPERM"), resolved,
+            .firewallCommitted(.connecting), .firewallCommitted(.up), .firewallFailed(.connecting, "EPERM"),
+            .firewallFailed(.up, "EPERM"), .firewallIntact(.up), .lanAddressConfigured, .lanAddressPresent,
+            .lanAddressMissing, .addressFailed("EADDRNOTAVAIL"), .policyRoutingInstalled,
+            .policyRoutingFailed("EPERM"), .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkUp,
+            .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started, .tunnelStartFailed("ENOENT"), exited,
+            .tunnelControlConnected, .tunnelHeld, .credentialsRequested, .authenticationFailed, .tunnelConnected,
+            reconnecting, waiting, fatal, remoteAsked, commandFailed, .probeSucceeded, noAnswer,
+            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
+            .timerFired(.crashWindow), .reloadRequested, reloaded, refused,
+        ])
+
+    case .resolutionOpening:
+        return ExpectedTable(rows: [
+            ExpectedRow(rejected, .initial, [.exit(code: 78, message: rejectedMessage)]),
+            ExpectedRow(missingInterface, .initial, [.exit(code: 78, message: "LAN_IF=eth9 names no interface in this network namespace")]),
+            ExpectedRow(.nameResolutionOpened, .initial, [.resolveNames(["vpn.example.net"])]),
+            // The lockdown still holds and nothing can be resolved: no remote is left, 78.
+            ExpectedRow(.nameResolutionFailed("EPERM"), .initial, [.exit(code: 78, message: "CONFIG=/config/client.ovpn has no remote that resolves to an IPv4 address: vpn.example.net (the resolving ruleset was not committed: EPERM)")]),
+            ExpectedRow(tampered, .initial, [lockdown]),
+            ExpectedRow(.firewallNotificationsLost, .initial, [.verifyFirewall(.lockdown)]),
+            ExpectedRow(.shutdownRequested, .killswitched, [lockdown, .cancelTimer(.respawn), .cancelTimer(.retry), exitSuccess]),
+        ], ignored: [
+            .start, loaded, loadedWithHostNames, resolved, .firewallCommitted(.lockdown),
+            .firewallCommitted(.connecting), .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"),
+            .firewallFailed(.connecting, "EPERM"), .firewallFailed(.up, "EPERM"), .firewallIntact(.up),
+            .lanAddressConfigured, .lanAddressPresent, .lanAddressMissing, .addressFailed("EADDRNOTAVAIL"),
+            .policyRoutingInstalled, .policyRoutingFailed("EPERM"), .tunnelRouteInstalled,
+            .tunnelRouteFailed("ENETDOWN"), .tunnelLinkUp, .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started,
+            .tunnelStartFailed("ENOENT"), exited, .tunnelControlConnected, .tunnelHeld, .credentialsRequested,
+            .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked, commandFailed,
+            .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
+            .timerFired(.probe), .timerFired(.crashWindow), .reloadRequested, reloaded, refused,
+        ])
+
+    case .resolving:
+        return ExpectedTable(rows: [
+            ExpectedRow(rejected, .initial, [.exit(code: 78, message: rejectedMessage)]),
+            ExpectedRow(missingInterface, .initial, [.exit(code: 78, message: "LAN_IF=eth9 names no interface in this network namespace")]),
+            // Resolved: the lockdown closes resolution again before anything is pinned.
+            ExpectedRow(resolved, .initial, [lockdown]),
+            ExpectedRow(tampered, .initial, [lockdown]),
+            ExpectedRow(.firewallNotificationsLost, .initial, [.verifyFirewall(.lockdown)]),
+            // SIGTERM while resolving: the lockdown replaces the resolving ruleset before the exit.
+            ExpectedRow(.shutdownRequested, .killswitched, [lockdown, .cancelTimer(.respawn), .cancelTimer(.retry), exitSuccess]),
+        ], ignored: [
+            .start, loaded, loadedWithHostNames, .nameResolutionOpened, .nameResolutionFailed("EPERM"),
+            .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
+            .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.connecting, "EPERM"), .firewallFailed(.up, "EPERM"),
+            .firewallIntact(.up), .lanAddressConfigured, .lanAddressPresent, .lanAddressMissing,
+            .addressFailed("EADDRNOTAVAIL"), .policyRoutingInstalled, .policyRoutingFailed("EPERM"),
+            .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkUp, .tunnelLinkDown, .wanLinkUp,
+            .wanLinkDown, started, .tunnelStartFailed("ENOENT"), exited, .tunnelControlConnected, .tunnelHeld,
+            .credentialsRequested, .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked,
+            commandFailed, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry),
+            .timerFired(.stopDeadline), .timerFired(.probe), .timerFired(.crashWindow), .reloadRequested, reloaded,
+            refused,
+        ])
+
+    case .closingResolution:
+        return ExpectedTable(rows: [
+            ExpectedRow(rejected, .initial, [.exit(code: 78, message: rejectedMessage)]),
+            ExpectedRow(missingInterface, .initial, [.exit(code: 78, message: "LAN_IF=eth9 names no interface in this network namespace")]),
+            // Closed: the remotes are pinned and the configuration accepted.
+            ExpectedRow(.firewallCommitted(.lockdown), .initial, [.ensureLANAddress]),
+            // Only marked DNS stays open, but the kill switch is not what it must be: 71.
+            ExpectedRow(.firewallFailed(.lockdown, "EPERM"), .initial, [.exit(code: 71, message: "cannot commit the lockdown ruleset: closing name resolution: EPERM")]),
+            ExpectedRow(tampered, .initial, [lockdown]),
+            ExpectedRow(.firewallNotificationsLost, .initial, [.verifyFirewall(.lockdown)]),
+            ExpectedRow(.shutdownRequested, .killswitched, [lockdown, .cancelTimer(.respawn), .cancelTimer(.retry), exitSuccess]),
+        ], ignored: [
+            .start, loaded, loadedWithHostNames, .nameResolutionOpened, .nameResolutionFailed("EPERM"), resolved,
+            .firewallCommitted(.connecting), .firewallCommitted(.up), .firewallFailed(.connecting, "EPERM"),
+            .firewallFailed(.up, "EPERM"), .firewallIntact(.up), .lanAddressConfigured, .lanAddressPresent,
+            .lanAddressMissing, .addressFailed("EADDRNOTAVAIL"), .policyRoutingInstalled,
+            .policyRoutingFailed("EPERM"), .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkUp,
+            .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started, .tunnelStartFailed("ENOENT"), exited,
+            .tunnelControlConnected, .tunnelHeld, .credentialsRequested, .authenticationFailed, .tunnelConnected,
+            reconnecting, waiting, fatal, remoteAsked, commandFailed, .probeSucceeded, noAnswer,
+            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
+            .timerFired(.crashWindow), .reloadRequested, reloaded, refused,
+        ])
+
     case .initial:
         return ExpectedTable(rows: [
-            ExpectedRow(.reloadRequested, .initial, [.reloadConfiguration]),
-            ExpectedRow(.configurationReloaded, .initial, [lockdown]),
+            ExpectedRow(.firewallFailed(.lockdown, "EPERM"), .initial, [.exit(code: 71, message: "cannot commit the lockdown ruleset: EPERM")]),
             // The kernel lost the committed ruleset (outside change): commit it again, in every state.
             ExpectedRow(tampered, .initial, [lockdown]),
-            ExpectedRow(.firewallFailed(.lockdown, "EPERM"), .initial,
-                        [.exit(code: 71, message: "cannot commit the lockdown ruleset: EPERM")]),
+            // Notifications about the table were lost: read it back before repairing anything.
+            ExpectedRow(.firewallNotificationsLost, .initial, [.verifyFirewall(.lockdown)]),
+            // Policy routing follows every LAN address step.
+            ExpectedRow(.lanAddressConfigured, .initial, [.ensurePolicyRouting]),
             ExpectedRow(.lanAddressPresent, .addressAssigned, [.applyFirewall(.connecting)]),
             ExpectedRow(.lanAddressMissing, .initial, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, [.cancelTimer(.respawn), retry]),
             ExpectedRow(.shutdownRequested, .killswitched, [.cancelTimer(.respawn), .cancelTimer(.retry), exitSuccess]),
+            ExpectedRow(.reloadRequested, .initial, [.reloadConfiguration]),
+            ExpectedRow(reloaded, .initial, [lockdown]),
         ], ignored: [
-            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
-            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp, .wanLinkDown,
-            .start, .configurationLoaded,
-            .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
-            .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
-            .firewallFailed(.connecting, "EPERM"), .firewallFailed(.up, "EPERM"),
-            .tunnelLinkUp, .tunnelLinkDown,
-            .openvpnStarted, .openvpnSpawnFailed("ENOENT"), .openvpnExited(.exited(1)),
-            .managementConnected, .openvpnHold, .credentialsRequested, .credentialsRejected,
-            .openvpnState(.connected), .openvpnState(.reconnecting), .openvpnState(.wait),
-            .openvpnFatal("TLS Error: TLS handshake failed"),
-            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+            .firewallCommitted(.up), .firewallFailed(.connecting, "EPERM"), .firewallFailed(.up, "EPERM"),
+            .firewallIntact(.up), .policyRoutingInstalled, .policyRoutingFailed("EPERM"), .tunnelRouteInstalled,
+            .tunnelRouteFailed("ENETDOWN"), .tunnelLinkUp, .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started,
+            .tunnelStartFailed("ENOENT"), exited, .tunnelControlConnected, .tunnelHeld, .credentialsRequested,
+            .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked, commandFailed,
+            .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
+            .timerFired(.probe), .timerFired(.crashWindow), refused,
         ])
 
     case .addressAssigned:
         return ExpectedTable(rows: [
-            ExpectedRow(.reloadRequested, .addressAssigned, [.reloadConfiguration]),
-            ExpectedRow(.configurationReloaded, .addressAssigned, [.applyFirewall(.connecting)]),
-            ExpectedRow(tampered, .addressAssigned, [.applyFirewall(.connecting)]),
-            ExpectedRow(.firewallCommitted(.connecting), .tunnelConnecting, [.spawnOpenVPN]),
+            ExpectedRow(.firewallCommitted(.connecting), .tunnelConnecting, [.startTunnel]),
             ExpectedRow(.firewallFailed(.connecting, "EPERM"), .killswitched, [lockdown, .cancelTimer(.respawn), retry]),
+            ExpectedRow(tampered, .addressAssigned, [.applyFirewall(.connecting)]),
+            ExpectedRow(.firewallNotificationsLost, .addressAssigned, [.verifyFirewall(.connecting)]),
+            ExpectedRow(.lanAddressConfigured, .addressAssigned, [.ensurePolicyRouting]),
             ExpectedRow(.lanAddressMissing, .addressAssigned, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, [lockdown, .cancelTimer(.respawn), retry]),
             ExpectedRow(.shutdownRequested, .killswitched, [lockdown, .cancelTimer(.respawn), .cancelTimer(.retry), exitSuccess]),
+            ExpectedRow(.reloadRequested, .addressAssigned, [.reloadConfiguration]),
+            ExpectedRow(reloaded, .addressAssigned, [.applyFirewall(.connecting)]),
         ], ignored: [
-            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
-            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp, .wanLinkDown,
-            .start, .configurationLoaded,
-            .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
-            .firewallCommitted(.lockdown), .firewallCommitted(.up),
-            .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.up, "EPERM"),
-            .lanAddressPresent, .tunnelLinkUp, .tunnelLinkDown,
-            .openvpnStarted, .openvpnSpawnFailed("ENOENT"), .openvpnExited(.exited(1)),
-            .managementConnected, .openvpnHold, .credentialsRequested, .credentialsRejected,
-            .openvpnState(.connected), .openvpnState(.reconnecting), .openvpnState(.wait),
-            .openvpnFatal("TLS Error: TLS handshake failed"),
-            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.up),
+            .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.up, "EPERM"), .firewallIntact(.up),
+            .lanAddressPresent, .policyRoutingInstalled, .policyRoutingFailed("EPERM"), .tunnelRouteInstalled,
+            .tunnelRouteFailed("ENETDOWN"), .tunnelLinkUp, .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started,
+            .tunnelStartFailed("ENOENT"), exited, .tunnelControlConnected, .tunnelHeld, .credentialsRequested,
+            .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked, commandFailed,
+            .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
+            .timerFired(.probe), .timerFired(.crashWindow), refused,
         ])
 
     case .tunnelConnecting:
         return ExpectedTable(rows: [
-            ExpectedRow(.reloadRequested, .tunnelConnecting, [.reloadConfiguration]),
-            ExpectedRow(.configurationReloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopOpenVPN]),
-            ExpectedRow(tampered, .tunnelConnecting, [.applyFirewall(.connecting)]),
             ExpectedRow(.firewallFailed(.connecting, "EPERM"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(tampered, .tunnelConnecting, [.applyFirewall(.connecting)]),
+            ExpectedRow(.firewallNotificationsLost, .tunnelConnecting, [.verifyFirewall(.connecting)]),
+            ExpectedRow(.lanAddressConfigured, .tunnelConnecting, [.ensurePolicyRouting]),
             ExpectedRow(.lanAddressMissing, .tunnelConnecting, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
-            ExpectedRow(.openvpnExited(.exited(1)), .tunnelConnecting, [crashWindow, respawn]),
-            ExpectedRow(.managementConnected, .tunnelConnecting, [.requestStateNotifications]),
-            ExpectedRow(.openvpnHold, .tunnelConnecting, [.releaseHold]),
+            // The tunnel's route in vpnsup's routing table, whenever tun0 comes up while it is wanted.
+            ExpectedRow(.tunnelLinkUp, .tunnelConnecting, [.ensureTunnelRoute]),
+            ExpectedRow(exited, .tunnelConnecting, [crashWindow, respawn]),
+            ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
+            ExpectedRow(.tunnelHeld, .tunnelConnecting, [.releaseTunnel]),
             ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
-            ExpectedRow(.credentialsRejected, .killswitched, killswitchAuthRunning),
+            ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
+            // The pins answer OpenVPN's question about a remote (a literal pinned one: ACCEPT).
+            ExpectedRow(remoteAsked, .tunnelConnecting, [.answerRemote(.accept)]),
+            // A tunnel that cannot be talked to is stopped; its end takes the usual way (respawn).
+            ExpectedRow(commandFailed, .tunnelConnecting, [.stopTunnel]),
             ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
+            ExpectedRow(.reloadRequested, .tunnelConnecting, [.reloadConfiguration]),
+            ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
         ], ignored: [
-            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
-            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp, .wanLinkDown,
-            .start, .configurationLoaded,
-            .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
-            .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
-            .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.up, "EPERM"),
-            .lanAddressPresent, .tunnelLinkUp, .tunnelLinkDown,
-            .openvpnStarted, .openvpnSpawnFailed("ENOENT"),
-            .openvpnState(.connected), .openvpnState(.reconnecting), .openvpnState(.wait),
-            .openvpnFatal("TLS Error: TLS handshake failed"),
-            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+            .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.up, "EPERM"),
+            .firewallIntact(.up), .lanAddressPresent, .policyRoutingInstalled, .policyRoutingFailed("EPERM"),
+            .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started,
+            .tunnelStartFailed("ENOENT"), .tunnelConnected, reconnecting, waiting, fatal, .probeSucceeded, noAnswer,
+            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
+            .timerFired(.crashWindow), refused,
         ])
 
     case .connectedAwaitingLink:
         return ExpectedTable(rows: [
-            ExpectedRow(.reloadRequested, .tunnelConnecting, [.reloadConfiguration]),
-            ExpectedRow(.configurationReloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopOpenVPN]),
-            ExpectedRow(tampered, .tunnelConnecting, [.applyFirewall(.connecting)]),
             ExpectedRow(.firewallFailed(.connecting, "EPERM"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(tampered, .tunnelConnecting, [.applyFirewall(.connecting)]),
+            ExpectedRow(.firewallNotificationsLost, .tunnelConnecting, [.verifyFirewall(.connecting)]),
+            ExpectedRow(.lanAddressConfigured, .tunnelConnecting, [.ensurePolicyRouting]),
             ExpectedRow(.lanAddressMissing, .tunnelConnecting, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
-            ExpectedRow(.tunnelLinkUp, .tunnelUp, [.applyFirewall(.up)]),
-            ExpectedRow(.openvpnExited(.exited(1)), .tunnelConnecting, [crashWindow, respawn]),
-            ExpectedRow(.managementConnected, .tunnelConnecting, [.requestStateNotifications]),
-            ExpectedRow(.openvpnHold, .tunnelConnecting, [.releaseHold]),
+            ExpectedRow(.tunnelLinkUp, .tunnelUp, [.ensureTunnelRoute, .applyFirewall(.up)]),
+            ExpectedRow(exited, .tunnelConnecting, [crashWindow, respawn]),
+            ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
+            ExpectedRow(.tunnelHeld, .tunnelConnecting, [.releaseTunnel]),
             ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
-            ExpectedRow(.credentialsRejected, .killswitched, killswitchAuthRunning),
+            ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
+            ExpectedRow(remoteAsked, .tunnelConnecting, [.answerRemote(.accept)]),
+            ExpectedRow(commandFailed, .tunnelConnecting, [.stopTunnel]),
             ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
+            ExpectedRow(.reloadRequested, .tunnelConnecting, [.reloadConfiguration]),
+            ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
         ], ignored: [
-            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
-            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp, .wanLinkDown,
-            .start, .configurationLoaded,
-            .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
-            .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
-            .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.up, "EPERM"),
-            .lanAddressPresent, .tunnelLinkDown,
-            .openvpnStarted, .openvpnSpawnFailed("ENOENT"),
-            .openvpnState(.connected), .openvpnState(.reconnecting), .openvpnState(.wait),
-            .openvpnFatal("TLS Error: TLS handshake failed"),
-            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
-        ])
-
-    case .degradedLinkDown:
-        return ExpectedTable(rows: [
-            ExpectedRow(.reloadRequested, .degraded, [.reloadConfiguration]),
-            ExpectedRow(.configurationReloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopOpenVPN]),
-            ExpectedRow(tampered, .degraded, [.applyFirewall(.up)]),
-            ExpectedRow(.firewallFailed(.up, "EPERM"), .killswitched, killswitchTransientRunning),
-            ExpectedRow(.lanAddressMissing, .degraded, [.ensureLANAddress]),
-            ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
-            ExpectedRow(.tunnelLinkUp, .tunnelUp, []),
-            ExpectedRow(.openvpnExited(.exited(1)), .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn]),
-            ExpectedRow(.managementConnected, .degraded, [.requestStateNotifications]),
-            ExpectedRow(.openvpnHold, .degraded, [.releaseHold]),
-            ExpectedRow(.credentialsRequested, .degraded, [.sendCredentials]),
-            ExpectedRow(.credentialsRejected, .killswitched, killswitchAuthRunning),
-            ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
-        ], ignored: [
-            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
-            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp, .wanLinkDown,
-            .start, .configurationLoaded,
-            .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
-            .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
-            .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.connecting, "EPERM"),
-            .lanAddressPresent, .tunnelLinkDown,
-            .openvpnStarted, .openvpnSpawnFailed("ENOENT"),
-            .openvpnState(.connected), .openvpnState(.reconnecting), .openvpnState(.wait),
-            .openvpnFatal("TLS Error: TLS handshake failed"),
-            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+            .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.up, "EPERM"),
+            .firewallIntact(.up), .lanAddressPresent, .policyRoutingInstalled, .policyRoutingFailed("EPERM"),
+            .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started,
+            .tunnelStartFailed("ENOENT"), .tunnelConnected, reconnecting, waiting, fatal, .probeSucceeded, noAnswer,
+            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
+            .timerFired(.crashWindow), refused,
         ])
 
     case .tunnelUp:
         return ExpectedTable(rows: [
-            ExpectedRow(.reloadRequested, .tunnelUp, [.reloadConfiguration]),
-            ExpectedRow(.configurationReloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopOpenVPN]),
-            // The WAN is gone: the tunnel cannot carry anything until it is back.
-            ExpectedRow(.wanLinkDown, .degraded, []),
-            ExpectedRow(tampered, .tunnelUp, [.applyFirewall(.up)]),
             ExpectedRow(.firewallFailed(.up, "EPERM"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(tampered, .tunnelUp, [.applyFirewall(.up)]),
+            ExpectedRow(.firewallNotificationsLost, .tunnelUp, [.verifyFirewall(.up)]),
+            ExpectedRow(.lanAddressConfigured, .tunnelUp, [.ensurePolicyRouting]),
             ExpectedRow(.lanAddressMissing, .tunnelUp, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
+            // tun0 is up: its route goes into the routing table just installed.
+            ExpectedRow(.policyRoutingInstalled, .tunnelUp, [.ensureTunnelRoute]),
+            ExpectedRow(.tunnelLinkUp, .tunnelUp, [.ensureTunnelRoute]),
             // The tunnel device gone under a running OpenVPN: only a reconnect reopens it.
-            ExpectedRow(.tunnelLinkDown, .degraded, [.reconnectOpenVPN]),
-            ExpectedRow(.openvpnExited(.exited(1)), .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn]),
-            ExpectedRow(.managementConnected, .tunnelUp, [.requestStateNotifications]),
-            ExpectedRow(.openvpnHold, .tunnelUp, [.releaseHold]),
+            ExpectedRow(.tunnelLinkDown, .degraded, [.reconnectTunnel]),
+            // The WAN is gone: the tunnel cannot carry anything until it is back.
+            ExpectedRow(.wanLinkDown, .degraded, []),
+            ExpectedRow(exited, .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn]),
+            ExpectedRow(.tunnelControlConnected, .tunnelUp, [.watchTunnelState]),
+            ExpectedRow(.tunnelHeld, .tunnelUp, [.releaseTunnel]),
             ExpectedRow(.credentialsRequested, .tunnelUp, [.sendCredentials]),
-            ExpectedRow(.credentialsRejected, .killswitched, killswitchAuthRunning),
-            ExpectedRow(.openvpnState(.reconnecting), .degraded, []),
-            ExpectedRow(.openvpnState(.wait), .degraded, []),
+            ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
+            ExpectedRow(reconnecting, .degraded, []),
+            ExpectedRow(waiting, .degraded, []),
+            ExpectedRow(remoteAsked, .tunnelUp, [.answerRemote(.accept)]),
+            ExpectedRow(commandFailed, .tunnelUp, [.stopTunnel]),
             ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
+            ExpectedRow(.reloadRequested, .tunnelUp, [.reloadConfiguration]),
+            ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
         ], ignored: [
-            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
-            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp,
-            .start, .configurationLoaded,
-            .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
-            .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
-            .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.connecting, "EPERM"),
-            .lanAddressPresent, .tunnelLinkUp,
-            .openvpnStarted, .openvpnSpawnFailed("ENOENT"),
-            .openvpnState(.connected),
-            .openvpnFatal("TLS Error: TLS handshake failed"),
-            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+            .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.connecting, "EPERM"),
+            .firewallIntact(.up), .lanAddressPresent, .policyRoutingFailed("EPERM"), .tunnelRouteInstalled,
+            .tunnelRouteFailed("ENETDOWN"), .wanLinkUp, started, .tunnelStartFailed("ENOENT"), .tunnelConnected,
+            fatal, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
+            .timerFired(.probe), .timerFired(.crashWindow), refused,
         ])
 
     case .degraded:
         return ExpectedTable(rows: [
-            ExpectedRow(.reloadRequested, .degraded, [.reloadConfiguration]),
-            ExpectedRow(.configurationReloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopOpenVPN]),
-            ExpectedRow(tampered, .degraded, [.applyFirewall(.up)]),
             ExpectedRow(.firewallFailed(.up, "EPERM"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(tampered, .degraded, [.applyFirewall(.up)]),
+            ExpectedRow(.firewallNotificationsLost, .degraded, [.verifyFirewall(.up)]),
+            ExpectedRow(.lanAddressConfigured, .degraded, [.ensurePolicyRouting]),
             ExpectedRow(.lanAddressMissing, .degraded, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
-            ExpectedRow(.openvpnExited(.exited(1)), .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn]),
-            ExpectedRow(.managementConnected, .degraded, [.requestStateNotifications]),
-            ExpectedRow(.openvpnHold, .degraded, [.releaseHold]),
+            ExpectedRow(.policyRoutingInstalled, .degraded, [.ensureTunnelRoute]),
+            ExpectedRow(.tunnelLinkUp, .degraded, [.ensureTunnelRoute]),
+            ExpectedRow(exited, .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn]),
+            ExpectedRow(.tunnelControlConnected, .degraded, [.watchTunnelState]),
+            ExpectedRow(.tunnelHeld, .degraded, [.releaseTunnel]),
             ExpectedRow(.credentialsRequested, .degraded, [.sendCredentials]),
-            ExpectedRow(.credentialsRejected, .killswitched, killswitchAuthRunning),
-            ExpectedRow(.openvpnState(.connected), .tunnelUp, []),
+            ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
+            ExpectedRow(.tunnelConnected, .tunnelUp, []),
+            ExpectedRow(remoteAsked, .degraded, [.answerRemote(.accept)]),
+            ExpectedRow(commandFailed, .degraded, [.stopTunnel]),
             ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
+            ExpectedRow(.reloadRequested, .degraded, [.reloadConfiguration]),
+            ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
         ], ignored: [
-            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
-            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp, .wanLinkDown,
-            .start, .configurationLoaded,
-            .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
-            .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
-            .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.connecting, "EPERM"),
-            .lanAddressPresent, .tunnelLinkUp, .tunnelLinkDown,
-            .openvpnStarted, .openvpnSpawnFailed("ENOENT"),
-            .openvpnState(.reconnecting), .openvpnState(.wait),
-            .openvpnFatal("TLS Error: TLS handshake failed"),
-            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+            .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.connecting, "EPERM"),
+            .firewallIntact(.up), .lanAddressPresent, .policyRoutingFailed("EPERM"), .tunnelRouteInstalled,
+            .tunnelRouteFailed("ENETDOWN"), .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started,
+            .tunnelStartFailed("ENOENT"), reconnecting, waiting, fatal, .probeSucceeded, noAnswer,
+            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
+            .timerFired(.crashWindow), refused,
+        ])
+
+    case .degradedLinkDown:
+        return ExpectedTable(rows: [
+            ExpectedRow(.firewallFailed(.up, "EPERM"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(tampered, .degraded, [.applyFirewall(.up)]),
+            ExpectedRow(.firewallNotificationsLost, .degraded, [.verifyFirewall(.up)]),
+            ExpectedRow(.lanAddressConfigured, .degraded, [.ensurePolicyRouting]),
+            ExpectedRow(.lanAddressMissing, .degraded, [.ensureLANAddress]),
+            ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
+            ExpectedRow(.tunnelLinkUp, .tunnelUp, [.ensureTunnelRoute]),
+            ExpectedRow(exited, .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn]),
+            ExpectedRow(.tunnelControlConnected, .degraded, [.watchTunnelState]),
+            ExpectedRow(.tunnelHeld, .degraded, [.releaseTunnel]),
+            ExpectedRow(.credentialsRequested, .degraded, [.sendCredentials]),
+            ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
+            ExpectedRow(remoteAsked, .degraded, [.answerRemote(.accept)]),
+            ExpectedRow(commandFailed, .degraded, [.stopTunnel]),
+            ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
+            ExpectedRow(.reloadRequested, .degraded, [.reloadConfiguration]),
+            ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
+        ], ignored: [
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+            .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.connecting, "EPERM"),
+            .firewallIntact(.up), .lanAddressPresent, .policyRoutingInstalled, .policyRoutingFailed("EPERM"),
+            .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started,
+            .tunnelStartFailed("ENOENT"), .tunnelConnected, reconnecting, waiting, fatal, .probeSucceeded, noAnswer,
+            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
+            .timerFired(.crashWindow), refused,
         ])
 
     case .killswitched:
         return ExpectedTable(rows: [
-            ExpectedRow(.reloadRequested, .killswitched, [.reloadConfiguration]),
-            // New credentials: the authentication failure no longer holds the machine.
-            ExpectedRow(.configurationReloaded, .addressAssigned, [.cancelTimer(.retry), .applyFirewall(.connecting)]),
-            ExpectedRow(tampered, .killswitched, [lockdown]),
             // An authentication failure waits for new credentials: a later lockdown failure must
             // not turn it into a transient failure that the retry timer leaves (see
             // RegressionTests.authFailureStaysSticky), so no `retry` is scheduled.
             ExpectedRow(.firewallFailed(.lockdown, "EPERM"), .killswitched, [.cancelTimer(.respawn)]),
+            ExpectedRow(tampered, .killswitched, [lockdown]),
+            ExpectedRow(.firewallNotificationsLost, .killswitched, [.verifyFirewall(.lockdown)]),
+            ExpectedRow(.lanAddressConfigured, .killswitched, [.ensurePolicyRouting]),
             ExpectedRow(.lanAddressMissing, .killswitched, [.ensureLANAddress]),
             ExpectedRow(.shutdownRequested, .killswitched, [.cancelTimer(.respawn), .cancelTimer(.retry), exitSuccess]),
+            ExpectedRow(.reloadRequested, .killswitched, [.reloadConfiguration]),
+            // New credentials: the authentication failure no longer holds the machine.
+            ExpectedRow(reloaded, .addressAssigned, [.cancelTimer(.retry), .applyFirewall(.connecting)]),
         ], ignored: [
-            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
-            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp, .wanLinkDown,
-            .start, .configurationLoaded,
-            .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
-            .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
-            .firewallFailed(.connecting, "EPERM"), .firewallFailed(.up, "EPERM"),
-            .lanAddressPresent, .addressFailed("EADDRNOTAVAIL"), .tunnelLinkUp, .tunnelLinkDown,
-            .openvpnStarted, .openvpnSpawnFailed("ENOENT"), .openvpnExited(.exited(1)),
-            .managementConnected, .openvpnHold, .credentialsRequested, .credentialsRejected,
-            .openvpnState(.connected), .openvpnState(.reconnecting), .openvpnState(.wait),
-            .openvpnFatal("TLS Error: TLS handshake failed"),
-            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+            .firewallCommitted(.up), .firewallFailed(.connecting, "EPERM"), .firewallFailed(.up, "EPERM"),
+            .firewallIntact(.up), .lanAddressPresent, .addressFailed("EADDRNOTAVAIL"), .policyRoutingInstalled,
+            .policyRoutingFailed("EPERM"), .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkUp,
+            .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started, .tunnelStartFailed("ENOENT"), exited,
+            .tunnelControlConnected, .tunnelHeld, .credentialsRequested, .authenticationFailed, .tunnelConnected,
+            reconnecting, waiting, fatal, remoteAsked, commandFailed, .probeSucceeded, noAnswer,
+            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
+            .timerFired(.crashWindow), refused,
         ])
 
     case .killswitchedTransient:
         return ExpectedTable(rows: [
-            ExpectedRow(.reloadRequested, .killswitched, [.reloadConfiguration]),
-            ExpectedRow(.configurationReloaded, .addressAssigned, [.cancelTimer(.retry), .applyFirewall(.connecting)]),
-            ExpectedRow(tampered, .killswitched, [lockdown]),
             ExpectedRow(.firewallFailed(.lockdown, "EPERM"), .killswitched, [.cancelTimer(.respawn), retry]),
+            ExpectedRow(tampered, .killswitched, [lockdown]),
+            ExpectedRow(.firewallNotificationsLost, .killswitched, [.verifyFirewall(.lockdown)]),
+            ExpectedRow(.lanAddressConfigured, .killswitched, [.ensurePolicyRouting]),
             ExpectedRow(.lanAddressPresent, .addressAssigned, [.applyFirewall(.connecting)]),
             ExpectedRow(.lanAddressMissing, .killswitched, [.ensureLANAddress]),
             ExpectedRow(.timerFired(.retry), .addressAssigned, [.applyFirewall(.connecting)]),
             ExpectedRow(.shutdownRequested, .killswitched, [.cancelTimer(.respawn), .cancelTimer(.retry), exitSuccess]),
+            ExpectedRow(.reloadRequested, .killswitched, [.reloadConfiguration]),
+            ExpectedRow(reloaded, .addressAssigned, [.cancelTimer(.retry), .applyFirewall(.connecting)]),
         ], ignored: [
-            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
-            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp, .wanLinkDown,
-            .start, .configurationLoaded,
-            .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
-            .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
-            .firewallFailed(.connecting, "EPERM"), .firewallFailed(.up, "EPERM"),
-            .addressFailed("EADDRNOTAVAIL"), .tunnelLinkUp, .tunnelLinkDown,
-            .openvpnStarted, .openvpnSpawnFailed("ENOENT"), .openvpnExited(.exited(1)),
-            .managementConnected, .openvpnHold, .credentialsRequested, .credentialsRejected,
-            .openvpnState(.connected), .openvpnState(.reconnecting), .openvpnState(.wait),
-            .openvpnFatal("TLS Error: TLS handshake failed"),
-            .timerFired(.respawn), .timerFired(.stopDeadline),
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+            .firewallCommitted(.up), .firewallFailed(.connecting, "EPERM"), .firewallFailed(.up, "EPERM"),
+            .firewallIntact(.up), .addressFailed("EADDRNOTAVAIL"), .policyRoutingInstalled,
+            .policyRoutingFailed("EPERM"), .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkUp,
+            .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started, .tunnelStartFailed("ENOENT"), exited,
+            .tunnelControlConnected, .tunnelHeld, .credentialsRequested, .authenticationFailed, .tunnelConnected,
+            reconnecting, waiting, fatal, remoteAsked, commandFailed, .probeSucceeded, noAnswer,
+            .timerFired(.respawn), .timerFired(.stopDeadline), .timerFired(.probe), .timerFired(.crashWindow),
+            refused,
         ])
 
     case .shuttingDown:
         return ExpectedTable(rows: [
             // The lockdown must hold until the exit, whoever removed it.
             ExpectedRow(tampered, .killswitched, [lockdown]),
+            ExpectedRow(.firewallNotificationsLost, .killswitched, [.verifyFirewall(.lockdown)]),
             // Only the end of OpenVPN (or its spawn) and the stop deadline matter now.
-            ExpectedRow(.openvpnSpawnFailed("ENOENT"), .killswitched, [.cancelTimer(.stopDeadline), exitSuccess]),
-            ExpectedRow(.openvpnExited(.exited(1)), .killswitched, [.cancelTimer(.stopDeadline), exitSuccess]),
-            ExpectedRow(.timerFired(.stopDeadline), .killswitched, [.killOpenVPN]),
+            ExpectedRow(.tunnelStartFailed("ENOENT"), .killswitched, [.cancelTimer(.stopDeadline), exitSuccess]),
+            ExpectedRow(exited, .killswitched, [.cancelTimer(.stopDeadline), exitSuccess]),
+            ExpectedRow(.timerFired(.stopDeadline), .killswitched, [.killTunnel]),
         ], ignored: [
-            .timerFired(.probe), .timerFired(.crashWindow), .probeSucceeded, .probeFailed("no answer from 10.8.0.1 within 2 s"),
-            .reloadRefused("CONFIG=/config/new.ovpn has no remote line"), .wanLinkUp,
-            .wanLinkDown, .reloadRequested, .configurationReloaded,
-            .start, .configurationLoaded,
-            .configurationRejected("IP_ADDR=garbage is not an IPv4 address with prefix length"),
-            .firewallCommitted(.lockdown), .firewallCommitted(.connecting), .firewallCommitted(.up),
-            .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.connecting, "EPERM"), .firewallFailed(.up, "EPERM"),
-            .lanAddressPresent, .lanAddressMissing, .addressFailed("EADDRNOTAVAIL"), .tunnelLinkUp, .tunnelLinkDown,
-            .openvpnStarted, .managementConnected, .openvpnHold, .credentialsRequested, .credentialsRejected,
-            .openvpnState(.connected), .openvpnState(.reconnecting), .openvpnState(.wait),
-            .openvpnFatal("TLS Error: TLS handshake failed"),
-            .timerFired(.respawn), .timerFired(.retry), .shutdownRequested,
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+            .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.connecting, "EPERM"),
+            .firewallFailed(.up, "EPERM"), .firewallIntact(.up), .lanAddressConfigured, .lanAddressPresent,
+            .lanAddressMissing, .addressFailed("EADDRNOTAVAIL"), .policyRoutingInstalled,
+            .policyRoutingFailed("EPERM"), .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkUp,
+            .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started, .tunnelControlConnected, .tunnelHeld,
+            .credentialsRequested, .authenticationFailed, .tunnelConnected, reconnecting, waiting, fatal, remoteAsked,
+            commandFailed, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.probe),
+            .timerFired(.crashWindow), .shutdownRequested, .reloadRequested, reloaded, refused,
         ])
 
+    case .shutDownWhileResolving:
+        return ExpectedTable(rows: [
+            ExpectedRow(tampered, .killswitched, [lockdown]),
+            ExpectedRow(.firewallNotificationsLost, .killswitched, [.verifyFirewall(.lockdown)]),
+        ], ignored: [
+            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+            .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.connecting, "EPERM"),
+            .firewallFailed(.up, "EPERM"), .firewallIntact(.up), .lanAddressConfigured, .lanAddressPresent,
+            .lanAddressMissing, .addressFailed("EADDRNOTAVAIL"), .policyRoutingInstalled,
+            .policyRoutingFailed("EPERM"), .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"), .tunnelLinkUp,
+            .tunnelLinkDown, .wanLinkUp, .wanLinkDown, started, .tunnelStartFailed("ENOENT"), exited,
+            .tunnelControlConnected, .tunnelHeld, .credentialsRequested, .authenticationFailed, .tunnelConnected,
+            reconnecting, waiting, fatal, remoteAsked, commandFailed, .probeSucceeded, noAnswer,
+            .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline), .timerFired(.probe),
+            .timerFired(.crashWindow), .shutdownRequested, .reloadRequested, reloaded, refused,
+        ])
     default:
         Issue.record("no expected table for \(scenario.name)")
         return ExpectedTable(rows: [], ignored: [])

@@ -2,6 +2,7 @@ import Foundation
 import StateMachine
 import Synchronization
 import Testing
+import TestSupport
 @testable import Watchers
 
 // Serialized: the thread-count check must not see another test's watcher thread.
@@ -222,40 +223,9 @@ private func currentThreadName() -> String {
     return comm?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
 }
 
-/// Root, and in a network namespace other than the host's: only then may tests change links.
-/// (Shared with NftablesMonitorTests.)
-let isolatedRootNetns: Bool = NetworkNamespace.isolatedAsRoot()
-
-private enum NetworkNamespace {
-    static func isolatedAsRoot() -> Bool {
-        guard getuid() == 0, let mine = namespace(of: "self") else { return false }
-        // Kernels since 6.x give the initial namespace a fixed inode (PROC_NET_INIT_INO).
-        if mine == "net:[4026531833]" { return false }
-        if let initial = namespace(of: "1") { return mine != initial }
-        // PID 1's link can be unreadable (a sandbox's init): compare with the outermost ancestor
-        // we can read instead, which `unshare --net` left in the original namespace.
-        var outermost: String?
-        var pid = getppid()
-        while pid > 1, let theirs = namespace(of: "\(pid)") {
-            outermost = theirs
-            guard let parent = parentPID(of: pid) else { break }
-            pid = parent
-        }
-        return outermost.map { $0 != mine } ?? false
-    }
-
-    static func namespace(of pid: String) -> String? {
-        try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/net")
-    }
-
-    static func parentPID(of pid: pid_t) -> pid_t? {
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
-        for line in status.split(separator: "\n") where line.hasPrefix("PPid:") {
-            return pid_t(line.dropFirst(5).trimmingCharacters(in: .whitespaces))
-        }
-        return nil
-    }
-}
+/// Root, in the network namespace `make test` made for the tests: only then may tests change
+/// links. (Shared with NftablesMonitorTests.)
+let isolatedRootNetns = IsolatedNetworkNamespace.isRootInside
 
 private struct CommandFailed: Error, CustomStringConvertible {
     let description: String

@@ -1,5 +1,7 @@
 import Glibc
+import SystemSupport
 import Testing
+import TestSupport
 @testable import Watchers
 
 /// docs/security.md, "Local trust boundaries": the status socket serves every client without
@@ -70,7 +72,7 @@ import Testing
 
     /// A status socket someone else serves (a user who could write RUNTIME_DIR's parent) is not
     /// believed, whatever it says; the same server is read when its uid is the one asked for.
-    @Test(.enabled(if: getuid() == 0 && PeerProcess.available, "needs root and /usr/bin/python3"))
+    @Test(.enabled(if: isolatedRootNetns && PeerProcess.available, "needs root in a private network namespace and /usr/bin/python3"))
     func fetchRefusesAServerThatIsNotRoot() async throws {
         let directory = TestSystem.temporaryDirectory()
         defer { TestSystem.removeTree(directory) }

@@ -160,7 +160,7 @@ tap_check "server back: same vpnsup process (pid $VPNSUP_PID), status TunnelUp" 
 lan_sourced_on_wan() {
     tcpdump -nn -r "$(cat "$LAB_RUNDIR/capture/current")" "ip src net $LAB_LAN_NET" 2>/dev/null | wc -l | tr -d ' '
 }
-policy_rule() { lab_exec router ip -4 rule show | grep -q "^100:.*iif eth1 lookup 30320"; }
+policy_rule() { grep -q "^100:.*iif eth1 lookup 30320" <<<"$(lab_exec router ip -4 rule show)"; }
 tap_check "policy routing: rule iif eth1 lookup 30320 (priority 100) in the router" policy_rule
 policy_routes() {
     local routes

@@ -84,8 +84,8 @@ _feature_dns_case() { # DESCRIPTION NODE SERVER NAME [DIG OPTION...]
         _feature_enforced_saw "$name"
 }
 
-_feature_targets_saw() { lab_targets_log | grep -qF -- "$1"; }
-_feature_targets_quiet() { ! lab_targets_log | grep -qF -- "$1"; }
+_feature_targets_saw() { grep -qF -- "$1" <<<"$(lab_targets_log)"; }
+_feature_targets_quiet() { ! grep -qF -- "$1" <<<"$(lab_targets_log)"; }
 
 # From the VPN side (the ISP namespace runs the server): fetch PATH from ADDR:PORT.
 _feature_isp_fetch() { # ADDR PORT PATH SECONDS

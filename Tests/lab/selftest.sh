@@ -61,7 +61,7 @@ tap_note "VPN server started in $(lab_ms_to_s $(($(lab_now_ms) - t0))) s"
 t0=$(lab_now_ms)
 lab_emulate_router_start tunnel
 tap_note "plain openvpn client connected in $(lab_ms_to_s $(($(lab_now_ms) - t0))) s"
-resolved_by_isp() { lab_resolver_queries | grep -qxF "A $LAB_VPN_NAME $LAB_ROUTER_WAN_IP"; }
+resolved_by_isp() { grep -qxF "A $LAB_VPN_NAME $LAB_ROUTER_WAN_IP" <<<"$(lab_resolver_queries)"; }
 tap_check "the router resolves the remote $LAB_VPN_NAME with the ISP's resolver (/etc/netns resolv.conf)" resolved_by_isp
 
 seen=$(lab_exec client curl -sS --max-time 5 "$LAB_ECHO_URL" || true)

@@ -25,12 +25,23 @@ ROUTER_NS=vpst$$-router
 SCRATCH=$(mktemp -d /var/tmp/vpnsup-units.XXXXXX)
 STATUS_DIR=/run/vpnsup-units-$$ # under /run (0755): reachable for the group checks
 VPNSUP_PID=
+STRACE_PID=
+
+# A pid that no longer runs (or is a zombie its parent has not reaped yet).
+gone() { [ ! -d "/proc/$1" ] || [ "$(awk '{ sub(/^.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
+# The one child of PID (vpnsup under strace).
+child_of() { awk -v p="$1" '{ sub(/^[^)]*\) /, ""); if ($2 == p) { split(FILENAME, f, "/"); print f[3] } }' /proc/[0-9]*/stat 2>/dev/null | head -n 1; }
 
 finish() {
     local status=$?
     trap - EXIT
     set +e
-    [ -n "$VPNSUP_PID" ] && kill "$VPNSUP_PID" 2>/dev/null && wait "$VPNSUP_PID" 2>/dev/null
+    # vpnsup by its own pid, then strace (which exits once its tracee has).
+    [ -n "$VPNSUP_PID" ] && kill "$VPNSUP_PID" 2>/dev/null
+    if [ -n "$STRACE_PID" ]; then
+        lab_wait_for 5 gone "$STRACE_PID" || kill -KILL "$STRACE_PID" "$VPNSUP_PID" 2>/dev/null
+        wait "$STRACE_PID" 2>/dev/null
+    fi
     for ns in "$ROUTER_NS" "$HOST_NS"; do
         ip netns pids "$ns" 2>/dev/null | xargs -r kill -9
         ip netns delete "$ns" 2>/dev/null
@@ -104,10 +115,14 @@ if [ -x "$VPNSUP" ]; then
     printf 'client\ndev tun\nremote 198.51.100.1 1194\n' >"$SCRATCH/config/provider.ovpn"
     (umask 077 && printf 'user\npass\n' >"$SCRATCH/credentials")
     # Every program vpnsup starts, followed through forks: OpenVPN only, never a shell.
-    in_router env -i PATH="$PATH" CONFIG="$SCRATCH/config/provider.ovpn" CREDENTIALS_FILE="$SCRATCH/credentials" \
+    # Started without a function or subshell in between: `ip netns exec` and env exec, so $! is
+    # strace itself, and vpnsup is its child.
+    ip netns exec "$ROUTER_NS" env -i PATH="$PATH" CONFIG="$SCRATCH/config/provider.ovpn" CREDENTIALS_FILE="$SCRATCH/credentials" \
         IP_ADDR=172.22.0.1/24 RUNTIME_DIR="$STATUS_DIR" STATUS_GROUP=nogroup \
         strace -f -qq -e trace=execve -o "$SCRATCH/exec.trace" "$VPNSUP" run >"$SCRATCH/vpnsup.log" 2>&1 &
-    VPNSUP_PID=$!
+    STRACE_PID=$!
+    vpnsup_started() { VPNSUP_PID=$(child_of "$STRACE_PID") && [ -n "$VPNSUP_PID" ] && [ "$(readlink "/proc/$VPNSUP_PID/exe")" -ef "$VPNSUP" ]; }
+    tap_check "vpnsup runs under strace, as its child" lab_wait_for 10 vpnsup_started
     table_there() { in_router nft list tables 2>/dev/null | grep -q vpnsup; }
     openvpn_started() { grep -q 'execve("[^"]*/openvpn"' "$SCRATCH/exec.trace" 2>/dev/null; }
     tap_check "vpnsup in the namespace commits its ruleset there" lab_wait_for 10 table_there
@@ -135,9 +150,15 @@ sys.exit(1)' "$STATUS_DIR/management.sock"
     tap_check "runtime dir 710 root:nogroup, status.sock 660 root:nogroup, management.sock 600 root:root ($(modes))" \
         test "$(modes)" = "710 root:nogroup 660 root:nogroup 600 root:root"
 
-    kill "$VPNSUP_PID"
-    wait "$VPNSUP_PID" 2>/dev/null || true
-    VPNSUP_PID=
+    # SIGTERM to vpnsup itself, by its own pid; strace then exits with vpnsup's status.
+    stopped_pid=$VPNSUP_PID
+    [ -n "$stopped_pid" ] && kill -TERM "$stopped_pid"
+    tap_check "SIGTERM to vpnsup (pid ${stopped_pid:-none}): it exits within 10 s" lab_wait_for 10 gone "${stopped_pid:-0}"
+    rc=0
+    lab_wait_for 5 gone "$STRACE_PID" || kill -KILL "$STRACE_PID" 2>/dev/null
+    wait "$STRACE_PID" 2>/dev/null || rc=$?
+    STRACE_PID= VPNSUP_PID=
+    tap_check "vpnsup exits 0 after SIGTERM (got $rc)" test "$rc" -eq 0
     tap_check "after SIGTERM the lockdown stays committed in the namespace" table_there
     programs=$(sed -n 's/^[0-9]* *execve("\([^"]*\)".*/\1/p' "$SCRATCH/exec.trace" | sort -u | xargs)
     only_openvpn() {

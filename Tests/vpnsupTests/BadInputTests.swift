@@ -78,6 +78,11 @@ struct BadInputTests {
         Case(name: "credentials with a NUL", files: ["credentials": Array("user\nhunter\u{0}2\n".utf8)],
              line: "CREDENTIALS_FILE=<dir>/credentials holds a control character that could inject a management command",
              secret: "hunter"),
+        Case(name: "PORT_FWD_FILE with a target outside the LAN", variables: ["PORT_FWD_FILE": "<dir>/forwards"],
+             files: ["forwards": Array("# forwards\n8080:172.22.0.10:80/tcp\n8081:10.0.0.5:81/tcp\n".utf8)],
+             line: "PORT_FWD_FILE=<dir>/forwards:3 has '8081:10.0.0.5:81/tcp', which targets 10.0.0.5, outside the LAN 172.22.0.0/24"),
+        Case(name: "PORT_FWD_FILE missing", variables: ["PORT_FWD_FILE": "<dir>/no-forwards"],
+             line: "PORT_FWD_FILE=<dir>/no-forwards cannot be read: open: No such file or directory"),
         Case(name: "RUNTIME_DIR below a file", variables: ["RUNTIME_DIR": "<dir>/credentials/run"],
              line: "RUNTIME_DIR=<dir>/credentials/run cannot be prepared: <dir>/credentials is not a directory"),
         // docs/security.md, "Local trust boundaries".

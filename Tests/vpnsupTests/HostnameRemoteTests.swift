@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+@testable import Supervisor
 @testable import vpnsup
 
 /// `remote` lines with host names, end to end through `vpnsup run`, each in a network and mount

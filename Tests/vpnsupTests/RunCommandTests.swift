@@ -1,20 +1,13 @@
 import Foundation
 import Testing
 import StateMachine
+import TestSupport
+@testable import Supervisor
 @testable import vpnsup
 
-/// Root tests in the private network namespace `make test` runs them in (`unshare --net`): never
-/// in the machine's own namespace, where a lockdown would cut the machine off.
-let isolatedRoot: Bool = {
-    guard getuid() == 0,
-          let mine = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net") else { return false }
-    // PID 1's namespace link is unreadable in some sandboxes; the initial namespace then still
-    // has the kernel's fixed inode (PROC_NET_INIT_INO).
-    if let initial = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/1/ns/net") {
-        return mine != initial
-    }
-    return mine != "net:[\(0xEFFF_FFF9 as UInt32)]"
-}()
+/// Root tests only in the private network namespace `make test` runs them in (`unshare --net`):
+/// never in the machine's own namespace, where a lockdown would cut the machine off.
+let isolatedRoot = IsolatedNetworkNamespace.isRootInside
 
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
@@ -211,7 +204,8 @@ struct StatusReportTests {
 
     @Test func jsonCarriesStateAndSince() throws {
         let board = StatusBoard(startedAt: Date(timeIntervalSince1970: 0))
-        board.transition(from: .initial, to: .addressAssigned, cause: "lanAddressPresent", reason: nil)
+        board.update { $0.recordTransition(from: .initial, to: .addressAssigned, cause: "lanAddressPresent", reason: nil,
+                                           at: StatusBoard.timestamp(Date())) }
         let object = try JSONSerialization.jsonObject(with: Data(board.json())) as? [String: Any]
         #expect(object?["state"] as? String == "AddressAssigned")
         let since = try #require(object?["since"] as? String)
@@ -242,7 +236,8 @@ struct RulesCommandTests {
         let outcome = try execute(vpnsupBinary(), ["rules"], environment: Self.environment(directory))
         #expect(outcome.status == 0, "\(outcome.stderr)")
         let lines = outcome.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
-        #expect(lines.contains("# resolved and pinned by `vpnsup run`: vpn.example.net:443/tcp"))
+        #expect(lines.contains("# remote 192.0.2.1 1194 udp (line 2): pinned as 192.0.2.1:1194/udp"))
+        #expect(lines.contains("# remote vpn.example.net 443 tcp-client (line 3): resolved by `vpnsup run` once the lockdown stands, each IPv4 address pinned with 443/tcp"))
         #expect(lines.contains("oifname \"wan0\" meta mark 0x76706e01 ip daddr 192.0.2.1 udp dport 1194 accept"))
         #expect(lines.contains("iifname \"lan0\" ip daddr != 10.8.0.1 udp dport 53 dnat ip to 10.8.0.1"))
         #expect(lines.contains("iifname \"tun0\" dnat ip to tcp dport map @tcp_forwards"))
@@ -271,6 +266,39 @@ struct RulesCommandTests {
         let badDNS = try execute(vpnsupBinary(), ["rules", "--dns", "10.8.0"], environment: Self.environment(directory))
         #expect(badDNS.status == 78)
         #expect(badDNS.stderr == "DNS=10.8.0 is not an IPv4 address\n")
+        // Where `run` would refuse CONFIG, with the same line.
+        try "client\ndev tap\nremote 192.0.2.1\n".write(to: directory.appendingPathComponent("tap.ovpn"), atomically: true, encoding: .utf8)
+        var environment = Self.environment(directory)
+        environment["CONFIG"] = "tap.ovpn"
+        let tap = try execute(vpnsupBinary(), ["rules"], environment: environment)
+        #expect(tap.status == 78)
+        #expect(tap.stderr == "CONFIG=\(directory.path)/tap.ovpn:2: dev tap: vpnsup routes at layer 3: OpenVPN's device is tun0, a tun (a tap device would bridge Ethernet frames)\n")
+        try "client\nproto udp6\nremote vpn.example.net\n".write(to: directory.appendingPathComponent("v6.ovpn"), atomically: true, encoding: .utf8)
+        environment["CONFIG"] = "v6.ovpn"
+        let v6 = try execute(vpnsupBinary(), ["rules"], environment: environment)
+        #expect(v6.status == 78)
+        #expect(v6.stderr == "CONFIG=\(directory.path)/v6.ovpn has no usable remote: vpn.example.net 1194 udp6 (udp6 is IPv6 only, and the WAN carries IPv4 only)\n")
+    }
+
+    /// `vpnsup check` runs OpenVPN 2.6 itself on the vetted text, without network: it accepts a
+    /// file OpenVPN reads (keys included) and names OpenVPN's own error on one it does not.
+    @Test(.enabled(if: isolatedRoot)) func checkAsksOpenVPNItself() throws {
+        let directory = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let ca = "/usr/share/doc/openvpn/examples/sample-keys/ca.crt"
+        try "client\ndev tun\nremote 192.0.2.1 1194\nca \(ca)\nup /bin/false\n".write(to: directory.appendingPathComponent("good.ovpn"), atomically: true, encoding: .utf8)
+        try "client\nremote 192.0.2.1\nca \(ca)\nno-such-option 1\n".write(to: directory.appendingPathComponent("bad.ovpn"), atomically: true, encoding: .utf8)
+        var environment = Self.environment(directory)
+        environment["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
+        environment["CONFIG"] = "good.ovpn"
+        let good = try execute(vpnsupBinary(), ["check"], environment: environment)
+        #expect(good.status == 0, "\(good.stderr)")
+        #expect(good.stdout.contains("line 5: up /bin/false: dropped: runs a program"))
+        #expect(good.stdout.contains(": read the vetted configuration, the files it names and its keys and certificates"))
+        environment["CONFIG"] = "bad.ovpn"
+        let bad = try execute(vpnsupBinary(), ["check"], environment: environment)
+        #expect(bad.status == 78)
+        #expect(bad.stderr.hasPrefix("CONFIG=\(directory.path)/bad.ovpn: OpenVPN exited with status 1: Options error: Unrecognized option or missing or extra parameter(s) in \(directory.path)/bad.ovpn:4: no-such-option"))
     }
 
     /// The printed text is what `nft -f` takes, for every state (in a namespace of its own).

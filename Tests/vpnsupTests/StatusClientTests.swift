@@ -1,6 +1,7 @@
 import Actions
 import Foundation
 import StateMachine
+import SystemSupport
 import Testing
 @testable import Watchers
 @testable import vpnsup
@@ -47,7 +48,7 @@ import Testing
     /// A user who could put a socket where vpnsup's was (a RUNTIME_DIR below a parent they can
     /// write) serves "TunnelUp" (socat as nobody): health says it is not root's and exits 1,
     /// status exits 69.
-    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/socat")
+    @Test(.enabled(if: isolatedRoot && FileManager.default.isExecutableFile(atPath: "/usr/bin/socat")
                    && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"), "needs root, socat and setpriv"))
     func aStatusSocketServedByAnotherUserIsNotBelieved() async throws {
         let directory = try scratch()

@@ -1,0 +1,57 @@
+import Actions
+import StateMachine
+
+/// Performs the machine's actions. The interpreter calls it once per action, in order, and
+/// awaits each: the events returned report the outcome at once (`applyFirewall` ->
+/// `firewallCommitted`); outcomes that take long (a timer, a DNS probe, a name resolution) are
+/// posted to the inbox later. `machine` is the machine that decided the action, as it was then:
+/// what the action needs that it does not carry (the ruleset's layout, the credentials in use,
+/// the tunnel's plan) is read from it, never decided here.
+public protocol Effects: Sendable {
+    func perform(_ action: Action, for machine: Machine) async -> [Event]
+}
+
+/// What is particular to one kind of tunnel. The machine speaks of starting, releasing,
+/// reconnecting and stopping "the tunnel" and of its reports; a backend maps that onto its
+/// program and its control channel. The policies, and the order in which they are committed
+/// around the tunnel, stay the machine's, whatever the backend.
+///
+/// OpenVPN: spawned held (`--management-hold`), released with `hold release` once the connecting
+/// policy is committed, reports `>STATE:` lines. A WireGuard backend would spawn wireguard-go (or
+/// create a kernel link, with no process: `start` returns nil), report itself held at once and
+/// configure the peer over UAPI as its release, and report connected on the first handshake and
+/// disconnected once the last handshake is older than 180 s.
+public protocol TunnelBackend: Sendable {
+    /// The tunnel's name in the log ("OpenVPN").
+    var name: String { get }
+    /// Opens what the tunnel connects to when it starts (OpenVPN: the management socket, which
+    /// vpnsup listens on); the channel's reports are posted to `inbox`, translated, by a job of
+    /// `scope`. Blocking.
+    func open(runtimeDirectory: String, inbox: Inbox, scope: TaskScope) throws
+    /// Starts the tunnel; returns its process id, nil when it has none. Blocking.
+    func start(_ plan: TunnelPlan) throws -> Int32?
+    /// Sends `command` over the control channel. Blocking.
+    func send(_ command: TunnelCommand, credentials: Credentials?) throws
+    /// SIGTERM to the tunnel's process.
+    func stop(pid: Int32)
+    /// SIGKILL to the tunnel's process.
+    func kill(pid: Int32)
+    /// Closes the control channel (the tunnel then ends, if it still runs).
+    func close()
+}
+
+/// What systemd is told (`Type=notify`); a fake in tests.
+public protocol ServiceNotifying: Sendable {
+    func ready()
+    func status(_ text: String)
+    func stopping()
+    func watchdog()
+}
+
+extension ServiceNotifier: ServiceNotifying {}
+
+/// An error of an effect, readable as is.
+struct EffectError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

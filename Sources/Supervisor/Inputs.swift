@@ -1,0 +1,135 @@
+import Logging
+import StateMachine
+import Synchronization
+import Watchers
+
+/// Everything the interpreter takes in, one at a time, in the order it arrived.
+public enum Input: Sendable {
+    case signal(SignalEvent)
+    case netlink(NetlinkEvent)
+    case nftables(NftablesEvent)
+    /// The tunnel's control channel, translated by its backend.
+    case tunnel(Translation)
+    /// An effect's outcome that came later (a timer, a DNS probe, a name resolution).
+    case event(Event)
+    /// The systemd watchdog's tick: answered only when the interpreter gets to run it.
+    case watchdog
+}
+
+/// What an input means: events for the machine, lines for the log, facts for the status.
+public struct Translation: Sendable, Equatable {
+    public var events: [Event]
+    public var notes: [LogNote]
+    /// What the tunnel reported about its connection (status only: the machine's decisions
+    /// come from `events`).
+    public var report: TunnelReport?
+
+    public init(events: [Event] = [], notes: [LogNote] = [], report: TunnelReport? = nil) {
+        self.events = events
+        self.notes = notes
+        self.report = report
+    }
+}
+
+/// One line for the log.
+public struct LogNote: Sendable, Equatable {
+    public var level: Logger.Level
+    public var message: String
+    public var metadata: [String: String]
+    /// Written even before the configuration is judged (signals, transitions); other lines wait,
+    /// so that a bad configuration gets stderr to itself.
+    public var immediate: Bool
+
+    public init(_ level: Logger.Level, _ message: String, metadata: [String: String] = [:], immediate: Bool = false) {
+        self.level = level
+        self.message = message
+        self.metadata = metadata
+        self.immediate = immediate
+    }
+}
+
+/// The tunnel's own account of its connection, as the status shows it.
+public struct TunnelReport: Sendable, Equatable {
+    /// The backend's name for its state (OpenVPN: `CONNECTED`, `RECONNECTING`...).
+    public var state: String
+    /// Set when connected: the tunnel's address and the server's `address:port`.
+    public var tunnelAddress: String?
+    public var remote: String?
+    public var connected: Bool
+
+    public init(state: String, connected: Bool, tunnelAddress: String? = nil, remote: String? = nil) {
+        self.state = state
+        self.connected = connected
+        self.tunnelAddress = tunnelAddress
+        self.remote = remote
+    }
+}
+
+/// The interpreter's queue of inputs: watchers, signals, timers and background effects post to
+/// it from any thread; the interpreter alone takes from it.
+public final class Inbox: Sendable {
+    public let inputs: AsyncStream<Input>
+    private let continuation: AsyncStream<Input>.Continuation
+
+    public init() {
+        // Unbounded: dropping a process exit or a netlink report would be worse than the memory.
+        (inputs, continuation) = AsyncStream.makeStream(of: Input.self, bufferingPolicy: .unbounded)
+    }
+
+    public func post(_ input: Input) { continuation.yield(input) }
+
+    /// Forwards every element of `stream` as an input until it ends or the task is cancelled.
+    public func forward<Element: Sendable>(_ stream: AsyncStream<Element>, as input: @Sendable (Element) -> Input) async {
+        for await element in stream { post(input(element)) }
+    }
+}
+
+/// Tasks the effects start while the supervisor runs (timers, watchers' pumps), owned by the run
+/// command's task group: `run()` is one child of that group, and runs each job as a child of its
+/// own, so cancelling the group cancels them all and waits for them.
+public final class TaskScope: Sendable {
+    public typealias Job = @Sendable () async -> Void
+    private let jobs: AsyncStream<Job>
+    private let continuation: AsyncStream<Job>.Continuation
+
+    public init() {
+        (jobs, continuation) = AsyncStream.makeStream(of: Job.self, bufferingPolicy: .unbounded)
+    }
+
+    public func spawn(_ job: @escaping Job) { continuation.yield(job) }
+
+    /// Runs the jobs until cancelled.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            for await job in jobs {
+                group.addTask { await job() }
+            }
+        }
+    }
+}
+
+/// Timers by generation: cancelling one (or scheduling it again) makes its pending firing stale.
+final class TimerBook: Sendable {
+    private let generations = Mutex<[TimerID: UInt64]>([:])
+    private let counter = Atomic<UInt64>(0)
+
+    /// Arms `id` and returns the generation its firing must present.
+    func arm(_ id: TimerID) -> UInt64 {
+        let generation = counter.add(1, ordering: .relaxed).newValue
+        generations.withLock { $0[id] = generation }
+        return generation
+    }
+
+    func disarm(_ id: TimerID) {
+        _ = generations.withLock { $0.removeValue(forKey: id) }
+    }
+
+    /// Whether this firing is still wanted; it is then used up.
+    func fire(_ id: TimerID, generation: UInt64) -> Bool {
+        generations.withLock {
+            guard $0[id] == generation else { return false }
+            $0[id] = nil
+            return true
+        }
+    }
+}

@@ -1,0 +1,199 @@
+import Actions
+import FoundationEssentials
+import StateMachine
+import Watchers
+
+/// The effects on Linux: nftables (Firewall), rtnetlink (AddressConfigurator), the tunnel backend,
+/// files, the resolver, the DNS probe and timers. An actor on a thread of its own
+/// (`EffectsExecutor`): every blocking call runs there, in the order the interpreter asks, and
+/// never on the interpreter's actor. What takes long (resolution, the probe) runs on a thread of
+/// its own and posts its outcome to the inbox, so the kill switch and drift repair never wait
+/// for it.
+public actor LinuxEffects: Effects {
+    private let executor: EffectsExecutor
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    let settings: RunSettings
+    let log: SupervisorLog
+    let inbox: Inbox
+    let scope: TaskScope
+    let board: StatusBoard
+    let backend: any TunnelBackend
+    let metrics: MetricsLedger?
+    let timers = TimerBook()
+    let addresses = AddressConfigurator()
+
+    private var firewall: Firewall?
+    private var monitor: NftablesMonitor?
+    var statusChannel: StatusChannel?
+    var metricsResponder: MetricsResponder?
+    var netlink: NetlinkWatcher?
+    /// The credentials read, by token; the machine says which are in use.
+    var credentials: [CredentialsToken: Credentials] = [:]
+    var credentialsRead = 0
+
+    public init(settings: RunSettings, log: SupervisorLog, inbox: Inbox, scope: TaskScope, board: StatusBoard,
+                backend: any TunnelBackend, metrics: MetricsLedger? = nil) throws {
+        self.metrics = metrics
+        executor = try EffectsExecutor.start(name: "vpnsup-effects")
+        self.settings = settings
+        self.log = log
+        self.inbox = inbox
+        self.scope = scope
+        self.board = board
+        self.backend = backend
+    }
+
+    public func perform(_ action: Action, for machine: Machine) async -> [Event] {
+        switch action {
+        case .applyFirewall(let policy):
+            guard let ruleset = machine.ruleset(for: policy) else { return [.firewallFailed(policy, "no configuration")] }
+            return commit(ruleset, policy: policy)
+        case .openNameResolution:
+            guard let ruleset = machine.resolvingRuleset else { return [.nameResolutionFailed("no configuration")] }
+            do {
+                try ensureFirewall().commit(ruleset)
+                return [.nameResolutionOpened]
+            } catch {
+                return [.nameResolutionFailed("\(error)")]
+            }
+        case .verifyFirewall(let policy):
+            return verify(policy, ruleset: machine.ruleset(for: policy))
+        case .loadConfiguration:
+            return [load()]
+        case .reloadConfiguration:
+            return [reload(machine)]
+        case .resolveNames(let names):
+            resolve(names, nameservers: machine.nameservers)
+            return []
+        case .ensureLANAddress:
+            guard let configuration = machine.configuration else { return [.addressFailed("no configuration")] }
+            do {
+                try addresses.setLinkUp(configuration.lanInterface)
+                try addresses.ensureAddress(configuration.gateway, on: configuration.lanInterface)
+                return [.lanAddressConfigured]
+            } catch {
+                return [.addressFailed("\(error)")]
+            }
+        case .ensurePolicyRouting:
+            guard let configuration = machine.configuration else { return [.policyRoutingFailed("no configuration")] }
+            do {
+                try addresses.ensureUnreachableDefault(table: Configuration.routingTable)
+                try addresses.ensureRule(inputInterface: configuration.lanInterface, table: Configuration.routingTable,
+                                         priority: Configuration.routingRulePriority)
+                return [.policyRoutingInstalled]
+            } catch {
+                return [.policyRoutingFailed("\(error)")]
+            }
+        case .ensureTunnelRoute:
+            do {
+                try addresses.ensureDefaultRoute(dev: Configuration.tunnelInterface, table: Configuration.routingTable)
+                return [.tunnelRouteInstalled]
+            } catch {
+                return [.tunnelRouteFailed("\(error)")]
+            }
+        case .startTunnel:
+            guard let plan = machine.tunnelPlan else { return [.tunnelStartFailed("no configuration")] }
+            do {
+                let pid = try backend.start(plan)
+                log.log(.info, "started \(backend.name)" + (pid.map { " (pid \($0))" } ?? ""))
+                return [.tunnelStarted(pid: pid)]
+            } catch {
+                return [.tunnelStartFailed("\(error)")]
+            }
+        case .watchTunnelState: return send(.watchState, machine)
+        case .releaseTunnel: return send(.release, machine)
+        case .sendCredentials: return send(.sendCredentials, machine)
+        case .reconnectTunnel: return send(.reconnect, machine)
+        case .answerRemote(let answer): return send(.answerRemote(answer), machine)
+        case .stopTunnel:
+            if let pid = machine.tunnelPID { backend.stop(pid: pid) }
+            return []
+        case .killTunnel:
+            if let pid = machine.tunnelPID { backend.kill(pid: pid) }
+            return []
+        case .probeTunnel:
+            probe(machine.configuration)
+            return []
+        case .scheduleTimer(let id, let delay):
+            let generation = timers.arm(id)
+            scope.spawn { [inbox, timers] in
+                try? await Task.sleep(for: delay)
+                guard !Task.isCancelled, timers.fire(id, generation: generation) else { return }
+                inbox.post(.event(.timerFired(id)))
+            }
+            return []
+        case .cancelTimer(let id):
+            timers.disarm(id)
+            return []
+        case .exit(let code, let message):
+            if let message, code != ExitCode.success { StandardError.writeLine(message) }
+            statusChannel?.close()
+            metricsResponder?.close()
+            backend.close()
+            netlink?.stop()
+            monitor?.stop()
+            return []
+        }
+    }
+
+    // MARK: Firewall
+
+    /// The Firewall, created with its first commit; the nftables monitor starts with it, before
+    /// that commit, so nothing done to the table from then on goes unseen.
+    private func ensureFirewall() throws -> Firewall {
+        if let firewall { return firewall }
+        let created = try Firewall()
+        firewall = created
+        do {
+            let monitor = try NftablesMonitor.start(table: Ruleset.tableName, ignoring: [created.portID])
+            self.monitor = monitor
+            if !monitor.filteredInKernel {
+                log.log(.warning, "the nftables monitor filters vpnsup's own commits in user space only")
+            }
+            scope.spawn { [inbox] in await inbox.forward(monitor.events) { .nftables($0) } }
+        } catch {
+            log.log(.warning, "outside changes to table inet vpnsup will not be noticed: nftables monitor: \(error)")
+        }
+        return created
+    }
+
+    private func commit(_ ruleset: Ruleset, policy: FirewallPolicy) -> [Event] {
+        do {
+            let firewall = try ensureFirewall()
+            let started = ContinuousClock.now
+            try firewall.commit(ruleset)
+            let elapsed = ContinuousClock.now - started
+            log.log(.info, "committed the \(policy) ruleset in \(SupervisorRecord.milliseconds(elapsed)) ms")
+            return [.firewallCommitted(policy)]
+        } catch {
+            log.log(LogNote(.error, "the \(policy) ruleset was not committed: \(error)"))
+            return [.firewallFailed(policy, "\(error)")]
+        }
+    }
+
+    private func verify(_ policy: FirewallPolicy, ruleset: Ruleset?) -> [Event] {
+        guard let firewall, let ruleset else { return [] }
+        var differences: [String]
+        do {
+            differences = try firewall.differences(from: ruleset)
+        } catch {
+            differences = ["it could not be read back (\(error))"]
+        }
+        guard !differences.isEmpty else { return [.firewallIntact(policy)] }
+        return [.firewallTampered("table inet vpnsup: notifications were lost and it no longer matches the \(policy) ruleset: "
+            + differences.prefix(3).joined(separator: "; "))]
+    }
+
+    // MARK: The tunnel
+
+    private func send(_ command: TunnelCommand, _ machine: Machine) -> [Event] {
+        let credentials = command == .sendCredentials ? machine.credentials.flatMap { self.credentials[$0] } : nil
+        do {
+            try backend.send(command, credentials: credentials)
+            return []
+        } catch {
+            return [.tunnelCommandFailed(command, "\(error)")]
+        }
+    }
+}

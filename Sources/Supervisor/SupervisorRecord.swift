@@ -1,0 +1,204 @@
+import StateMachine
+
+/// What systemd is told besides the watchdog.
+public enum ServiceNotice: Hashable, Sendable {
+    /// `STATUS=`: the state and why.
+    case status(String)
+    /// `READY=1`: the tunnel came up for the first time.
+    case ready
+}
+
+/// The supervisor's account of itself, for `vpnsup status`, the log and systemd: a projection of
+/// the machine and of the events it handled and the actions it took. Pure (the interpreter passes
+/// the time in); it decides nothing, and what it shows of a decision (the state, the probe's
+/// failures in a row, the pinned endpoints, the tunnel's process) is read from the machine, so
+/// the two cannot disagree.
+public struct SupervisorRecord: Sendable {
+    public private(set) var snapshot: StatusSnapshot
+    private var readySent = false
+    private var reconnects = 0
+    private var reloads = 0
+    private var repairs = 0
+    /// Outside changes whose repair (a commit of the policy) is under way, oldest first.
+    private var repairing: [(change: String, policy: FirewallPolicy)] = []
+    /// The `>REMOTE:` question being answered.
+    private var remoteAsked: (host: String, port: UInt16?, proto: String)?
+
+    public init(_ snapshot: StatusSnapshot) {
+        self.snapshot = snapshot
+    }
+
+    /// The machine went from `before` to `after` on `event`, emitting `actions`.
+    public mutating func handled(_ event: Event, before: Machine, after: Machine, actions: [Action],
+                                 at now: String) -> (notes: [LogNote], notices: [ServiceNotice]) {
+        var notes: [LogNote] = []
+        var notices: [ServiceNotice] = []
+        if before.state != after.state {
+            let reason = after.reason.map { " (\($0))" } ?? ""
+            notes.append(LogNote(.notice, "\(before.state) -> \(after.state) on \(event.label)\(reason)",
+                                 metadata: ["from": "\(before.state)", "to": "\(after.state)", "event": event.label],
+                                 immediate: true))
+            snapshot.recordTransition(from: before.state, to: after.state, cause: event.label, reason: after.reason, at: now)
+            notices.append(.status("\(after.state)\(reason)"))
+            if after.state == .tunnelUp, !readySent {
+                readySent = true
+                notices.append(.ready)
+            }
+        }
+        if !before.isConfigured, after.isConfigured {
+            notes += accepted(after)
+        }
+        notes += narrate(event, before: before, after: after, actions: actions, at: now)
+        for action in actions {
+            switch action {
+            case .applyFirewall(let policy):
+                if case .firewallTampered(let change) = event { repairing.append((change, policy)) }
+            case .reconnectTunnel:
+                reconnects += 1
+                snapshot.reconnects = reconnects
+                notes.append(LogNote(.notice, "asking OpenVPN to reconnect (signal SIGUSR1, reconnect \(reconnects))"))
+            case .answerRemote(let answer):
+                if let asked = remoteAsked {
+                    notes.append(LogNote(.info, "OpenVPN asks for remote \(asked.host) \(asked.port.map(String.init) ?? "?") \(asked.proto): \(answer.command)"))
+                }
+            default:
+                break
+            }
+        }
+        remoteAsked = nil
+        refresh(from: after)
+        return (notes, notices)
+    }
+
+    /// An action was performed: `results` came back, after `elapsed`.
+    public mutating func performed(_ action: Action, results: [Event], elapsed: Duration, at now: String) -> [LogNote] {
+        guard case .applyFirewall(let policy) = action, let index = repairing.firstIndex(where: { $0.policy == policy })
+        else { return [] }
+        let change = repairing.remove(at: index).change
+        guard results.contains(.firewallCommitted(policy)) else { return [] }
+        repairs += 1
+        let milliseconds = Self.milliseconds(elapsed)
+        snapshot.firewallRepairs = repairs
+        snapshot.lastRepair = .init(at: now, change: change, policy: policy.rawValue, milliseconds: Double(milliseconds) ?? 0)
+        return [LogNote(.notice, "repaired table inet vpnsup: re-committed the \(policy) ruleset in \(milliseconds) ms (repair \(repairs))")]
+    }
+
+    /// The tunnel's own account of its connection.
+    public mutating func observed(_ report: TunnelReport) {
+        snapshot.openvpnState = report.state
+        if report.connected {
+            snapshot.tunnelAddress = report.tunnelAddress
+            snapshot.remote = report.remote
+        }
+    }
+
+    // MARK: -
+
+    /// The configuration was just accepted: what is worth saying about it.
+    private mutating func accepted(_ machine: Machine) -> [LogNote] {
+        var notes: [LogNote] = []
+        guard let configuration = machine.configuration, let pins = machine.pins else { return notes }
+        let unpinned = pins.remotes.filter { $0.endpoint == nil && !$0.isHostName }
+        if !unpinned.isEmpty {
+            notes.append(LogNote(.warning, "IPv6 remotes are not pinned (the WAN carries IPv4 only) and are skipped: "
+                + unpinned.map(\.description).joined(separator: ", ")))
+        }
+        if machine.probeInterval == nil {
+            notes.append(LogNote(.info, configuration.probe.server == nil
+                ? "no DNS probe: neither DNS nor PROBE_SERVER names a resolver to ask through the tunnel"
+                : "no DNS probe: PROBE_INTERVAL=0"))
+        }
+        snapshot.reconnects = reconnects
+        snapshot.reloads = reloads
+        return notes
+    }
+
+    /// Log lines about an event that are not a transition.
+    private mutating func narrate(_ event: Event, before: Machine, after: Machine, actions: [Action], at now: String) -> [LogNote] {
+        switch event {
+        case .firewallCommitted(let policy):
+            // What the kernel holds now, superseded or not.
+            snapshot.policy = policy.rawValue
+            return []
+        case .firewallTampered(let change):
+            let policy = after.requestedPolicy.map { "the \($0) ruleset" } ?? "nothing"
+            return [LogNote(.notice, "\(change); re-committing \(policy)")]
+        case .firewallIntact(let policy):
+            return [LogNote(.info, "nftables notifications were lost; table inet vpnsup still holds the \(policy) ruleset")]
+        case .policyRoutingFailed(let message):
+            let lan = after.configuration?.lanInterface ?? "the LAN"
+            return [LogNote(.error, "policy routing for \(lan) is not in place: \(message)")]
+        case .tunnelRouteFailed(let message):
+            return [LogNote(.warning, "LAN traffic stays unreachable while \(Configuration.tunnelInterface) has no route in table "
+                + "\(Configuration.routingTable): \(message)")]
+        case .tunnelCommandFailed(let command, let message):
+            return [LogNote(.warning, "management command \(command.label) failed: \(message)"
+                + (actions.contains(.stopTunnel) ? "; stopping OpenVPN" : ""))]
+        case .remoteRequested(let host, let port, let proto):
+            remoteAsked = (host, port, proto)
+            return []
+        case .probeSucceeded, .probeFailed:
+            return probed(event, before: before, after: after, at: now)
+        case .configurationReloaded(let reload):
+            switch before.judge(reload) {
+            case .accepted(let pins):
+                reloads += 1
+                let message = "\(pins.endpoints.count) endpoint(s): \(pins.endpoints.map(\.description).joined(separator: ", "))"
+                snapshot.reloads = reloads
+                snapshot.lastReload = .init(at: now, accepted: true, message: message)
+                let path = after.configuration?.openvpnConfigPath ?? "the configuration"
+                return [LogNote(.notice, "SIGHUP: reloaded the credentials and \(path), \(message)")]
+            case .refused(let message):
+                return refused(message, at: now)
+            }
+        case .reloadRefused(let message):
+            return refused(message, at: now)
+        default:
+            return []
+        }
+    }
+
+    private mutating func refused(_ message: String, at now: String) -> [LogNote] {
+        snapshot.lastReload = .init(at: now, accepted: false, message: message)
+        return [LogNote(.error, "SIGHUP: reload refused, the configuration in use stays: \(message)")]
+    }
+
+    private mutating func probed(_ event: Event, before: Machine, after: Machine, at now: String) -> [LogNote] {
+        let tunnel = Configuration.tunnelInterface
+        snapshot.probe?.lastAt = now
+        switch event {
+        case .probeFailed(let why):
+            snapshot.probe?.lastResult = why
+            let count = after.probeFailures > before.probeFailures
+                ? "\(after.probeFailures) in a row" : "not counted: the tunnel is not running or the WAN is down"
+            return [LogNote(.warning, "DNS probe through \(tunnel) failed (\(count)): \(why)")]
+        default:
+            snapshot.probe?.lastResult = "answered"
+            return [LogNote(.debug, "DNS probe through \(tunnel) answered")]
+        }
+    }
+
+    /// What the status shows of the machine itself.
+    private mutating func refresh(from machine: Machine) {
+        snapshot.openvpnPID = machine.tunnelPID
+        guard let configuration = machine.configuration, let pins = machine.pins else { return }
+        snapshot.endpoints = pins.endpoints.map(\.description)
+        snapshot.resolvedRemotes = pins.resolved.isEmpty ? nil : pins.resolved.mapValues { $0.map(\.description) }
+        snapshot.lanInterface = configuration.lanInterface
+        snapshot.gateway = configuration.gateway.description
+        snapshot.portForwards = configuration.portForwards.map(\.description)
+        if let server = configuration.probe.server, let interval = machine.probeInterval {
+            if snapshot.probe == nil {
+                snapshot.probe = .init(server: server.description, name: configuration.probe.name,
+                                       intervalSeconds: Double(interval.components.seconds), consecutiveFailures: 0)
+            }
+            snapshot.probe?.consecutiveFailures = machine.probeFailures
+        }
+    }
+
+    static func milliseconds(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        let micro = seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+        return "\(micro / 1000).\(String(micro % 1000 + 1000).dropFirst())"
+    }
+}
