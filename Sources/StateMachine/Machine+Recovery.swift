@@ -59,6 +59,7 @@ extension Machine {
         case .tunnelProcessExited, .tunnelStartFailed:
             guard session != nil else { return [] }
             process = .stopped
+            // The exit closes the tunnel's control channel: nothing to forget first.
             return [.cancelTimer(.stopDeadline), .exit(code: ExitCode.success, message: nil)]
         case .timerFired(.stopDeadline):
             return session == nil ? [] : [.killTunnel]

@@ -157,7 +157,7 @@ extension Machine {
             return []
         case .tunnelProcessExited:
             process = .stopped
-            return []
+            return [.forgetTunnelProcess]
         case .tunnelControlConnected:
             return [.watchTunnelState]
         case .tunnelHeld:

@@ -79,7 +79,7 @@ public actor Driver {
         let translation = InputTranslator.translate(input, for: machine)
         translation.notes.forEach(log.log)
         if let report = translation.report {
-            record.observed(report)
+            record.observed(report, by: machine)
             publish()
         }
         for event in translation.events {

@@ -21,8 +21,11 @@ public final class OpenVPNBackend: TunnelBackend {
         runtimeDirectory + "/management.sock"
     }
 
+    /// Listens on the management socket, serving nobody until an OpenVPN is started: a root
+    /// process that connects first (and waits in the backlog for OpenVPN's respawn) is closed
+    /// before it gets a byte, and never sees a `>PASSWORD:` exchange.
     public func open(runtimeDirectory: String, inbox: Inbox, scope: TaskScope) throws {
-        let management = try ManagementChannel.listen(at: Self.managementSocket(in: runtimeDirectory))
+        let management = try ManagementChannel.listen(at: Self.managementSocket(in: runtimeDirectory), expecting: .nobody)
         channel.withLock { $0 = management }
         scope.spawn { await inbox.forward(management.events) { .tunnel(OpenVPNTranslator.translate($0)) } }
     }
@@ -48,9 +51,26 @@ public final class OpenVPNBackend: TunnelBackend {
         return arguments + extraArguments
     }
 
+    /// Spawns OpenVPN, and has the management socket serve that process alone. While the spawn
+    /// runs, a root child of vpnsup is accepted (OpenVPN may connect before `posix_spawn`
+    /// returns its pid; vpnsup has no other child then); once the pid is known, nothing else.
     public func start(_ plan: TunnelPlan) throws -> Int32? {
-        try Spawner.spawn(executable: executable, arguments: arguments(for: plan),
-                          environment: ["PATH": Spawner.defaultSearchPath])
+        let management = channel.withLock { $0 }
+        management?.expect(.anyChild)
+        let pid: Int32
+        do {
+            pid = try Spawner.spawn(executable: executable, arguments: arguments(for: plan),
+                                    environment: ["PATH": Spawner.defaultSearchPath])
+        } catch {
+            management?.expect(.nobody)
+            throw error
+        }
+        management?.expect(.process(pid))
+        return pid
+    }
+
+    public func forgetProcess() {
+        channel.withLock { $0 }?.expect(.nobody)
     }
 
     public func send(_ command: TunnelCommand, credentials: Credentials?) throws {

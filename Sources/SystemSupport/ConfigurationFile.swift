@@ -155,11 +155,4 @@ public enum TextFile {
     public static func read(_ path: String, limit: Int = ConfigurationFile.sizeLimit) -> Result<String, ConfigurationFileError> {
         ConfigurationFile.read(path, limit: limit).map(\.text)
     }
-
-    /// Permission bits of a file, or nil if it cannot be inspected.
-    public static func mode(_ path: String) -> UInt32? {
-        var info = stat()
-        guard stat(path, &info) == 0 else { return nil }
-        return UInt32(info.st_mode) & 0o7777
-    }
 }

@@ -191,13 +191,22 @@ struct Scenario: Hashable, Sendable, CustomStringConvertible {
     static let shutDownWhileResolving = Scenario(name: "Killswitched (shut down while resolving)", state: .killswitched,
                                                  path: resolving.path + [.shutdownRequested])
 
+    // MARK: SIGHUP while the files are read
+
+    /// TunnelUp with a SIGHUP's files being read (their outcome comes later).
+    static let tunnelUpReloading = Scenario(name: "TunnelUp (reading a SIGHUP's files)", state: .tunnelUp,
+                                            path: tunnelUp.path + [.reloadRequested])
+    /// ... and another SIGHUP came meanwhile: the files are read again after the outcome.
+    static let tunnelUpReloadingAgain = Scenario(name: "TunnelUp (another SIGHUP while reading)", state: .tunnelUp,
+                                                 path: tunnelUpReloading.path + [.reloadRequested])
+
     /// One scenario per state, in `State.allCases` order.
     static let perState: [Scenario] = [initial, addressAssigned, tunnelConnecting, tunnelUp, degraded, killswitched]
     /// Every scenario: one per state, plus the variants that reach the other transitions.
     static let all: [Scenario] = [starting, lockdownFailed, awaitingLockdown, resolutionOpening, resolving, closingResolution,
                                   initial, addressAssigned, tunnelConnecting, connectedAwaitingLink, tunnelUp,
-                                  degraded, degradedLinkDown, killswitched, killswitchedTransient, shuttingDown,
-                                  shutDownWhileResolving]
+                                  tunnelUpReloading, tunnelUpReloadingAgain, degraded, degradedLinkDown, killswitched,
+                                  killswitchedTransient, shuttingDown, shutDownWhileResolving]
 
     /// The kernel may hold the resolving ruleset, which only a lockdown commit replaces.
     var resolutionMayBeOpen: Bool { [Scenario.resolutionOpening, .resolving, .closingResolution].contains(self) }

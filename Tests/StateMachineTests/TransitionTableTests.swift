@@ -247,7 +247,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
             // The tunnel's route in vpnsup's routing table, whenever tun0 comes up while it is wanted.
             ExpectedRow(.tunnelLinkUp, .tunnelConnecting, [.ensureTunnelRoute]),
-            ExpectedRow(exited, .tunnelConnecting, [crashWindow, respawn]),
+            ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, crashWindow, respawn]),
             ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
             ExpectedRow(.tunnelHeld, .tunnelConnecting, [.releaseTunnel]),
             ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
@@ -279,7 +279,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.lanAddressMissing, .tunnelConnecting, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.tunnelLinkUp, .tunnelUp, [.ensureTunnelRoute, .applyFirewall(.up)]),
-            ExpectedRow(exited, .tunnelConnecting, [crashWindow, respawn]),
+            ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, crashWindow, respawn]),
             ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
             ExpectedRow(.tunnelHeld, .tunnelConnecting, [.releaseTunnel]),
             ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
@@ -301,41 +301,11 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
         ])
 
     case .tunnelUp:
-        return ExpectedTable(rows: [
-            ExpectedRow(.firewallFailed(.up, "EPERM"), .killswitched, killswitchTransientRunning),
-            ExpectedRow(tampered, .tunnelUp, [.applyFirewall(.up)]),
-            ExpectedRow(.firewallNotificationsLost, .tunnelUp, [.verifyFirewall(.up)]),
-            ExpectedRow(.lanAddressConfigured, .tunnelUp, [.ensurePolicyRouting]),
-            ExpectedRow(.lanAddressMissing, .tunnelUp, [.ensureLANAddress]),
-            ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
-            // tun0 is up: its route goes into the routing table just installed.
-            ExpectedRow(.policyRoutingInstalled, .tunnelUp, [.ensureTunnelRoute]),
-            ExpectedRow(.tunnelLinkUp, .tunnelUp, [.ensureTunnelRoute]),
-            // The tunnel device gone under a running OpenVPN: only a reconnect reopens it.
-            ExpectedRow(.tunnelLinkDown, .degraded, [.reconnectTunnel]),
-            // The WAN is gone: the tunnel cannot carry anything until it is back.
-            ExpectedRow(.wanLinkDown, .degraded, []),
-            ExpectedRow(exited, .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn]),
-            ExpectedRow(.tunnelControlConnected, .tunnelUp, [.watchTunnelState]),
-            ExpectedRow(.tunnelHeld, .tunnelUp, [.releaseTunnel]),
-            ExpectedRow(.credentialsRequested, .tunnelUp, [.sendCredentials]),
-            ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
-            ExpectedRow(reconnecting, .degraded, []),
-            ExpectedRow(waiting, .degraded, []),
-            ExpectedRow(remoteAsked, .tunnelUp, [.answerRemote(.accept)]),
-            ExpectedRow(commandFailed, .tunnelUp, [.stopTunnel]),
-            ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
-            ExpectedRow(.reloadRequested, .tunnelUp, [.reloadConfiguration]),
-            ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
-        ], ignored: [
-            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
-            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
-            .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.connecting, "EPERM"),
-            .firewallIntact(.up), .lanAddressPresent, .policyRoutingFailed("EPERM"), .tunnelRouteInstalled,
-            .tunnelRouteFailed("ENETDOWN"), .wanLinkUp, started, .tunnelStartFailed("ENOENT"), .tunnelConnected,
-            fatal, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
-            .timerFired(.probe), .timerFired(.crashWindow), refused,
-        ])
+        return tunnelUpTable(reload: .idle)
+    case .tunnelUpReloading:
+        return tunnelUpTable(reload: .reading)
+    case .tunnelUpReloadingAgain:
+        return tunnelUpTable(reload: .readingThenAgain)
 
     case .degraded:
         return ExpectedTable(rows: [
@@ -347,7 +317,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.policyRoutingInstalled, .degraded, [.ensureTunnelRoute]),
             ExpectedRow(.tunnelLinkUp, .degraded, [.ensureTunnelRoute]),
-            ExpectedRow(exited, .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn]),
+            ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, .applyFirewall(.connecting), crashWindow, respawn]),
             ExpectedRow(.tunnelControlConnected, .degraded, [.watchTunnelState]),
             ExpectedRow(.tunnelHeld, .degraded, [.releaseTunnel]),
             ExpectedRow(.credentialsRequested, .degraded, [.sendCredentials]),
@@ -378,7 +348,7 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.lanAddressMissing, .degraded, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.tunnelLinkUp, .tunnelUp, [.ensureTunnelRoute]),
-            ExpectedRow(exited, .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn]),
+            ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, .applyFirewall(.connecting), crashWindow, respawn]),
             ExpectedRow(.tunnelControlConnected, .degraded, [.watchTunnelState]),
             ExpectedRow(.tunnelHeld, .degraded, [.releaseTunnel]),
             ExpectedRow(.credentialsRequested, .degraded, [.sendCredentials]),
@@ -494,6 +464,60 @@ func expectedTable(for scenario: Scenario) -> ExpectedTable {
         Issue.record("no expected table for \(scenario.name)")
         return ExpectedTable(rows: [], ignored: [])
     }
+}
+
+/// TunnelUp, and TunnelUp while a SIGHUP's files are read (a second SIGHUP then waits for the
+/// outcome, and reads them again after it).
+private enum ReloadStep { case idle, reading, readingThenAgain }
+
+private func tunnelUpTable(reload: ReloadStep) -> ExpectedTable {
+    var table = ExpectedTable(rows: [
+        ExpectedRow(.firewallFailed(.up, "EPERM"), .killswitched, killswitchTransientRunning),
+        ExpectedRow(tampered, .tunnelUp, [.applyFirewall(.up)]),
+        ExpectedRow(.firewallNotificationsLost, .tunnelUp, [.verifyFirewall(.up)]),
+        ExpectedRow(.lanAddressConfigured, .tunnelUp, [.ensurePolicyRouting]),
+        ExpectedRow(.lanAddressMissing, .tunnelUp, [.ensureLANAddress]),
+        ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
+        // tun0 is up: its route goes into the routing table just installed.
+        ExpectedRow(.policyRoutingInstalled, .tunnelUp, [.ensureTunnelRoute]),
+        ExpectedRow(.tunnelLinkUp, .tunnelUp, [.ensureTunnelRoute]),
+        // The tunnel device gone under a running OpenVPN: only a reconnect reopens it.
+        ExpectedRow(.tunnelLinkDown, .degraded, [.reconnectTunnel]),
+        // The WAN is gone: the tunnel cannot carry anything until it is back.
+        ExpectedRow(.wanLinkDown, .degraded, []),
+        ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, .applyFirewall(.connecting), crashWindow, respawn]),
+        ExpectedRow(.tunnelControlConnected, .tunnelUp, [.watchTunnelState]),
+        ExpectedRow(.tunnelHeld, .tunnelUp, [.releaseTunnel]),
+        ExpectedRow(.credentialsRequested, .tunnelUp, [.sendCredentials]),
+        ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
+        ExpectedRow(reconnecting, .degraded, []),
+        ExpectedRow(waiting, .degraded, []),
+        ExpectedRow(remoteAsked, .tunnelUp, [.answerRemote(.accept)]),
+        ExpectedRow(commandFailed, .tunnelUp, [.stopTunnel]),
+        ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
+        ExpectedRow(.reloadRequested, .tunnelUp, [.reloadConfiguration]),
+        ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
+    ], ignored: [
+        .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+        .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+        .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.connecting, "EPERM"),
+        .firewallIntact(.up), .lanAddressPresent, .policyRoutingFailed("EPERM"), .tunnelRouteInstalled,
+        .tunnelRouteFailed("ENETDOWN"), .wanLinkUp, started, .tunnelStartFailed("ENOENT"), .tunnelConnected,
+        fatal, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
+        .timerFired(.probe), .timerFired(.crashWindow), refused,
+    ])
+    guard reload != .idle else { return table }
+    let again: [Action] = reload == .readingThenAgain ? [.reloadConfiguration] : []
+    // A SIGHUP while reading: remembered, nothing done until the reading's outcome is in.
+    table.rows.removeAll { $0.event == .reloadRequested }
+    table.ignored.append(.reloadRequested)
+    table.rows = table.rows.map { row in
+        row.event == reloaded ? ExpectedRow(reloaded, row.next, row.actions + again) : row
+    }
+    guard !again.isEmpty else { return table }
+    table.ignored.removeAll { $0 == refused }
+    table.rows.append(ExpectedRow(refused, .tunnelUp, again))
+    return table
 }
 
 @Suite("Every state × every event")

@@ -18,6 +18,10 @@ actor RecordingEffects: Effects {
     var loadResult: Event
     /// What `reloadConfiguration` reports.
     var reloadResult: Event = .reloadRefused("no reload scripted")
+    /// Whether loading and reloading report later, as LinuxEffects does (it reads the files off
+    /// the interpreter and the effects): the test then posts the outcome when it likes.
+    var loadReportsLater = false
+    var reloadReportsLater = false
     /// Policies whose commit fails, with the error.
     var failingCommits: [FirewallPolicy: String] = [:]
     /// Control commands that cannot be sent.
@@ -33,6 +37,10 @@ actor RecordingEffects: Effects {
     }
 
     func script(reload: Event) { reloadResult = reload }
+    func script(loadReportsLater: Bool = true, reloadReportsLater: Bool = true) {
+        self.loadReportsLater = loadReportsLater
+        self.reloadReportsLater = reloadReportsLater
+    }
     func script(failingCommit policy: FirewallPolicy, _ message: String) { failingCommits[policy] = message }
     func script(failing command: TunnelCommand) { failingCommands.insert(command) }
     func script(verify: @escaping @Sendable (FirewallPolicy) -> Event) { verifyResult = verify }
@@ -48,8 +56,8 @@ actor RecordingEffects: Effects {
             log.log(.info, "committed the \(policy) ruleset")
             return [.firewallCommitted(policy)]
         case .openNameResolution: return [.nameResolutionOpened]
-        case .loadConfiguration: return [loadResult]
-        case .reloadConfiguration: return [reloadResult]
+        case .loadConfiguration: return loadReportsLater ? [] : [loadResult]
+        case .reloadConfiguration: return reloadReportsLater ? [] : [reloadResult]
         case .ensureLANAddress: return [.lanAddressConfigured]
         case .ensurePolicyRouting: return [.policyRoutingInstalled]
         case .ensureTunnelRoute: return [.tunnelRouteInstalled]
@@ -62,7 +70,7 @@ actor RecordingEffects: Effects {
         case .sendCredentials: return sent(.sendCredentials)
         case .reconnectTunnel: return sent(.reconnect)
         case .answerRemote(let answer): return sent(.answerRemote(answer))
-        case .resolveNames, .probeTunnel, .stopTunnel, .killTunnel, .scheduleTimer, .cancelTimer, .exit:
+        case .resolveNames, .probeTunnel, .stopTunnel, .killTunnel, .forgetTunnelProcess, .scheduleTimer, .cancelTimer, .exit:
             return []
         }
     }
