@@ -33,8 +33,8 @@ build: deps-build
 # then a short pass of every fuzz target (fuzz/run.sh: replays the crash regressions, 5 s each),
 # the differential corpus test against OpenVPN 2.6 itself (Tests/corpus/run.sh),
 # the lab proves its own leak detector (selftest, and its WireGuard side: wireguard-selftest),
-# the Kubernetes manifests render and validate, the cluster simulation proves its topology and
-# its leak detector (Tests/k8s/sim.sh, ~25 s), the end-to-end tests run against the built binary,
+# the Kubernetes manifests render and validate, the cluster simulation runs vpnsup run and vpnsup
+# join with the manifests' environment (Tests/k8s/sim.sh, ~50 s), the end-to-end tests run against the built binary,
 # the metrics scraped from the LAN (Tests/lab/metrics.sh, ~15 s), a short fault-injection soak,
 # the systemd units, and the original Docker scenario with the image built both ways
 # (Tests/docker/e2e.sh: `--target prebuilt` from dist/vpnsup, and the Dockerfile's own build stage
@@ -51,7 +51,7 @@ test: deps build
 	bash Tests/lab/selftest.sh
 	bash Tests/lab/wireguard-selftest.sh
 	bash Tests/k8s/manifests.sh
-	bash Tests/k8s/sim.sh
+	VPNSUP=$(VPNSUP) bash Tests/k8s/sim.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/e2e.sh
 	VPNSUP=$(VPNSUP) bash Tests/lab/metrics.sh
 	VPNSUP=$(VPNSUP) SOAK_FAULTS=12 bash Tests/lab/soak.sh

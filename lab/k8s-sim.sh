@@ -19,18 +19,11 @@
 # every node (10.96.0.10 kube-dns, 10.96.0.80 web); the cluster DNS is dnsmasq in the kube-dns pod,
 # answering the gateway's headless Service name with the gateway pod's IP (ksim_dns_set).
 #
-# Phase 1 (now): the gateway and the clients are configured by hand (ip/nft commands below), as
-# vpnsup run (gateway) and vpnsup join (clients) will do it: phase 2 swaps those in with the same
-# environment the manifests set (deploy/kubernetes). What is by hand:
-#   gateway: vxlan0 (VNI, port, learning) over eth0 with the overlay's gateway address and the MAC
-#            derived from it, a route for the pod network by eth0 (above OpenVPN's redirect),
-#            OpenVPN, masquerade into the tunnel, a forward filter (overlay -> tunnel only), DNS
-#            from the overlay redirected to the echo's resolver through the tunnel.
-#   client:  the kill switch (ClientKillSwitch's ruleset, as its unit test prints it), the pod's
-#            DNS forwarder (cluster domain -> kube-dns, everything else -> the gateway, from marked
-#            sockets), the gateway's name resolved through it, vxlan0 (nolearning, remote = the
-#            gateway's pod IP) with the derived overlay address and MAC, cluster routes on eth0,
-#            default route into the overlay.
+# The gateway pod runs `vpnsup run` and each client pod `vpnsup join` (the binary at $VPNSUP), with
+# the environment the manifests set (deploy/kubernetes/examples, rendered by kubectl kustomize):
+# only the site's values differ (ksim_site_env). As the kubelet would, the simulation gives the
+# gateway pod its ip_forward sysctl and the client pods a resolv.conf naming the cluster DNS
+# (/etc/netns/<pod namespace>/resolv.conf, which `ip netns exec` mounts).
 #
 # Namespaces are named <lab prefix>k-<name>, so lab_down removes them too; daemons are recorded
 # in <rundir>/sim-pids and stopped by pid (ksim_down), before lab_down.
@@ -45,14 +38,18 @@ KSIM_NODE_CIDR=192.168.50.0/24
 KSIM_EDGE_IP=192.168.50.1
 KSIM_CLUSTER_DNS=10.96.0.10
 KSIM_WEB_SERVICE=10.96.0.80
-KSIM_GATEWAY_NAME=vpn-gateway.vpn.svc.cluster.local
 KSIM_WEB_NAME=web.apps.svc.cluster.local
 KSIM_CLUSTER_DOMAIN=cluster.local
-KSIM_GATEWAY_ADDR=172.30.0.1/15 # the gateway's IP_ADDR, the clients' GATEWAY_ADDR
-KSIM_VNI=30320
-KSIM_PORT=4789
-KSIM_DNS_MARK=0x76706e02 # ClientKillSwitch.DNSForwarding.defaultMark
 KSIM_NODES=(n1 n2 n3)
+# The gateway's port forward: tunnel port 8080 to client-b (pod 10.244.2.10) on its overlay address.
+KSIM_FORWARD=8080:172.31.2.10:80
+# From the manifests once rendered (ksim_up): the Service name, the gateway's overlay address
+# (IP_ADDR = GATEWAY_ADDR), the overlay's port.
+KSIM_GATEWAY_NAME=
+KSIM_GATEWAY_ADDR=
+KSIM_PORT=
+VPNSUP=${VPNSUP:-$LAB_REPO/.build/debug/vpnsup}
+[[ $VPNSUP == /* ]] || VPNSUP=$LAB_REPO/$VPNSUP
 
 ksim_ns() { echo "${LAB_PREFIX:?lab_init first}k-$1"; }
 ksim_exec() {
@@ -80,6 +77,7 @@ ksim_daemon_start() { # NAME NAMESPACE-NAME CMD...
     pid=$!
     disown "$pid" 2>/dev/null || true
     echo "$pid $where" >"$LAB_RUNDIR/sim-pids/$name.pid"
+    _lab_wait_entered "$pid" "$(ksim_ns "$where")"
 }
 
 ksim_daemon_pid() {
@@ -184,6 +182,7 @@ ksim_pod_delete() {
     ns=$(ksim_ns "$1")
     _lab_kill_ns_procs "$ns" || true
     ip netns del "$ns"
+    rm -rf "/etc/netns/$ns"
     ksim_exec "$node" ip route del "$ip/32" 2>/dev/null || true
     rm -f "$LAB_RUNDIR/sim-pods/$1"
 }
@@ -226,7 +225,69 @@ _ksim_web() {
     lab_wait_for 10 _ksim_listening web tcp 10.244.2.80 80 || { _lab_log "web not listening"; return 1; }
 }
 
-# ---- the gateway pod (by hand; phase 2: vpnsup run with POD_CIDRS set) ----
+# ---- the environments the manifests set ----
+
+# The gateway's and the clients' environments as deploy/kubernetes renders them (the example
+# kustomizations, through kubectl kustomize): ConfigMaps vpnsup-gateway and vpnsup-join, written to
+# <rundir>/sim/{gateway,join}.manifest.env. The simulation takes them as they are and changes only
+# what is the site's (ksim_site_env): file paths, the provider's resolver, this cluster's networks.
+_ksim_manifest_env() {
+    local d=$LAB_RUNDIR/sim example
+    for example in gateway client; do
+        kubectl kustomize "$LAB_REPO/deploy/kubernetes/examples/$example" >"$d/$example.yaml" ||
+            { _lab_log "kubectl kustomize deploy/kubernetes/examples/$example failed"; return 1; }
+    done
+    "$LAB_PYTHON" "$LAB_REPO/Tests/k8s/manifest_env.py" "$d/gateway.yaml" vpnsup-gateway >"$d/gateway.manifest.env" &&
+        "$LAB_PYTHON" "$LAB_REPO/Tests/k8s/manifest_env.py" "$d/client.yaml" vpnsup-join >"$d/join.manifest.env"
+}
+
+# What the simulation sets itself, by role; everything else comes from the manifests.
+#   gateway: the provider's file and the credentials where the lab keeps them, the runtime
+#            directory per pod, DNS = the lab's resolver (reached through the tunnel), and a port
+#            forward from the tunnel to client-b's overlay address (KSIM_FORWARD).
+#   join:    CLUSTER_CIDRS = this cluster's services and nodes, the runtime directory per pod.
+# (The cluster resolver comes from the pod's resolv.conf, as the kubelet writes it.)
+ksim_site_env() { # gateway|join POD
+    case $1 in
+        gateway)
+            echo "CONFIG=$LAB_RUNDIR/config/client-ip.ovpn"
+            echo "CONFIG_DIR=$LAB_RUNDIR/config"
+            echo "CREDENTIALS_FILE=$LAB_RUNDIR/credentials"
+            echo "RUNTIME_DIR=$LAB_RUNDIR/sim/$2/run"
+            echo "DNS=$LAB_ECHO_IP"
+            echo "PORT_FWD=$KSIM_FORWARD"
+            ;;
+        join)
+            echo "CLUSTER_CIDRS=$KSIM_SERVICE_CIDR,$KSIM_NODE_CIDR"
+            echo "RUNTIME_DIR=$LAB_RUNDIR/sim/$2/run"
+            ;;
+    esac
+}
+
+# ksim_env gateway|join POD: the manifests' environment with the site's values in place, one
+# VAR=value per line (PATH first, nothing else inherited).
+ksim_env() {
+    local site
+    site=$(ksim_site_env "$1" "$2" | cut -d= -f1 | paste -sd'|')
+    echo "PATH=$PATH"
+    grep -Ev "^($site)=" "$LAB_RUNDIR/sim/$1.manifest.env"
+    ksim_site_env "$1" "$2"
+}
+
+# ksim_manifest_value gateway|join NAME: a variable as the manifests set it.
+ksim_manifest_value() { sed -n "s/^$2=//p" "$LAB_RUNDIR/sim/$1.manifest.env"; }
+
+# ---- vpnsup in a pod ----
+
+# ksim_vpnsup POD ARGS...: a vpnsup command in POD against its runtime directory.
+ksim_vpnsup() {
+    local pod=$1
+    shift
+    timeout 5 ip netns exec "$(ksim_ns "$pod")" "$VPNSUP" "$@" --runtime-dir "$LAB_RUNDIR/sim/$pod/run"
+}
+
+ksim_state() { ksim_vpnsup "$1" status --json 2>/dev/null | jq -er .state; }
+ksim_state_is() { [ "$(ksim_state "$1" 2>/dev/null)" = "$2" ]; }
 
 # The overlay's MAC for an address: OverlayAddressing.macAddress (02:76 and the four octets).
 ksim_overlay_mac() {
@@ -245,143 +306,35 @@ ksim_client_address() {
     echo "172.31.$3.$4"
 }
 
-# ksim_gateway_start POD NODE IP: the gateway pod, its tunnel up; returns once OpenVPN is connected.
+# ---- the gateway pod: vpnsup run with the manifests' environment ----
+
+# ksim_gateway_start POD NODE IP: the gateway pod (the manifest's ip_forward sysctl), vpnsup run in
+# it; returns once it is TunnelUp (or fails after 30 s).
 ksim_gateway_start() {
-    local pod=$1 gw=${KSIM_GATEWAY_ADDR%/*}
+    local pod=$1 vars
     ksim_pod_add "$pod" "$2" "$3"
     _ksim_sysctl "$pod" net.ipv4.ip_forward=1
-    ksim_exec "$pod" ip link add vxlan0 type vxlan id "$KSIM_VNI" dstport "$KSIM_PORT" dev eth0 local "$3"
-    ksim_exec "$pod" ip link set vxlan0 address "$(ksim_overlay_mac "$gw")"
-    ksim_exec "$pod" ip addr add "$KSIM_GATEWAY_ADDR" dev vxlan0
-    ksim_exec "$pod" ip link set vxlan0 up
-    # The overlay's own packets to the pods go by eth0: without this route OpenVPN's
-    # redirect-gateway (0/1 and 128/1 via tun0) would send them into the tunnel (vxlan routes
-    # learned destinations by the main table, whatever its `dev`).
-    ksim_exec "$pod" ip route add "$KSIM_POD_CIDR" via 169.254.1.1 dev eth0
-    # Overlay traffic into the tunnel only, masqueraded; overlay DNS to the echo's resolver.
-    ksim_exec "$pod" nft -f - <<EOF
-table inet gateway {
-    chain prerouting {
-        type nat hook prerouting priority dstnat; policy accept;
-        iifname "vxlan0" ip daddr != $LAB_ECHO_IP udp dport 53 dnat ip to $LAB_ECHO_IP
-        iifname "vxlan0" ip daddr != $LAB_ECHO_IP tcp dport 53 dnat ip to $LAB_ECHO_IP
-    }
-    chain forward {
-        type filter hook forward priority 0; policy drop;
-        iifname "vxlan0" oifname "tun0" accept
-        iifname "tun0" oifname "vxlan0" ct state established,related accept
-        counter drop
-    }
-    chain postrouting {
-        type nat hook postrouting priority srcnat; policy accept;
-        oifname "tun0" masquerade
-    }
-    # The WAN (eth0) carries OpenVPN's transport and the overlay, nothing else: what vpnsup's
-    # egress chain allows (there with OpenVPN's fwmark; the kernel's ICMP errors are dropped too).
-    chain egress {
-        type filter hook postrouting priority 0; policy accept;
-        oifname "eth0" ip daddr $LAB_VPN_SERVER_IP udp dport $LAB_VPN_PORT accept
-        oifname "eth0" ip daddr $KSIM_POD_CIDR udp dport $KSIM_PORT accept
-        oifname "eth0" counter drop
-    }
-}
-EOF
-    ksim_gateway_tunnel_start "$pod"
+    mkdir -p "$LAB_RUNDIR/sim/$pod"
+    mapfile -t vars < <(ksim_env gateway "$pod")
+    ksim_daemon_start "vpnsup-$pod" "$pod" env -i "${vars[@]}" "$VPNSUP" run
+    lab_wait_for 30 ksim_state_is "$pod" TunnelUp ||
+        { _lab_log "vpnsup run in $pod not TunnelUp"; tail -n 20 "$LAB_RUNDIR/logs/vpnsup-$pod.log" >&2; return 1; }
 }
 
-ksim_gateway_tunnel_start() {
-    ksim_daemon_start "openvpn-$1" "$1" openvpn --config "$LAB_RUNDIR/config/client-ip.ovpn" \
-        --auth-user-pass "$LAB_RUNDIR/credentials" --dev tun0 --dev-type tun
-    lab_wait_for 30 grep -qF "Initialization Sequence Completed" "$LAB_RUNDIR/logs/openvpn-$1.log" ||
-        { _lab_log "openvpn in $1 did not connect"; tail -n 20 "$LAB_RUNDIR/logs/openvpn-$1.log" >&2; return 1; }
-}
+# ---- client pods: vpnsup join with the manifests' environment ----
 
-ksim_gateway_tunnel_stop() { ksim_daemon_stop "openvpn-$1"; }
-
-# ---- client pods (by hand; phase 2: vpnsup join with the vpnsup-join ConfigMap) ----
-
-_ksim_forwarder_script() {
-    cat >"$LAB_RUNDIR/sim/forwarder.py" <<'PYEOF'
-"""The pod's DNS forwarder (docs/kubernetes.md; phase 2 builds it into vpnsup join): listens on
-127.0.0.1:53 (UDP); names in the cluster domain go to the cluster resolver, every other name to
-the gateway's overlay address, where the gateway sends it through the tunnel. Its upstream
-sockets carry the mark the client kill switch lets through.
-usage: forwarder.py CLUSTER_DOMAIN CLUSTER_DNS GATEWAY MARK LOG"""
-import socket
-import sys
-import threading
-
-DOMAIN, CLUSTER_DNS, GATEWAY, MARK, LOG = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4], 0), sys.argv[5]
-SO_MARK = 36
-
-
-def qname(packet):
-    labels, i = [], 12
-    while i < len(packet) and packet[i]:
-        labels.append(packet[i + 1:i + 1 + packet[i]].decode("ascii", "replace"))
-        i += 1 + packet[i]
-    return ".".join(labels).lower()
-
-
-def relay(listener, query, client):
-    name = qname(query)
-    upstream = CLUSTER_DNS if name == DOMAIN or name.endswith("." + DOMAIN) else GATEWAY
-    with open(LOG, "a", encoding="ascii") as log:
-        log.write(f"{name} -> {upstream}\n")
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, SO_MARK, MARK)
-    s.settimeout(2)
-    try:
-        s.sendto(query, (upstream, 53))
-        listener.sendto(s.recv(4096), client)
-    except OSError:
-        pass
-    finally:
-        s.close()
-
-
-listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-listener.bind(("127.0.0.1", 53))
-while True:
-    query, client = listener.recvfrom(4096)
-    threading.Thread(target=relay, args=(listener, query, client), daemon=True).start()
-PYEOF
-}
-
-# The client kill switch: ClientKillSwitch(...).ruleset.nftText for the simulation's networks
-# (Tests/StateMachineTests/OverlayTests.swift prints the same ruleset for its own).
-ksim_client_killswitch() {
-    ksim_exec "$1" nft -f - <<EOF
-table inet vpnsup {
-	chain nat_output {
-		type nat hook output priority -100; policy accept;
-		meta mark $KSIM_DNS_MARK accept
-		ip daddr != 127.0.0.1 udp dport 53 dnat ip to 127.0.0.1
-		ip daddr != 127.0.0.1 tcp dport 53 dnat ip to 127.0.0.1
-	}
-
-	chain forward {
-		type filter hook forward priority 0; policy drop;
-		counter drop
-	}
-
-	chain output {
-		type filter hook output priority 0; policy drop;
-		oifname "lo" accept
-		ct status dnat ip daddr 127.0.0.1 udp dport 53 accept
-		ct status dnat ip daddr 127.0.0.1 tcp dport 53 accept
-		oifname "eth0" meta mark $KSIM_DNS_MARK ip daddr $KSIM_CLUSTER_DNS udp dport 53 accept
-		oifname "eth0" meta mark $KSIM_DNS_MARK ip daddr $KSIM_CLUSTER_DNS tcp dport 53 accept
-		ip daddr $KSIM_CLUSTER_DNS udp dport 53 counter drop
-		ip daddr $KSIM_CLUSTER_DNS tcp dport 53 counter drop
-		oifname "eth0" ip daddr $KSIM_POD_CIDR accept
-		oifname "eth0" ip daddr $KSIM_SERVICE_CIDR accept
-		oifname "eth0" ip daddr $KSIM_NODE_CIDR accept
-		meta nfproto ipv4 oifname "vxlan0" accept
-		counter drop
-	}
-}
-EOF
+# ksim_client_join POD NODE IP: the pod with the resolv.conf the kubelet would write, vpnsup join
+# in it (the native sidecar); returns once `vpnsup health` passes, as the startup probe would wait.
+ksim_client_join() {
+    local pod=$1 vars
+    ksim_pod_add "$pod" "$2" "$3"
+    mkdir -p "/etc/netns/$(ksim_ns "$pod")" "$LAB_RUNDIR/sim/$pod"
+    printf 'search apps.svc.%s svc.%s %s\nnameserver %s\noptions ndots:5\n' "$KSIM_CLUSTER_DOMAIN" \
+        "$KSIM_CLUSTER_DOMAIN" "$KSIM_CLUSTER_DOMAIN" "$KSIM_CLUSTER_DNS" >"/etc/netns/$(ksim_ns "$pod")/resolv.conf"
+    mapfile -t vars < <(ksim_env join "$pod")
+    ksim_daemon_start "join-$pod" "$pod" env -i "${vars[@]}" "$VPNSUP" join
+    lab_wait_for 15 ksim_vpnsup "$pod" health >/dev/null ||
+        { _lab_log "vpnsup join in $pod not healthy"; tail -n 20 "$LAB_RUNDIR/logs/join-$pod.log" >&2; return 1; }
 }
 
 # ksim_resolve POD NAME: the A record through the pod's forwarder (the first address), or failure.
@@ -390,52 +343,6 @@ ksim_resolve() {
     answer=$(ksim_exec "$1" dig +short +time=1 +tries=1 @127.0.0.1 "$2" A 2>/dev/null | head -n 1) || return 1
     [[ $answer =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || return 1
     echo "$answer"
-}
-
-# ksim_client_join POD NODE IP: kill switch first, then the forwarder, the gateway's name, the
-# overlay and the routes. Prints the gateway pod IP it joined.
-ksim_client_join() {
-    local pod=$1 ip=$3 overlay gateway
-    ksim_pod_add "$pod" "$2" "$ip"
-    ksim_client_killswitch "$pod"
-    ksim_daemon_start "forwarder-$pod" "$pod" "$LAB_PYTHON" -u "$LAB_RUNDIR/sim/forwarder.py" "$KSIM_CLUSTER_DOMAIN" \
-        "$KSIM_CLUSTER_DNS" "${KSIM_GATEWAY_ADDR%/*}" "$KSIM_DNS_MARK" "$LAB_RUNDIR/sim/forwarder-$pod.log"
-    lab_wait_for 10 _ksim_listening "$pod" udp 127.0.0.1 53 || { _lab_log "forwarder in $pod not listening"; return 1; }
-    gateway=$(lab_wait_for 10 ksim_resolve "$pod" "$KSIM_GATEWAY_NAME" >/dev/null && ksim_resolve "$pod" "$KSIM_GATEWAY_NAME") ||
-        { _lab_log "$pod cannot resolve $KSIM_GATEWAY_NAME"; return 1; }
-    overlay=$(ksim_client_address "$ip")
-    ksim_exec "$pod" ip link add vxlan0 type vxlan id "$KSIM_VNI" dstport "$KSIM_PORT" dev eth0 local "$ip" \
-        nolearning remote "$gateway"
-    ksim_exec "$pod" ip link set vxlan0 address "$(ksim_overlay_mac "$overlay")"
-    ksim_exec "$pod" ip addr add "$overlay/${KSIM_GATEWAY_ADDR#*/}" dev vxlan0
-    ksim_exec "$pod" ip link set vxlan0 up
-    ksim_neighbour_timers "$pod"
-    local net
-    for net in "$KSIM_POD_CIDR" "$KSIM_SERVICE_CIDR" "$KSIM_NODE_CIDR"; do
-        ksim_exec "$pod" ip route add "$net" via 169.254.1.1 dev eth0
-    done
-    ksim_exec "$pod" ip route replace default via "${KSIM_GATEWAY_ADDR%/*}" dev vxlan0
-    echo "$gateway"
-}
-
-# The gateway-move detector's timers on a client's vxlan0 (docs/kubernetes.md, Gateway moves):
-# without confirmation from traffic the gateway's entry is re-checked after 1-3 s, probed once a
-# second later, three unicast probes 0.5 s apart, then FAILED, which rtnetlink announces.
-ksim_neighbour_timers() {
-    _ksim_sysctl "$1" net.ipv4.neigh.vxlan0.base_reachable_time_ms=2000 net.ipv4.neigh.vxlan0.delay_first_probe_time=1 \
-        net.ipv4.neigh.vxlan0.retrans_time_ms=500 net.ipv4.neigh.vxlan0.ucast_solicit=3 net.ipv4.neigh.vxlan0.mcast_solicit=3
-}
-
-# ksim_client_follow POD: re-resolve the gateway's name, re-point the overlay in place
-# (RTM_NEWLINK IFLA_VXLAN_GROUP, what VxlanLink.setRemote sends), and forget the gateway's
-# neighbour entry: the client's next packet then ARPs, which is how the new gateway learns the
-# client (its link learns; it cannot ask, having no default destination). Prints the address.
-ksim_client_follow() {
-    local gateway
-    gateway=$(ksim_resolve "$1" "$KSIM_GATEWAY_NAME") || return 1
-    ksim_exec "$1" ip link set vxlan0 type vxlan remote "$gateway"
-    ksim_exec "$1" ip neigh flush dev vxlan0
-    echo "$gateway"
 }
 
 # ---- captures: every node's uplink (what the node sends into the fabric) ----
@@ -497,7 +404,11 @@ ksim_up() {
     t0=$(lab_now_ms)
     lab_up
     mkdir -p "$LAB_RUNDIR/sim" "$LAB_RUNDIR/sim-pods" "$LAB_RUNDIR/sim-pids"
-    _ksim_forwarder_script
+    lab_require iperf3
+    _ksim_manifest_env
+    KSIM_GATEWAY_NAME=$(ksim_manifest_value join GATEWAY)
+    KSIM_GATEWAY_ADDR=$(ksim_manifest_value gateway IP_ADDR)
+    KSIM_PORT=$(ksim_manifest_value gateway OVERLAY_PORT)
     _ksim_nodes
     _ksim_cluster_dns
     _ksim_web

@@ -146,6 +146,19 @@ lab_daemon_start() {
     pid=$!
     disown "$pid" 2>/dev/null || true
     echo "$pid $node" >"$LAB_RUNDIR/pids/$name.pid"
+    _lab_wait_entered "$pid" "$ns"
+}
+
+# `ip netns exec` enters the namespace a moment after the fork; until then the daemon does not
+# count as alive there (lab_daemon_pid), and a wait for its log would take it for dead. Bounded:
+# returns after 2 s, or as soon as the process is gone.
+_lab_wait_entered() { # PID NS
+    local i
+    for i in $(seq 200); do
+        _lab_pid_in_ns "$1" "$2" && return 0
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.01
+    done
 }
 
 # Pid of a recorded daemon if it is still alive in its namespace; fails otherwise.

@@ -110,7 +110,8 @@ public struct AddressConfigurator: Sendable {
         if_nametoindex(name) != 0
     }
 
-    private static func index(of interface: String, operation: String) throws(SystemError) -> UInt32 {
+    /// The index of `interface`, or the error of `operation` (ENODEV) naming it.
+    static func index(of interface: String, operation: String) throws(SystemError) -> UInt32 {
         let index = if_nametoindex(interface)
         guard index != 0 else { throw SystemError(operation: operation, errno: errno == 0 ? ENODEV : errno) }
         return index

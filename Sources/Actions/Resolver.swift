@@ -192,6 +192,9 @@ final class MarkedSocket {
         }
     }
 
+    /// For poll(2) by an owner that waits on several sockets (the DNS forwarder).
+    var descriptor: Int32 { fd }
+
     /// For UDP this only fixes the peer (and lets an ICMP port unreachable end the wait early).
     func connect(_ address: IPv4Address, port: UInt16, until deadline: ContinuousClock.Instant) throws(SystemError) {
         var peer = sockaddr_in()

@@ -25,9 +25,15 @@ public struct VxlanLink: Sendable {
         /// Learn remote MACs from received frames (the gateway: its clients); off on clients,
         /// which send to the default destination only.
         public var learning: Bool
+        /// The link's MAC address (`OverlayAddressing.macAddress`); nil: the kernel's choice, and
+        /// any MAC will do when an existing link is compared.
+        public var macAddress: [UInt8]?
+        /// Seconds a learned destination is kept unused (the kernel takes 0 for its default, 300).
+        /// nil: the kernel's default, and any value will do when an existing link is compared.
+        public var ageing: UInt32?
 
         public init(name: String, vni: UInt32, port: UInt16, underlay: String, local: IPv4Address? = nil,
-                    remote: IPv4Address? = nil, learning: Bool) {
+                    remote: IPv4Address? = nil, learning: Bool, macAddress: [UInt8]? = nil, ageing: UInt32? = nil) {
             self.name = name
             self.vni = vni
             self.port = port
@@ -35,20 +41,40 @@ public struct VxlanLink: Sendable {
             self.local = local
             self.remote = remote
             self.learning = learning
+            self.macAddress = macAddress
+            self.ageing = ageing
+        }
+
+        /// The link an overlay's end wants (`JoinPlan.link(towards:)`, `GatewayOverlay.link`).
+        public init(_ link: OverlayLink) {
+            self.init(name: link.name, vni: link.vni, port: link.port, underlay: link.underlay, local: link.local,
+                      remote: link.remote, learning: link.learning, macAddress: link.macAddress, ageing: link.ageing)
         }
 
         public var description: String {
             "\(name) vni \(vni) port \(port) dev \(underlay)" + (local.map { " local \($0)" } ?? "")
                 + (remote.map { " remote \($0)" } ?? "") + (learning ? "" : " nolearning")
+                + (macAddress.map { " address \(VxlanLink.macText($0))" } ?? "") + (ageing.map { " ageing \($0)" } ?? "")
         }
 
-        /// Everything but the default destination, which can change in place.
-        fileprivate func sameLink(as other: Parameters) -> Bool {
-            var mine = self, theirs = other
-            mine.remote = nil
-            theirs.remote = nil
-            return mine == theirs
+        /// Whether this link, as read from the kernel, is what `wanted` describes (a MAC or an
+        /// ageing `wanted` leaves to the kernel is any); the default destination (which can change
+        /// in place) is left out with `ignoringRemote`.
+        public func satisfies(_ wanted: Parameters, ignoringRemote: Bool = false) -> Bool {
+            var mine = self
+            if ignoringRemote { mine.remote = wanted.remote }
+            if wanted.macAddress == nil { mine.macAddress = nil }
+            if wanted.ageing == nil { mine.ageing = nil }
+            return mine == wanted
         }
+    }
+
+    /// `02:76:ac:1e:00:01`.
+    public static func macText(_ address: [UInt8]) -> String {
+        address.map { byte in
+            let text = String(byte, radix: 16)
+            return text.count == 1 ? "0" + text : text
+        }.joined(separator: ":")
     }
 
     /// What `ensure` did.
@@ -64,25 +90,41 @@ public struct VxlanLink: Sendable {
         switch try current(parameters.name) {
         case .none:
             try create(parameters)
+            try verify(parameters)
             return .created
-        case .some(.some(let existing)) where existing == parameters:
+        case .some(.some(let existing)) where existing.satisfies(parameters):
             try AddressConfigurator().setLinkUp(parameters.name)
             return .unchanged
-        case .some(.some(let existing)) where existing.sameLink(as: parameters):
+        case .some(.some(let existing)) where existing.satisfies(parameters, ignoringRemote: true):
             try setRemote(parameters.remote, on: parameters.name)
             try AddressConfigurator().setLinkUp(parameters.name)
             return .repointed
         case .some:
             try delete(parameters.name)
             try create(parameters)
+            try verify(parameters)
             return .replaced
+        }
+    }
+
+    /// A link just created reads back as asked; otherwise the next `ensure` would replace it again
+    /// (and its removal would be reported as a lost link, to be ensured again...).
+    private static func verify(_ parameters: Parameters) throws(SystemError) {
+        let operation = "create \(parameters)"
+        switch try current(parameters.name) {
+        case .some(.some(let created)) where created.satisfies(parameters):
+            return
+        case .some(.some(let created)):
+            throw SystemError(operation: operation, errno: EINVAL, message: "the kernel made it \(created)")
+        default:
+            throw SystemError(operation: operation, errno: ENODEV, message: "it cannot be read back")
         }
     }
 
     /// Sets the default destination (the all-zero FDB entry) in place; nil removes it.
     public static func setRemote(_ remote: IPv4Address?, on name: String) throws(SystemError) {
         let operation = "point \(name) at \(remote?.description ?? "nothing")"
-        var request = NetlinkRequest.link(RTM_NEWLINK, index: try index(of: name, operation: operation))
+        var request = NetlinkRequest.link(RTM_NEWLINK, index: try AddressConfigurator.index(of: name, operation: operation))
         request.appendNested(UInt16(IFLA_LINKINFO)) { info in
             info.appendAttribute(UInt16(IFLA_INFO_KIND), string: "vxlan")
             info.appendNested(UInt16(IFLA_INFO_DATA)) { data in
@@ -119,7 +161,8 @@ public struct VxlanLink: Sendable {
             guard link.kind == "vxlan", let vni = link.vni, let port = link.port, let underlayIndex = link.underlayIndex,
                   let underlay = interfaceName(underlayIndex) else { return .some(nil) }
             return .some(Parameters(name: name, vni: vni, port: port, underlay: underlay, local: link.local,
-                                    remote: link.remote, learning: link.learning))
+                                    remote: link.remote, learning: link.learning, macAddress: link.macAddress,
+                                    ageing: link.ageing))
         }
     }
 
@@ -130,12 +173,14 @@ public struct VxlanLink: Sendable {
     private static func create(_ parameters: Parameters) throws(SystemError) {
         let operation = "create \(parameters)"
         guard !parameters.name.isEmpty, parameters.name.utf8.count < Int(IFNAMSIZ),
-              (1...0xff_ffff).contains(parameters.vni), parameters.port != 0 else {
+              (1...0xff_ffff).contains(parameters.vni), parameters.port != 0,
+              parameters.macAddress.map({ $0.count == 6 }) ?? true else {
             throw SystemError(operation: operation, errno: EINVAL)
         }
-        let underlay = try index(of: parameters.underlay, operation: operation)
+        let underlay = try AddressConfigurator.index(of: parameters.underlay, operation: operation)
         var request = NetlinkRequest.link(RTM_NEWLINK, flags: NLM_F_CREATE | NLM_F_EXCL, up: true)
         request.appendAttribute(UInt16(IFLA_IFNAME), string: parameters.name)
+        if let mac = parameters.macAddress { request.appendAttribute(UInt16(IFLA_ADDRESS), bytes: mac) }
         request.appendNested(UInt16(IFLA_LINKINFO)) { info in
             info.appendAttribute(UInt16(IFLA_INFO_KIND), string: "vxlan")
             info.appendNested(UInt16(IFLA_INFO_DATA)) { data in
@@ -145,16 +190,12 @@ public struct VxlanLink: Sendable {
                 data.appendAttribute(UInt16(IFLA_VXLAN_LEARNING), u8: parameters.learning ? 1 : 0)
                 if let local = parameters.local { data.appendAttribute(UInt16(IFLA_VXLAN_LOCAL), local.value.bigEndian) }
                 if let remote = parameters.remote { data.appendAttribute(UInt16(IFLA_VXLAN_GROUP), remote.value.bigEndian) }
+                if let ageing = parameters.ageing { data.appendAttribute(UInt16(IFLA_VXLAN_AGEING), ageing) }
             }
         }
         try AddressConfigurator.requestSocket().transact(request, operation: operation)
     }
 
-    private static func index(of interface: String, operation: String) throws(SystemError) -> UInt32 {
-        let index = if_nametoindex(interface)
-        guard index != 0 else { throw SystemError(operation: operation, errno: errno == 0 ? ENODEV : errno) }
-        return index
-    }
 
     private static func interfaceName(_ index: UInt32) -> String? {
         var buffer = [CChar](repeating: 0, count: Int(IFNAMSIZ))
@@ -172,12 +213,16 @@ struct VxlanAttributes: Equatable {
     var local: IPv4Address?
     var remote: IPv4Address?
     var learning = true
+    var macAddress: [UInt8]?
+    var ageing: UInt32?
 
     /// The RTM_NEWLINK answer to `sequence` in `bytes`; nil for anything else or cut short.
     static func parse(_ bytes: [UInt8], sequence: UInt32) -> VxlanAttributes? {
         guard let attributes = NetlinkAttributes(linkAnswerIn: bytes, sequence: sequence) else { return nil }
         var result = VxlanAttributes()
-        for attribute in attributes where attribute.type == UInt16(IFLA_LINKINFO) {
+        for attribute in attributes {
+            if attribute.type == UInt16(IFLA_ADDRESS), attribute.payload.count == 6 { result.macAddress = Array(bytes[attribute.payload]) }
+            guard attribute.type == UInt16(IFLA_LINKINFO) else { continue }
             for info in NetlinkAttributes(bytes, attribute.payload) {
                 if info.type == UInt16(IFLA_INFO_KIND) {
                     result.kind = bytes.cString(in: info.payload)
@@ -197,6 +242,7 @@ struct VxlanAttributes: Equatable {
             case Int(IFLA_VXLAN_LINK): underlayIndex = bytes.exactly(UInt32.self, payload)
             case Int(IFLA_VXLAN_PORT): port = bytes.bigEndian(UInt16.self, payload)
             case Int(IFLA_VXLAN_LEARNING) where !payload.isEmpty: learning = bytes[payload.lowerBound] != 0
+            case Int(IFLA_VXLAN_AGEING): ageing = bytes.exactly(UInt32.self, payload)
             case Int(IFLA_VXLAN_LOCAL): local = Self.address(bytes.bigEndian(UInt32.self, payload))
             case Int(IFLA_VXLAN_GROUP): remote = Self.address(bytes.bigEndian(UInt32.self, payload))
             default: break

@@ -20,6 +20,8 @@ public func fuzzNetlink(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
                 invariant(destination.address.value & ~destination.mask == 0, "route \(destination) has host bits")
             case .link(let name, let index, _), .linkRemoved(let name, let index):
                 invariant(!name.isEmpty && index > 0, "link \(name.debugDescription) index \(index)")
+            case .neighbour(_, let index, _, _):
+                invariant(index > 0, "neighbour on index \(index)")
             case .synchronized:
                 break
             }

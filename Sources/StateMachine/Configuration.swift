@@ -109,11 +109,15 @@ public struct Configuration: Hashable, Sendable {
     /// A group (name or numeric id) allowed to read the status socket; nil: root only.
     public var statusGroup: String?
     public var probe: ProbeSettings
+    /// The Kubernetes gateway's overlay (POD_CIDRS set): LAN_IF is a vxlan link vpnsup creates
+    /// over WAN_IF (docs/kubernetes.md). nil: an ordinary router, LAN_IF exists already.
+    public var overlay: GatewayOverlay?
     /// METRICS_LISTEN; nil: no HTTP metrics (`vpnsup metrics` still answers on the unix socket).
     public var metricsListen: MetricsListen?
 
     /// Validates `values`, keyed by variable name (CONFIG, CONFIG_DIR, IP_ADDR, DNS, PORT_FWD,
-    /// PORT_FWD_FILE, LAN_IF, WAN_IF, CREDENTIALS_FILE, RUNTIME_DIR, ...). Empty values count as unset.
+    /// PORT_FWD_FILE, LAN_IF, WAN_IF, CREDENTIALS_FILE, RUNTIME_DIR, ..., and the overlay's:
+    /// POD_CIDRS, OVERLAY_VNI, OVERLAY_PORT). Empty values count as unset.
     public init(_ values: [String: String]) throws(ConfigurationError) {
         func value(_ name: String) -> String? {
             guard let v = values[name], !v.isEmpty else { return nil }
@@ -213,6 +217,8 @@ public struct Configuration: Hashable, Sendable {
         metricsListen = try value("METRICS_LISTEN").map { text throws(ConfigurationError) in
             try Configuration.metricsListen(text, gateway: gateway.address, dns: dns)
         }
+        overlay = nil
+        overlay = try GatewayOverlay(values, router: self)
     }
 
     /// METRICS_LISTEN: `ADDR:PORT`, where ADDR is the LAN gateway address (IP_ADDR's) or a loopback
@@ -273,6 +279,14 @@ public struct Configuration: Hashable, Sendable {
                       endpoints: endpoints, transportMark: Configuration.transportMark,
                       dns: dns, portForwards: portForwards, lanGateway: gateway.address,
                       metricsPort: metricsListen.flatMap { $0.address == gateway.address ? $0.port : nil })
+    }
+
+    /// The ruleset for `policy`: the router's, and with an overlay, the router's plus the overlay's
+    /// encapsulated traffic on the WAN (`Ruleset.build(_:for:overlay:)`).
+    public func ruleset(_ policy: FirewallPolicy, endpoints: [Endpoint]) -> Ruleset {
+        let layout = layout(endpoints: endpoints)
+        guard let overlay else { return Ruleset.build(policy, for: layout) }
+        return Ruleset.build(policy, for: layout, overlay: overlay.underlayTraffic)
     }
 
     /// Linux interface names: 1 to 15 bytes, no '/', ':', whitespace or NUL, not "." or ".."; and

@@ -14,14 +14,15 @@ extension Machine {
             addressPresent = true
             guard lockout.cause == .transient, committed == .lockdown else { return [] }
             return enter(.addressAssigned(lockout.recovery))
-        case .addressFailed:
+        case .addressFailed, .overlayLinkFailed:
+            // The retry timer tries again.
             return []
         case .timerFired(.retry):
             guard lockout.cause != .authentication else { return [] }
             lockout.recovery.exitsWithoutTunnel = 0
             if addressPresent { return enter(.addressAssigned(lockout.recovery)) }
             phase = .killswitched(lockout)
-            return [.ensureLANAddress, .scheduleTimer(.retry, after: timings.retry)]
+            return ensureLAN() + [.scheduleTimer(.retry, after: timings.retry)]
         case .timerFired(.crashWindow):
             lockout.recovery.exitsWithoutTunnel = 0
             phase = .killswitched(lockout)
@@ -36,7 +37,7 @@ extension Machine {
             } else {
                 // Left as soon as the address is back, like a transient failure.
                 phase = .killswitched(Lockout(cause: .transient, recovery: Recovery()))
-                actions.append(.ensureLANAddress)
+                actions += ensureLAN()
                 actions += recommit()
             }
             return actions

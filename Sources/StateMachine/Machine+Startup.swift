@@ -55,6 +55,8 @@ extension Machine {
             return isConfigured && committed == .lockdown ? enter(.addressAssigned(Recovery())) : []
         case .addressFailed(let message):
             return isConfigured ? killswitch(.transient, "the LAN address could not be set: \(message)") : []
+        case .overlayLinkFailed(let message):
+            return isConfigured && overlay != nil ? killswitch(.transient, overlayLinkFailure(message)) : []
         case .configurationReloaded(let reload):
             return adopt(reload) ? recommit() : []
         default:
@@ -149,7 +151,7 @@ extension Machine {
         }
         pinned = pins
         phase = .initial(Starting(step: .configured))
-        var actions: [Action] = [.ensureLANAddress]
+        var actions = ensureLAN()
         // The address may have been reported while the names were resolved.
         if addressPresent, committed == .lockdown {
             actions += enter(.addressAssigned(Recovery()))

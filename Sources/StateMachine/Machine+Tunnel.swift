@@ -29,8 +29,7 @@ extension Machine {
             tunnelLinkUp = true
             return [.ensureTunnelRoute] + connectedAndUp()
         case .wanLinkUp:
-            wanUp = true
-            return connectedAndUp()
+            return wanCameUp() + connectedAndUp()
         case .tunnelStartFailed(let message):
             guard let session, !session.started else { return [] }
             process = .stopped
@@ -103,8 +102,7 @@ extension Machine {
             tunnelLinkUp = true
             return [.ensureTunnelRoute] + connectedAndUp()
         case .wanLinkUp:
-            wanUp = true
-            return connectedAndUp()
+            return wanCameUp() + connectedAndUp()
         case .tunnelConnected:
             guard session != nil else { return [] }
             updateSession { $0.connected = true }
@@ -148,6 +146,8 @@ extension Machine {
             return killswitch(.transient, "the \(policy) ruleset was not committed: \(message)")
         case .addressFailed(let message):
             return killswitch(.transient, "the LAN address could not be set: \(message)")
+        case .overlayLinkFailed(let message) where overlay != nil:
+            return killswitch(.transient, overlayLinkFailure(message))
         default:
             return nil
         }

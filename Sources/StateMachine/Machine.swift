@@ -37,6 +37,8 @@ public enum ExitCode {
     public static let success: Int32 = 0
     /// EX_OSERR: the kill switch could not be armed.
     public static let unavailable: Int32 = 71
+    /// EX_TEMPFAIL: another `vpnsup run` supervises this network namespace; try again once it ends.
+    public static let alreadyRunning: Int32 = 75
     /// EX_CONFIG: bad configuration.
     public static let configuration: Int32 = 78
 }
@@ -216,7 +218,7 @@ public struct Machine: Hashable, Sendable {
     public func ruleset(for policy: FirewallPolicy) -> Ruleset? {
         if policy == .lockdown { return .lockdown }
         guard let configuration, let pinned else { return nil }
-        return Ruleset.build(policy, for: configuration.layout(endpoints: pinned.endpoints))
+        return configuration.ruleset(policy, endpoints: pinned.endpoints)
     }
 
     /// The lockdown plus DNS to the nameservers, for resolving the remotes' host names.
@@ -337,7 +339,7 @@ public struct Machine: Hashable, Sendable {
             return verify()
         case .lanAddressMissing:
             addressPresent = false
-            return isConfigured ? [.ensureLANAddress] : []
+            return isConfigured ? ensureLAN() : []
         case .lanAddressPresent:
             addressPresent = true
             return []
@@ -352,8 +354,7 @@ public struct Machine: Hashable, Sendable {
             tunnelLinkUp = false
             return []
         case .wanLinkUp:
-            wanUp = true
-            return []
+            return wanCameUp()
         case .wanLinkDown:
             wanUp = false
             return []
@@ -365,7 +366,7 @@ public struct Machine: Hashable, Sendable {
         case .shutdownRequested:
             return shutDown()
         default:
-            return handleTunnelProcess(event)
+            return handleOverlay(event) ?? handleTunnelProcess(event)
         }
     }
 

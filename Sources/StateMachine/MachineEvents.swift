@@ -69,6 +69,18 @@ public enum Event: Hashable, Sendable {
     case tunnelRouteInstalled
     case tunnelRouteFailed(String)
 
+    // MARK: The Kubernetes gateway's overlay (POD_CIDRS set: LAN_IF is a vxlan link vpnsup owns)
+    /// LAN_IF is the vxlan link the configuration describes, up (`ensureOverlayLink`'s result).
+    case overlayLinkReady
+    case overlayLinkFailed(String)
+    /// netlink: LAN_IF was removed or set down.
+    case overlayLinkLost
+    /// The route of POD_CIDRS by the WAN's next hop is in the main table.
+    case overlayRouteInstalled
+    case overlayRouteFailed(String)
+    /// netlink: a route of POD_CIDRS was removed from the main table.
+    case overlayRouteMissing
+
     // MARK: Links
     /// The tunnel interface exists and is up with carrier.
     case tunnelLinkUp
@@ -142,6 +154,13 @@ public enum Action: Hashable, Sendable {
     case ensurePolicyRouting
     /// `default dev tun0` in vpnsup's routing table (the kernel drops it when tun0 goes down).
     case ensureTunnelRoute
+    /// The Kubernetes gateway: create LAN_IF as the overlay's vxlan link over WAN_IF (or leave,
+    /// repair or replace it), up; reported as `overlayLinkReady` / `overlayLinkFailed`.
+    case ensureOverlayLink
+    /// The Kubernetes gateway: POD_CIDRS via the WAN's default next hop in the main table, above
+    /// the tunnel's redirect of the default route, so the overlay's packets to the clients leave
+    /// by the WAN; reported as `overlayRouteInstalled` / `overlayRouteFailed`.
+    case ensureOverlayRoute
     /// Start the tunnel (OpenVPN: spawn it, held).
     case startTunnel
     /// Ask the tunnel for its state reports (OpenVPN: `state on all`).
@@ -197,6 +216,12 @@ extension Event {
         case .policyRoutingFailed: "policyRoutingFailed"
         case .tunnelRouteInstalled: "tunnelRouteInstalled"
         case .tunnelRouteFailed: "tunnelRouteFailed"
+        case .overlayLinkReady: "overlayLinkReady"
+        case .overlayLinkFailed: "overlayLinkFailed"
+        case .overlayLinkLost: "overlayLinkLost"
+        case .overlayRouteInstalled: "overlayRouteInstalled"
+        case .overlayRouteFailed: "overlayRouteFailed"
+        case .overlayRouteMissing: "overlayRouteMissing"
         case .tunnelLinkUp: "tunnelLinkUp"
         case .tunnelLinkDown: "tunnelLinkDown"
         case .wanLinkUp: "wanLinkUp"
@@ -235,6 +260,8 @@ extension Action {
         case .ensureLANAddress: "ensureLANAddress"
         case .ensurePolicyRouting: "ensurePolicyRouting"
         case .ensureTunnelRoute: "ensureTunnelRoute"
+        case .ensureOverlayLink: "ensureOverlayLink"
+        case .ensureOverlayRoute: "ensureOverlayRoute"
         case .startTunnel: "startTunnel"
         case .watchTunnelState: "watchTunnelState"
         case .releaseTunnel: "releaseTunnel"

@@ -2,13 +2,14 @@ import FoundationEssentials
 import StateMachine
 import Watchers
 
-/// The interpreter: takes one input at a time, translates it into machine events, lets the
-/// machine decide, and has the effects perform the actions it returned, one at a time and in
-/// order; their results are the next events, handled before any further input. It decides
-/// nothing itself: what it keeps besides the machine is the record (status, log lines), which
-/// is a projection of what the machine did.
-public actor Driver {
-    private var machine: Machine
+/// The interpreter of `vpnsup run`: takes one input at a time, translates it into machine events,
+/// lets the machine decide, and has the effects perform the actions it returned, one at a time
+/// and in order; their results are the next events, handled before any further input (the loop
+/// is `Interpreter`'s, shared with `vpnsup join`). It decides nothing itself: what it keeps
+/// besides the machine is the record (status, log lines), which is a projection of what the
+/// machine did.
+public actor Driver: Interpreter {
+    var machine: Machine
     private var record: SupervisorRecord
     private let effects: any Effects
     private let inbox: Inbox
@@ -18,7 +19,7 @@ public actor Driver {
     /// The metrics only the stream of events can tell (transitions, restarts, probe failures).
     private let metrics: MetricsLedger?
     /// Set by the machine's `exit` action; nothing is taken in after it.
-    public private(set) var exitCode: Int32?
+    public internal(set) var exitCode: Int32?
 
     public init(machine: Machine, effects: any Effects, inbox: Inbox, log: SupervisorLog, board: StatusBoard,
                 notifier: any ServiceNotifying, metrics: MetricsLedger? = nil) {
@@ -83,46 +84,45 @@ public actor Driver {
             publish()
         }
         for event in translation.events {
-            await handle(event)
+            await interpret(event)
             if exitCode != nil { return }
         }
     }
 
-    private func handle(_ first: Event) async {
-        var pending = [first]
-        var next = 0
-        while next < pending.count {
-            let event = pending[next]
-            next += 1
-            let before = machine
-            let actions = machine.handle(event)
-            metrics?.record(event, from: before.state, to: machine.state)
-            let (notes, notices) = record.handled(event, before: before, after: machine, actions: actions, at: now())
-            if machine.isConfigured, !before.isConfigured { log.open() }
-            notes.forEach(log.log)
-            for notice in notices {
-                switch notice {
-                case .status(let text): notifier.status(text)
-                case .ready: notifier.ready()
-                }
+    // MARK: Interpreter
+
+    func decided(_ event: Event, before: Machine, actions: [Action]) {
+        metrics?.record(event, from: before.state, to: machine.state)
+        let (notes, notices) = record.handled(event, before: before, after: machine, actions: actions, at: now())
+        if machine.isConfigured, !before.isConfigured { log.open() }
+        notes.forEach(log.log)
+        for notice in notices {
+            switch notice {
+            case .status(let text): notifier.status(text)
+            case .ready: notifier.ready()
             }
-            publish()
-            for action in actions {
-                let started = ContinuousClock.now
-                let results = await effects.perform(action, for: machine)
-                let elapsed = ContinuousClock.now - started
-                record.performed(action, results: results, elapsed: elapsed, at: now()).forEach(log.log)
-                pending += results
-                if case .exit(let code, _) = action {
-                    exitCode = code
-                    notifier.stopping()
-                    publish()
-                    return
-                }
-            }
-            publish()
         }
+        publish()
     }
+
+    func perform(_ action: Action) async -> [Event] {
+        await effects.perform(action, for: machine)
+    }
+
+    func performed(_ action: Action, results: [Event], elapsed: Duration) {
+        record.performed(action, results: results, elapsed: elapsed, at: now()).forEach(log.log)
+    }
+
+    func exitCode(of action: Action) -> Int32? {
+        if case .exit(let code, _) = action { code } else { nil }
+    }
+
+    func exiting(with code: Int32) {
+        notifier.stopping()
+        publish()
+    }
+
+    func settled() { publish() }
 
     private func publish() {
         let snapshot = record.snapshot

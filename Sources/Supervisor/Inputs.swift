@@ -65,21 +65,25 @@ public struct TunnelReport: Sendable, Equatable {
     }
 }
 
-/// The interpreter's queue of inputs: watchers, signals, timers and background effects post to
-/// it from any thread; the interpreter alone takes from it.
-public final class Inbox: Sendable {
-    public let inputs: AsyncStream<Input>
-    private let continuation: AsyncStream<Input>.Continuation
+/// `vpnsup run`'s queue of inputs.
+public typealias Inbox = Mailbox<Input>
+
+/// An interpreter's queue of inputs (`Inbox` for `vpnsup run`, `JoinInbox` for `vpnsup join`):
+/// watchers, signals, timers and background effects post to it from any thread; the interpreter
+/// alone takes from it.
+public final class Mailbox<Item: Sendable>: Sendable {
+    public let inputs: AsyncStream<Item>
+    private let continuation: AsyncStream<Item>.Continuation
 
     public init() {
         // Unbounded: dropping a process exit or a netlink report would be worse than the memory.
-        (inputs, continuation) = AsyncStream.makeStream(of: Input.self, bufferingPolicy: .unbounded)
+        (inputs, continuation) = AsyncStream.makeStream(of: Item.self, bufferingPolicy: .unbounded)
     }
 
-    public func post(_ input: Input) { continuation.yield(input) }
+    public func post(_ input: Item) { continuation.yield(input) }
 
     /// Forwards every element of `stream` as an input until it ends or the task is cancelled.
-    public func forward<Element: Sendable>(_ stream: AsyncStream<Element>, as input: @Sendable (Element) -> Input) async {
+    public func forward<Element: Sendable>(_ stream: AsyncStream<Element>, as input: @Sendable (Element) -> Item) async {
         for await element in stream { post(input(element)) }
     }
 }
@@ -109,7 +113,7 @@ public final class TaskScope: Sendable {
 }
 
 /// Timers by generation: cancelling one (or scheduling it again) makes its pending firing stale.
-final class TimerBook: Sendable {
+final class TimerBook<TimerID: Hashable & Sendable>: Sendable {
     private let generations = Mutex<[TimerID: UInt64]>([:])
     private let counter = Atomic<UInt64>(0)
 

@@ -23,7 +23,9 @@ extension LinuxEffects {
         } catch {
             return [.configurationRejected(error.description)]
         }
-        for (variable, name) in [("LAN_IF", configuration.lanInterface), ("WAN_IF", configuration.wanInterface)]
+        // With an overlay, LAN_IF is vpnsup's to create.
+        let existing = configuration.overlay == nil ? [("LAN_IF", configuration.lanInterface)] : []
+        for (variable, name) in existing + [("WAN_IF", configuration.wanInterface)]
         where !AddressConfigurator.interfaceExists(name) {
             return [.interfaceMissing(variable: variable, name: name)]
         }

@@ -20,11 +20,10 @@ public actor LinuxEffects: Effects {
     let board: StatusBoard
     let backend: any TunnelBackend
     let metrics: MetricsLedger?
-    let timers = TimerBook()
+    let timers = TimerBook<TimerID>()
     let addresses = AddressConfigurator()
 
-    private var firewall: Firewall?
-    private var monitor: NftablesMonitor?
+    private var firewalls: FirewallSession?
     var statusChannel: StatusChannel?
     var metricsResponder: MetricsResponder?
     var netlink: NetlinkWatcher?
@@ -85,6 +84,10 @@ public actor LinuxEffects: Effects {
             } catch {
                 return [.policyRoutingFailed("\(error)")]
             }
+        case .ensureOverlayLink:
+            return ensureOverlayLink(machine.configuration)
+        case .ensureOverlayRoute:
+            return ensureOverlayRoute(machine.configuration)
         case .ensureTunnelRoute:
             do {
                 try addresses.ensureDefaultRoute(dev: Configuration.tunnelInterface, table: Configuration.routingTable)
@@ -135,30 +138,21 @@ public actor LinuxEffects: Effects {
             metricsResponder?.close()
             backend.close()
             netlink?.stop()
-            monitor?.stop()
+            firewalls?.stop()
             return []
         }
     }
 
     // MARK: Firewall
 
-    /// The Firewall, created with its first commit; the nftables monitor starts with it, before
-    /// that commit, so nothing done to the table from then on goes unseen.
+    /// The Firewall, created with its first commit, with the nftables monitor (`FirewallSession`).
     private func ensureFirewall() throws -> Firewall {
-        if let firewall { return firewall }
-        let created = try Firewall()
-        firewall = created
-        do {
-            let monitor = try NftablesMonitor.start(table: Ruleset.tableName, ignoring: [created.portID])
-            self.monitor = monitor
-            if !monitor.filteredInKernel {
-                log.log(.warning, "the nftables monitor filters vpnsup's own commits in user space only")
-            }
-            scope.spawn { [inbox] in await inbox.forward(monitor.events) { .nftables($0) } }
-        } catch {
-            log.log(.warning, "outside changes to table inet vpnsup will not be noticed: nftables monitor: \(error)")
+        if let firewalls { return try firewalls.ensure() }
+        let created = FirewallSession(log: log) { [scope, inbox] monitor in
+            scope.spawn { await inbox.forward(monitor.events) { .nftables($0) } }
         }
-        return created
+        firewalls = created
+        return try created.ensure()
     }
 
     private func commit(_ ruleset: Ruleset, policy: FirewallPolicy) -> [Event] {
@@ -176,7 +170,7 @@ public actor LinuxEffects: Effects {
     }
 
     private func verify(_ policy: FirewallPolicy, ruleset: Ruleset?) -> [Event] {
-        guard let firewall, let ruleset else { return [] }
+        guard let firewall = firewalls?.firewall, let ruleset else { return [] }
         var differences: [String]
         do {
             differences = try firewall.differences(from: ruleset)

@@ -42,6 +42,9 @@ public struct StatusSnapshot: Codable, Sendable, Equatable {
     public var bytesOut: UInt64?
     /// PORT_FWD as applied, e.g. `8080/tcp -> 172.22.0.10:80`.
     public var portForwards: [String]?
+    /// The Kubernetes gateway's overlay (LAN_IF a vxlan link), e.g.
+    /// `vxlan0 vni 30320 port 4789 over eth0, pods 10.244.0.0/16`; absent on an ordinary router.
+    public var overlay: String?
     /// The DNS probe: where it asks, and how the last one went.
     public var probe: Probe?
     /// `signal SIGUSR1` sent to OpenVPN because the probe kept failing (or tun0 vanished).

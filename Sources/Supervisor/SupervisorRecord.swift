@@ -128,6 +128,10 @@ public struct SupervisorRecord: Sendable {
         case .policyRoutingFailed(let message):
             let lan = after.configuration?.lanInterface ?? "the LAN"
             return [LogNote(.error, "policy routing for \(lan) is not in place: \(message)")]
+        case .overlayRouteFailed(let message):
+            let overlay = after.configuration?.overlay
+            return [LogNote(.error, "\(overlay?.settings.podNetworks.map(\.description).joined(separator: ", ") ?? "POD_CIDRS") not routed by "
+                + "\(overlay?.underlay ?? "the WAN"): answers to the overlay's clients would go into the tunnel: \(message)")]
         case .tunnelRouteFailed(let message):
             return [LogNote(.warning, "LAN traffic stays unreachable while \(Configuration.tunnelInterface) has no route in table "
                 + "\(Configuration.routingTable): \(message)")]
@@ -193,6 +197,10 @@ public struct SupervisorRecord: Sendable {
         snapshot.lanInterface = configuration.lanInterface
         snapshot.gateway = configuration.gateway.description
         snapshot.portForwards = configuration.portForwards.map(\.description)
+        snapshot.overlay = configuration.overlay.map { overlay in
+            "\(overlay.interface) vni \(overlay.settings.vni) port \(overlay.settings.port) over \(overlay.underlay), pods "
+                + overlay.settings.podNetworks.map(\.description).joined(separator: ", ")
+        }
         if let server = configuration.probe.server, let interval = machine.probeInterval {
             if snapshot.probe == nil {
                 snapshot.probe = .init(server: server.description, name: configuration.probe.name,

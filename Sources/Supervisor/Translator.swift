@@ -47,6 +47,13 @@ public enum InputTranslator {
             return Translation(events: [up ? .wanLinkUp : .wanLinkDown], notes: notes)
         case .linkRemoved(let name, _) where name == wan:
             return Translation(events: [.wanLinkDown], notes: [LogNote(.notice, "WAN \(name) was removed")])
+        // The Kubernetes gateway's overlay: its link and its routes are vpnsup's.
+        case .linkRemoved(let name, _) where name == configuration.lanInterface && configuration.overlay != nil:
+            return Translation(events: [.overlayLinkLost], notes: [LogNote(.notice, "overlay link \(name) was removed")])
+        case .link(let name, _, false) where name == configuration.lanInterface && configuration.overlay != nil:
+            return Translation(events: [.overlayLinkLost])
+        case .route(let destination, _, _, false) where configuration.overlay?.settings.podNetworks.contains(destination) == true:
+            return Translation(events: [.overlayRouteMissing])
         default:
             return Translation()
         }

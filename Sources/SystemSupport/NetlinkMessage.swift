@@ -207,12 +207,21 @@ public struct NetlinkRequest: Sendable {
         appendAttribute(type, payload: withUnsafeBytes(of: value) { Array($0) })
     }
 
+    public mutating func appendAttribute(_ type: UInt16, u64 value: UInt64) {
+        appendAttribute(type, payload: withUnsafeBytes(of: value) { Array($0) })
+    }
+
     public mutating func appendAttribute(_ type: UInt16, u16 value: UInt16) {
         appendAttribute(type, payload: withUnsafeBytes(of: value) { Array($0) })
     }
 
     public mutating func appendAttribute(_ type: UInt16, u8 value: UInt8) {
         appendAttribute(type, payload: [value])
+    }
+
+    /// An attribute whose payload is `bytes` as given (a hardware address).
+    public mutating func appendAttribute(_ type: UInt16, bytes value: [UInt8]) {
+        appendAttribute(type, payload: value)
     }
 
     /// A NUL-terminated string attribute.

@@ -16,6 +16,31 @@ public enum NetlinkEvent: Sendable, Hashable {
     case route(destination: IPv4Network, gateway: IPv4Address?, interfaceIndex: Int32?, added: Bool)
     /// Everything the initial dump (or a re-dump after lost events) reported has been delivered.
     case synchronized
+    /// RTM_NEWNEIGH / RTM_DELNEIGH for an IPv4 neighbour (the watcher reports them only when
+    /// started with `neighbours: true`). `interface` is empty when no link message named the index.
+    case neighbour(interface: String, index: Int32, address: IPv4Address, state: NeighbourState)
+}
+
+/// A neighbour entry's state as the kernel reports it (NUD_*), or its removal.
+public enum NeighbourState: String, Sendable, Hashable {
+    case incomplete, reachable, stale, delay, probe, failed, noARP, permanent, none
+    /// RTM_DELNEIGH: the entry is gone.
+    case removed
+
+    /// The state of an RTM_NEWNEIGH's `ndm_state` (the kernel sets one bit at a time).
+    init(nud: UInt16) {
+        switch Int32(nud) {
+        case NUD_INCOMPLETE: self = .incomplete
+        case NUD_REACHABLE: self = .reachable
+        case NUD_STALE: self = .stale
+        case NUD_DELAY: self = .delay
+        case NUD_PROBE: self = .probe
+        case NUD_FAILED: self = .failed
+        case NUD_NOARP: self = .noARP
+        case NUD_PERMANENT: self = .permanent
+        default: self = .none
+        }
+    }
 }
 
 /// Turns buffers of rtnetlink messages into `NetlinkEvent`s. Pure: no I/O, no C calls, and every
@@ -138,6 +163,8 @@ public struct NetlinkDecoder {
                 items += decodeAddress(bytes, body, added: header.type == UInt16(RTM_NEWADDR)).map(Item.event)
             case UInt16(RTM_NEWROUTE), UInt16(RTM_DELROUTE):
                 items += decodeRoute(bytes, body, added: header.type == UInt16(RTM_NEWROUTE)).map(Item.event)
+            case UInt16(RTM_NEWNEIGH), UInt16(RTM_DELNEIGH):
+                items += decodeNeighbour(bytes, body, removed: header.type == UInt16(RTM_DELNEIGH)).map(Item.event)
             default:
                 break
             }
@@ -256,6 +283,23 @@ public struct NetlinkDecoder {
             seenRoutes?.remove(key)
         }
         return [.route(destination: key.destination, gateway: gateway, interfaceIndex: index, added: added)]
+    }
+
+    private func decodeNeighbour(_ bytes: [UInt8], _ body: Range<Int>, removed: Bool) -> [NetlinkEvent] {
+        // struct ndmsg: family u8, pad u8, pad u16, ifindex s32, state u16, flags u8, type u8.
+        let fixed = 12
+        guard body.count >= fixed, bytes[body.lowerBound] == UInt8(AF_INET),
+              let index = bytes.int32(at: body.lowerBound + 4, within: body), index > 0,
+              let nud = bytes.uint16(at: body.lowerBound + 8, within: body)
+        else { return [] }
+        var destination: IPv4Address?
+        for attribute in NetlinkAttributes(bytes, body.lowerBound + fixed ..< body.upperBound)
+        where attribute.type == UInt16(NDA_DST) {
+            destination = bytes.ipv4(attribute.payload)
+        }
+        guard let destination else { return [] }
+        return [.neighbour(interface: names[index] ?? "", index: index, address: destination,
+                           state: removed ? .removed : NeighbourState(nud: nud))]
     }
 
     /// Forgets a link and reports it gone, with any addresses and routes still recorded on it.

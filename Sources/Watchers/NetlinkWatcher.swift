@@ -4,7 +4,7 @@ import StateMachine
 import Synchronization
 import SystemSupport
 
-/// Watches links, IPv4 addresses and IPv4 routes over rtnetlink.
+/// Watches links, IPv4 addresses and IPv4 routes (and, when asked, IPv4 neighbours) over rtnetlink.
 ///
 /// The socket joins the multicast groups *before* the dumps are requested, so a change racing
 /// with start-up shows up as an event even if the dump missed it. Everything arrives on `events`
@@ -24,15 +24,18 @@ public final class NetlinkWatcher: Sendable {
     /// Opens a NETLINK_ROUTE socket subscribed to link, IPv4 address and IPv4 route changes, then
     /// dumps links, addresses and routes; `.synchronized` follows each complete dump. On overflow
     /// (ENOBUFS: the kernel dropped events) it dumps again and reports what vanished meanwhile.
-    public static func start() throws(SystemError) -> NetlinkWatcher {
+    /// With `neighbours`, IPv4 neighbour changes too (`.neighbour`; not dumped: only changes
+    /// matter to `vpnsup join`, which follows its gateway on a FAILED entry).
+    public static func start(neighbours: Bool = false) throws(SystemError) -> NetlinkWatcher {
         // Large enough that a burst (a container's links and routes appearing) rarely overflows.
-        try start(receiveBufferSize: 4 << 20)
+        try start(receiveBufferSize: 4 << 20, neighbours: neighbours)
     }
 
-    static func start(receiveBufferSize: Int) throws(SystemError) -> NetlinkWatcher {
+    static func start(receiveBufferSize: Int, neighbours: Bool = false) throws(SystemError) -> NetlinkWatcher {
         let control = try ReaderControl()
-        let socket = try NetlinkSocket(protocol: NETLINK_ROUTE,
-                                       groups: UInt32(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE))
+        let socket = try NetlinkSocket(
+            protocol: NETLINK_ROUTE,
+            groups: UInt32(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | (neighbours ? RTMGRP_NEIGH : 0)))
         socket.setBufferSize(.receive, to: receiveBufferSize)
         let (events, continuation) = AsyncStream.makeStream(of: NetlinkEvent.self)
         let reader = Reader(socket: socket, control: control, continuation: continuation)

@@ -12,7 +12,7 @@ struct Vpnsup: AsyncParsableCommand {
         commandName: "vpnsup",
         abstract: "Routes an isolated network through OpenVPN, with a kill switch that fails closed.",
         version: BuildInfo.line,
-        subcommands: [Run.self, Status.self, Rules.self, Check.self, Health.self, MetricsCommand.self, HostRules.self]
+        subcommands: [Run.self, Status.self, Rules.self, Check.self, Health.self, MetricsCommand.self, HostRules.self, Join.self]
     )
 }
 
@@ -97,10 +97,16 @@ struct SettingsOptions: ParsableArguments {
     var probeFailures: String?
     @Option(help: "Serve GET /metrics over HTTP at ADDR:PORT, the LAN gateway address or loopback. Env: METRICS_LISTEN (default: off).")
     var metricsListen: String?
+    @Option(help: "Kubernetes gateway: the cluster's pod networks; set, LAN_IF is a vxlan overlay vpnsup creates over WAN_IF. Env: POD_CIDRS.")
+    var podCidrs: String?
+    @Option(help: "The overlay's VXLAN network identifier. Env: OVERLAY_VNI (default 30320).")
+    var overlayVni: String?
+    @Option(help: "The overlay's UDP port. Env: OVERLAY_PORT (default 4789).")
+    var overlayPort: String?
 
     static let variables = ["CONFIG", "CONFIG_DIR", "IP_ADDR", "DNS", "PORT_FWD", "PORT_FWD_FILE", "LAN_IF", "WAN_IF", "CREDENTIALS_FILE",
                             "RUNTIME_DIR", "STATUS_GROUP", "PROBE_SERVER", "PROBE_NAME", "PROBE_INTERVAL", "PROBE_TIMEOUT",
-                            "PROBE_FAILURES", "METRICS_LISTEN"]
+                            "PROBE_FAILURES", "METRICS_LISTEN", "POD_CIDRS", "OVERLAY_VNI", "OVERLAY_PORT"]
 
     /// The configuration values, keyed by variable name; flags win over the environment.
     func values(environment: [String: String]) -> [String: String] {
@@ -112,6 +118,7 @@ struct SettingsOptions: ParsableArguments {
             ("CREDENTIALS_FILE", credentialsFile), ("RUNTIME_DIR", runtimeDir), ("STATUS_GROUP", statusGroup),
             ("PROBE_SERVER", probeServer), ("PROBE_NAME", probeName), ("PROBE_INTERVAL", probeInterval),
             ("PROBE_TIMEOUT", probeTimeout), ("PROBE_FAILURES", probeFailures), ("METRICS_LISTEN", metricsListen),
+            ("POD_CIDRS", podCidrs), ("OVERLAY_VNI", overlayVni), ("OVERLAY_PORT", overlayPort),
         ]
         for case let (name, value?) in flags { values[name] = value }
         return values
@@ -146,15 +153,20 @@ struct Status: AsyncParsableCommand {
             print(String(decoding: bytes, as: UTF8.self), terminator: "")
             return
         }
+        if let join = JoinStatus.decode(bytes) {
+            print(StatusReport.human(join), terminator: "")
+            return
+        }
         let snapshot = try JSONDecoder().decode(StatusSnapshot.self, from: Data(bytes))
         print(StatusReport.human(snapshot), terminator: "")
     }
 }
 
-/// `vpnsup health`: for Docker's HEALTHCHECK and scripts. Healthy means TunnelUp, nothing less.
+/// `vpnsup health`: for Docker's HEALTHCHECK, Kubernetes' probes and scripts. Healthy means
+/// TunnelUp for `vpnsup run`, Joined for `vpnsup join`, nothing less.
 struct Health: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Exit 0 only while the tunnel is up (TunnelUp); otherwise exit 1 and say why."
+        abstract: "Exit 0 only while the tunnel is up (TunnelUp; vpnsup join: Joined); otherwise exit 1 and say why."
     )
 
     @Option(help: "Directory of vpnsup's sockets. Env: RUNTIME_DIR (default /run/vpnsup).")
@@ -165,16 +177,24 @@ struct Health: AsyncParsableCommand {
     func execute() async throws {
         let directory = runtimeDir ?? ProcessInfo.processInfo.environment["RUNTIME_DIR"] ?? Configuration.defaultRuntimeDirectory
         let snapshot: StatusSnapshot
+        let bytes: [UInt8]
         do {
-            let bytes = try StatusChannel.fetch(from: directory + "/status.sock")
-            snapshot = try JSONDecoder().decode(StatusSnapshot.self, from: Data(bytes))
-        } catch let error as ChannelError {
-            if case .untrustedServer = error {
-                print(oneLine("unhealthy: \(error)"))  // a forged status is never believed
-            } else {
-                print(oneLine("unhealthy: no supervisor answers at \(directory)/status.sock (\(error))"))
-            }
+            bytes = try StatusChannel.fetch(from: directory + "/status.sock")
+        } catch .untrustedServer(let path, let peer) {
+            // A forged status is never believed.
+            print(oneLine("unhealthy: \(ChannelError.untrustedServer(path: path, peer: peer))"))
             throw ExitCode(1)
+        } catch {
+            print(oneLine("unhealthy: no supervisor answers at \(directory)/status.sock (\(error))"))
+            throw ExitCode(1)
+        }
+        if let join = JoinStatus.decode(bytes) {
+            print(oneLine(HealthVerdict.text(join)))
+            if !join.healthy { throw ExitCode(1) }
+            return
+        }
+        do {
+            snapshot = try JSONDecoder().decode(StatusSnapshot.self, from: Data(bytes))
         } catch {
             print(oneLine("unhealthy: the answer from \(directory)/status.sock is not a status (\(error))"))
             throw ExitCode(1)
@@ -193,9 +213,45 @@ enum HealthVerdict {
         }
         return "unhealthy: \(s.state) since \(s.since)" + (s.reason.map { ": \($0)" } ?? "")
     }
+
+    static func text(_ s: JoinStatus) -> String {
+        if s.healthy {
+            return "healthy: Joined since \(s.since), overlay \(s.overlayAddress ?? "-") to the gateway \(s.gateway ?? "-")"
+        }
+        return "unhealthy: \(s.state) since \(s.since)" + (s.reason.map { ": \($0)" } ?? "")
+    }
 }
 
 enum StatusReport {
+    static func human(_ s: JoinStatus) -> String {
+        var lines: [(String, String)] = [("state", "\(s.state) since \(s.since)")]
+        if let reason = s.reason { lines.append(("reason", reason)) }
+        lines.append(("kill switch", s.policy.map { "client \($0) ruleset committed" } ?? "not yet committed"))
+        lines.append(("gateway", [s.gatewayName, s.gateway.map { "at \($0)" }].compactMap { $0 }.joined(separator: " ")))
+        if let overlay = s.overlayInterface, let address = s.overlayAddress {
+            lines.append(("overlay", "\(overlay) \(address) (pod \(s.podAddress ?? "-"))"))
+        }
+        if let dns = s.clusterDNS { lines.append(("cluster DNS", dns)) }
+        if let counts = s.dns {
+            lines.append(("DNS", "\(counts.relayed) relayed, \(counts.unanswered) unanswered, \(counts.dropped) dropped"))
+        }
+        let follow = s.lastFollow.map { ", last at \($0.at): \($0.from) -> \($0.to)" } ?? ""
+        lines.append(("follows", "\(s.follows)\(follow)"))
+        if let blocked = s.blocked {
+            let total = blocked.values.reduce(0 as UInt64) { $0 + $1.packets }
+            lines.append(("blocked", "\(total) packets"))
+        }
+        lines.append(("sidecar", "pid \(s.pid), started \(s.startedAt)"))
+        var text = lines.map { "\($0.0.padding(12))\(oneLine($0.1))" }.joined(separator: "\n") + "\n"
+        if !s.transitions.isEmpty {
+            text += "transitions:\n"
+            for t in s.transitions.suffix(8) {
+                text += oneLine("  \(t.at)  \(t.from) -> \(t.to)  on \(t.event)" + (t.reason.map { " (\($0))" } ?? "")) + "\n"
+            }
+        }
+        return text
+    }
+
     static func human(_ s: StatusSnapshot) -> String {
         var lines: [(String, String)] = [("state", "\(s.state) since \(s.since)")]
         if let reason = s.reason { lines.append(("reason", reason)) }
@@ -205,6 +261,7 @@ enum StatusReport {
             lines.append(("repairs", repairs == 0 ? "none (no outside change to the table)" : "\(repairs)" + (last ?? "")))
         }
         if let lan = s.lanInterface, let gateway = s.gateway { lines.append(("LAN", "\(lan) \(gateway)")) }
+        if let overlay = s.overlay { lines.append(("overlay", overlay)) }
         lines.append(("endpoints", s.endpoints.isEmpty ? "-" : s.endpoints.joined(separator: ", ")))
         lines.append(("openvpn", [s.openvpnPID.map { "pid \($0)" } ?? "not running", s.openvpnState].compactMap { $0 }.joined(separator: ", ")))
         if let address = s.tunnelAddress { lines.append(("tunnel", "\(Configuration.tunnelInterface) \(address)" + (s.remote.map { " via \($0)" } ?? ""))) }

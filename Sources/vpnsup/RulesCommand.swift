@@ -33,11 +33,11 @@ struct Rules: AsyncParsableCommand {
         }
         let values = settings.values(environment: ProcessInfo.processInfo.environment)
         var text = ""
-        let layout: NetworkLayout
+        let ruleset: Ruleset
         if state.policy == .lockdown {
             // The lockdown is what `run` commits before it reads CONFIG: it needs none.
             do {
-                layout = try Configuration(values).layout(endpoints: [])
+                ruleset = try Configuration(values).ruleset(state.policy, endpoints: [])
             } catch {
                 StandardError.writeLine(error.description)
                 throw ExitCode(StateMachine.ExitCode.configuration)
@@ -46,14 +46,14 @@ struct Rules: AsyncParsableCommand {
             switch ConfigurationReview.load(values) {
             case .success(let review):
                 text += review.planComment
-                layout = review.configuration.layout(endpoints: review.plan.literalEndpoints)
+                ruleset = review.configuration.ruleset(state.policy, endpoints: review.plan.literalEndpoints)
             case .failure(let rejection):
                 StandardError.writeLine(rejection.line)
                 throw ExitCode(StateMachine.ExitCode.configuration)
             }
         }
         text += "# vpnsup rules for \(state) (policy \(state.policy))\n"
-        text += Ruleset.build(state.policy, for: layout).nftText
+        text += ruleset.nftText
         print(text, terminator: "")
     }
 }

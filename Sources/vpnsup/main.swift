@@ -4,12 +4,20 @@ import Glibc
 import StateMachine
 import Watchers
 
-// `run` commits the lockdown before anything else: before the arguments are parsed, the
-// configuration read or a thread started, so the kill switch is in the kernel a few hundred
-// microseconds after exec. It needs no configuration. If it fails (no CAP_NET_ADMIN, say), the
-// driver's own first commit, which comes next anyway, reports why; that one re-commits the same
-// table, which changes nothing.
-if CommandLine.arguments.count > 1, CommandLine.arguments[1] == "run" {
+// `run` and `join` take the namespace's lock, then commit the lockdown before anything else:
+// before the arguments are parsed, the configuration read or a thread started, so the kill switch
+// is in the kernel a few hundred microseconds after exec. It needs no configuration. If it fails
+// (no CAP_NET_ADMIN, say), the driver's own first commit, which comes next anyway, reports why;
+// that one re-commits the same table, which changes nothing.
+if CommandLine.arguments.count > 1, ["run", "join"].contains(CommandLine.arguments[1]) {
+    // First the namespace's one-supervisor lock: a second `run` (or a `join`, which keeps the same
+    // table for a client pod) must not touch the first's table.
+    do {
+        try NamespaceLock.acquire(NamespaceLock.run)
+    } catch {
+        StandardError.writeLine(error.description)
+        exit(ExitCode.alreadyRunning)
+    }
     _ = try? Firewall().commit(.lockdown)
 }
 
@@ -41,6 +49,7 @@ Task.detached { [parsed] in
         case let check as Check: try await check.execute()
         case let health as Health: try await health.execute()
         case let hostRules as HostRules: try await hostRules.execute()
+        case let join as Join: try await join.execute()
         default: try command.run()
         }
         Vpnsup.exit()

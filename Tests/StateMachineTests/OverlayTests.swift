@@ -365,27 +365,3 @@ private func accepts(_ ruleset: Ruleset, _ packet: Packet) -> Bool {
         #expect(!accepts(ruleset, Packet(hook: .forward, input: "eth0", output: "vxlan0", destination: IPv4Address(203, 0, 113, 10))))
     }
 }
-
-/// The Kubernetes simulation configures its client pods by hand until `vpnsup join` exists; its
-/// kill switch must stay the one this module builds (lab/k8s-sim.sh, ksim_client_killswitch).
-@Suite struct SimulationKillSwitchTests {
-    @Test func theSimulationCommitsClientKillSwitchVerbatim() throws {
-        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let script = try String(contentsOf: repository.appendingPathComponent("lab/k8s-sim.sh"), encoding: .utf8)
-        let start = try #require(script.range(of: "ksim_client_killswitch() {\n    ksim_exec \"$1\" nft -f - <<EOF\n"))
-        let end = try #require(script.range(of: "\nEOF\n", range: start.upperBound ..< script.endIndex))
-        var text = String(script[start.upperBound ..< end.lowerBound]) + "\n"
-        // The simulation's values (lab/k8s-sim.sh's constants).
-        for (variable, value) in [("$KSIM_DNS_MARK", "0x76706e02"), ("$KSIM_CLUSTER_DNS", "10.96.0.10"),
-                                  ("$KSIM_POD_CIDR", "10.244.0.0/16"), ("$KSIM_SERVICE_CIDR", "10.96.0.0/12"),
-                                  ("$KSIM_NODE_CIDR", "192.168.50.0/24")] {
-            #expect(text.contains(variable))
-            text = text.replacingOccurrences(of: variable, with: value)
-        }
-        let configuration = try JoinConfiguration([
-            "GATEWAY": "vpn-gateway.vpn.svc.cluster.local", "GATEWAY_ADDR": "172.30.0.1/15",
-            "POD_CIDRS": "10.244.0.0/16", "CLUSTER_CIDRS": "10.96.0.0/12,192.168.50.0/24",
-        ])
-        #expect(text == configuration.killSwitch(clusterDNS: IPv4Address(10, 96, 0, 10)).ruleset.nftText)
-    }
-}

@@ -15,6 +15,12 @@ let hostNameRemotes = LoadedConfiguration(configuration: exampleConfiguration,
                                           nameservers: [IPv4Address(192, 0, 2, 53)],
                                           credentials: CredentialsToken(generation: 1))
 let loaded = Event.configurationLoaded(literalRemotes)
+/// The Kubernetes gateway's configuration (docs/kubernetes.md): LAN_IF is the overlay's vxlan link.
+let overlayConfiguration = try! Configuration(["CONFIG": "/config/client.ovpn", "IP_ADDR": "172.30.0.1/15",
+                                               "LAN_IF": "vxlan0", "WAN_IF": "eth0", "POD_CIDRS": "10.244.0.0/16"])
+let loadedOverlay = Event.configurationLoaded(LoadedConfiguration(configuration: overlayConfiguration,
+                                                                  remotes: literalRemotes.remotes,
+                                                                  credentials: CredentialsToken(generation: 1)))
 let loadedWithHostNames = Event.configurationLoaded(hostNameRemotes)
 let resolved = Event.namesResolved(addresses: ["vpn.example.net": [IPv4Address(198, 51, 100, 7)]], failures: [:])
 /// SIGHUP's result: another literal remote, new credentials.
@@ -39,6 +45,7 @@ let representativeEvents: [Event] = [
     tampered, .firewallNotificationsLost, .firewallIntact(.up),
     .lanAddressConfigured, .lanAddressPresent, .lanAddressMissing, .addressFailed("EADDRNOTAVAIL"),
     .policyRoutingInstalled, .policyRoutingFailed("EPERM"), .tunnelRouteInstalled, .tunnelRouteFailed("ENETDOWN"),
+] + overlayEvents + [
     .tunnelLinkUp, .tunnelLinkDown, .wanLinkUp, .wanLinkDown,
     started, .tunnelStartFailed("ENOENT"), exited,
     .tunnelControlConnected, .tunnelHeld, .credentialsRequested, .authenticationFailed,
@@ -49,6 +56,12 @@ let representativeEvents: [Event] = [
     .timerFired(.probe), .timerFired(.crashWindow),
     .shutdownRequested,
     .reloadRequested, reloaded, .reloadRefused("CONFIG=/config/new.ovpn has no remote line"),
+]
+
+/// The Kubernetes gateway's overlay events: a router without an overlay ignores them all.
+let overlayEvents: [Event] = [
+    .overlayLinkReady, .overlayLinkFailed("EEXIST"), .overlayLinkLost,
+    .overlayRouteInstalled, .overlayRouteFailed("ENETUNREACH"), .overlayRouteMissing,
 ]
 
 /// The nftables monitor's report of an outside change to table inet vpnsup.
@@ -78,6 +91,12 @@ func caseName(_ event: Event) -> String {
     case .policyRoutingFailed: "policyRoutingFailed"
     case .tunnelRouteInstalled: "tunnelRouteInstalled"
     case .tunnelRouteFailed: "tunnelRouteFailed"
+    case .overlayLinkReady: "overlayLinkReady"
+    case .overlayLinkFailed: "overlayLinkFailed"
+    case .overlayLinkLost: "overlayLinkLost"
+    case .overlayRouteInstalled: "overlayRouteInstalled"
+    case .overlayRouteFailed: "overlayRouteFailed"
+    case .overlayRouteMissing: "overlayRouteMissing"
     case .tunnelLinkUp: "tunnelLinkUp"
     case .tunnelLinkDown: "tunnelLinkDown"
     case .wanLinkUp: "wanLinkUp"
@@ -110,6 +129,8 @@ let allEventCaseNames: Set<String> = [
     "firewallCommitted", "firewallFailed", "firewallTampered", "firewallNotificationsLost", "firewallIntact",
     "lanAddressConfigured", "lanAddressPresent", "lanAddressMissing", "addressFailed",
     "policyRoutingInstalled", "policyRoutingFailed", "tunnelRouteInstalled", "tunnelRouteFailed",
+    "overlayLinkReady", "overlayLinkFailed", "overlayLinkLost", "overlayRouteInstalled", "overlayRouteFailed",
+    "overlayRouteMissing",
     "tunnelLinkUp", "tunnelLinkDown", "wanLinkUp", "wanLinkDown",
     "tunnelStarted", "tunnelStartFailed", "tunnelProcessExited", "tunnelControlConnected", "tunnelHeld",
     "credentialsRequested", "authenticationFailed", "tunnelConnected", "tunnelDisconnected", "tunnelFatal",
@@ -200,13 +221,39 @@ struct Scenario: Hashable, Sendable, CustomStringConvertible {
     static let tunnelUpReloadingAgain = Scenario(name: "TunnelUp (another SIGHUP while reading)", state: .tunnelUp,
                                                  path: tunnelUpReloading.path + [.reloadRequested])
 
+    // MARK: The Kubernetes gateway (POD_CIDRS set: LAN_IF is a vxlan link vpnsup owns)
+
+    /// Init with an overlay: the configuration accepted, the overlay link requested (before its address).
+    static let overlayInitial = Scenario(name: "Init (overlay link requested)", state: .initial,
+                                         path: [.start, .firewallCommitted(.lockdown), loadedOverlay])
+    /// TunnelUp with an overlay.
+    static let overlayTunnelUp = Scenario(
+        name: "TunnelUp (overlay)", state: .tunnelUp,
+        path: overlayInitial.path + [.overlayLinkReady, .lanAddressPresent, .firewallCommitted(.connecting), started,
+                                     .tunnelControlConnected, .tunnelHeld, .credentialsRequested, .tunnelConnected,
+                                     .tunnelLinkUp, .firewallCommitted(.up)])
+    /// Killswitched with an overlay, after a transient failure.
+    static let overlayKillswitched = Scenario(
+        name: "Killswitched (overlay, transient failure)", state: .killswitched,
+        path: overlayInitial.path + [.overlayLinkReady, .lanAddressPresent, .firewallFailed(.connecting, "EPERM"),
+                                     .firewallCommitted(.lockdown)])
+
+    /// The overlay scenarios and the ordinary ones whose facts they share, event for event but
+    /// the overlay's (`expectedTable(for:)` derives their tables from those).
+    static let overlayCounterparts: [Scenario: Scenario] = [
+        overlayInitial: initial, overlayTunnelUp: tunnelUp, overlayKillswitched: killswitchedTransient,
+    ]
+
+    var hasOverlay: Bool { path.contains(loadedOverlay) }
+
     /// One scenario per state, in `State.allCases` order.
     static let perState: [Scenario] = [initial, addressAssigned, tunnelConnecting, tunnelUp, degraded, killswitched]
     /// Every scenario: one per state, plus the variants that reach the other transitions.
     static let all: [Scenario] = [starting, lockdownFailed, awaitingLockdown, resolutionOpening, resolving, closingResolution,
                                   initial, addressAssigned, tunnelConnecting, connectedAwaitingLink, tunnelUp,
                                   tunnelUpReloading, tunnelUpReloadingAgain, degraded, degradedLinkDown, killswitched,
-                                  killswitchedTransient, shuttingDown, shutDownWhileResolving]
+                                  killswitchedTransient, shuttingDown, shutDownWhileResolving, overlayInitial, overlayTunnelUp,
+                                  overlayKillswitched]
 
     /// The kernel may hold the resolving ruleset, which only a lockdown commit replaces.
     var resolutionMayBeOpen: Bool { [Scenario.resolutionOpening, .resolving, .closingResolution].contains(self) }

@@ -44,6 +44,45 @@ struct ExpectedTable: Sendable {
 }
 
 func expectedTable(for scenario: Scenario) -> ExpectedTable {
+    if let counterpart = Scenario.overlayCounterparts[scenario] {
+        return overlayTable(for: scenario, counterpart: expectedTable(for: counterpart))
+    }
+    // A router without an overlay ignores the overlay's events.
+    var table = ordinaryTable(for: scenario)
+    table.ignored += overlayEvents
+    return table
+}
+
+/// The Kubernetes gateway answers every event as the ordinary router with the same facts does,
+/// but these: LAN_IF is its link to create and repair before its address, and the pod networks'
+/// route is its to keep.
+func overlayTable(for scenario: Scenario, counterpart: ExpectedTable) -> ExpectedTable {
+    let repairs = [
+        ExpectedRow(.lanAddressMissing, scenario.state, [.ensureOverlayLink]),
+        ExpectedRow(.overlayLinkReady, scenario.state, [.ensureLANAddress, .ensureOverlayRoute]),
+        ExpectedRow(.overlayLinkLost, scenario.state, [.ensureOverlayLink]),
+        ExpectedRow(.overlayRouteMissing, scenario.state, [.ensureOverlayRoute]),
+    ]
+    var overrides: [ExpectedRow]
+    switch scenario {
+    case .overlayInitial:
+        // A link that cannot be made kills the switch as a missing address does.
+        overrides = repairs + [ExpectedRow(.overlayLinkFailed("EEXIST"), .killswitched, [.cancelTimer(.respawn), retry])]
+    case .overlayTunnelUp:
+        overrides = repairs + [ExpectedRow(.overlayLinkFailed("EEXIST"), .killswitched, killswitchTransientRunning)]
+    case .overlayKillswitched:
+        // The retry timer tries again; meanwhile a failure changes nothing.
+        overrides = repairs
+    default:
+        Issue.record("no overlay table for \(scenario.name)")
+        overrides = []
+    }
+    let replaced = Set(overrides.map(\.event))
+    return ExpectedTable(rows: counterpart.rows.filter { !replaced.contains($0.event) } + overrides,
+                         ignored: counterpart.ignored.filter { !replaced.contains($0) })
+}
+
+func ordinaryTable(for scenario: Scenario) -> ExpectedTable {
     switch scenario {
     case .starting:
         return ExpectedTable(rows: [

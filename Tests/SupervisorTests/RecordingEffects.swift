@@ -61,6 +61,8 @@ actor RecordingEffects: Effects {
         case .ensureLANAddress: return [.lanAddressConfigured]
         case .ensurePolicyRouting: return [.policyRoutingInstalled]
         case .ensureTunnelRoute: return [.tunnelRouteInstalled]
+        case .ensureOverlayLink: return [.overlayLinkReady]
+        case .ensureOverlayRoute: return [.overlayRouteInstalled]
         case .verifyFirewall(let policy): return [verifyResult(policy)]
         case .startTunnel:
             nextPID += 1

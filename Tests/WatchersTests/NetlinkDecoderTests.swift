@@ -8,6 +8,7 @@ private enum Wire {
     static let newLink: UInt16 = 16, delLink: UInt16 = 17
     static let newAddr: UInt16 = 20, delAddr: UInt16 = 21
     static let newRoute: UInt16 = 24, delRoute: UInt16 = 25
+    static let newNeigh: UInt16 = 28, delNeigh: UInt16 = 29
     static let done: UInt16 = 3, error: UInt16 = 2
     static let up: UInt32 = 0x1, lowerUp: UInt32 = 0x10000
     static let inet: UInt8 = 2, inet6: UInt8 = 10, bridge: UInt8 = 7
@@ -48,6 +49,14 @@ private enum Wire {
         if let destination { body += attribute(1, destination) }  // RTA_DST
         if let oif { body += attribute(4, bytes(oif)) }           // RTA_OIF
         if let gateway { body += attribute(5, gateway) }          // RTA_GATEWAY
+        return message(type, body)
+    }
+
+    /// struct ndmsg (family, pads, ifindex, state, flags, type) and NDA_DST.
+    static func neighbour(_ type: UInt16 = newNeigh, index: Int32, state: UInt16, destination: [UInt8]?,
+                          family: UInt8 = inet) -> [UInt8] {
+        var body = [family, 0, 0, 0] + bytes(index) + bytes(state) + [0, 1]
+        if let destination { body += attribute(1, destination) }  // NDA_DST
         return message(type, body)
     }
 }
@@ -285,5 +294,41 @@ private struct SplitMix64 {
         z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
         z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
         return z ^ (z >> 31)
+    }
+
+}
+
+extension NetlinkDecoderTests {
+    @Test func neighboursReportTheirStateOnTheLinkByName() {
+        var decoder = NetlinkDecoder()
+        _ = decoder.decode(Wire.link(index: 7, flags: Wire.up | Wire.lowerUp, name: "vxlan0"))
+        let gateway = IPv4Address(172, 30, 0, 1)
+        // NUD_FAILED 0x20, NUD_REACHABLE 0x02, NUD_STALE 0x04, NUD_INCOMPLETE 0x01, NUD_PERMANENT 0x80.
+        #expect(decoder.decode(Wire.neighbour(index: 7, state: 0x20, destination: [172, 30, 0, 1]))
+                == [.neighbour(interface: "vxlan0", index: 7, address: gateway, state: .failed)])
+        #expect(decoder.decode(Wire.neighbour(index: 7, state: 0x02, destination: [172, 30, 0, 1]))
+                == [.neighbour(interface: "vxlan0", index: 7, address: gateway, state: .reachable)])
+        #expect(decoder.decode(Wire.neighbour(index: 7, state: 0x04, destination: [172, 30, 0, 1]))
+                == [.neighbour(interface: "vxlan0", index: 7, address: gateway, state: .stale)])
+        #expect(decoder.decode(Wire.neighbour(index: 7, state: 0x01, destination: [172, 30, 0, 1]))
+                == [.neighbour(interface: "vxlan0", index: 7, address: gateway, state: .incomplete)])
+        #expect(decoder.decode(Wire.neighbour(index: 7, state: 0x80, destination: [172, 30, 0, 1]))
+                == [.neighbour(interface: "vxlan0", index: 7, address: gateway, state: .permanent)])
+        #expect(decoder.decode(Wire.neighbour(Wire.delNeigh, index: 7, state: 0x04, destination: [172, 30, 0, 1]))
+                == [.neighbour(interface: "vxlan0", index: 7, address: gateway, state: .removed)])
+        // An index no link message named: reported without a name.
+        #expect(decoder.decode(Wire.neighbour(index: 9, state: 0x20, destination: [10, 0, 0, 1]))
+                == [.neighbour(interface: "", index: 9, address: IPv4Address(10, 0, 0, 1), state: .failed)])
+    }
+
+    @Test func neighboursOfOtherFamiliesOrWithoutADestinationAreSkipped() {
+        var decoder = NetlinkDecoder()
+        // AF_BRIDGE: an FDB entry, not an IPv4 neighbour; IPv6 neighbours; no NDA_DST; a cut body.
+        #expect(decoder.decode(Wire.neighbour(index: 7, state: 0x80, destination: [1, 2, 3, 4, 5, 6], family: Wire.bridge)) == [])
+        #expect(decoder.decode(Wire.neighbour(index: 7, state: 0x20, destination: [UInt8](repeating: 0, count: 16), family: Wire.inet6)) == [])
+        #expect(decoder.decode(Wire.neighbour(index: 7, state: 0x20, destination: nil)) == [])
+        #expect(decoder.decode(Wire.message(Wire.newNeigh, [Wire.inet, 0, 0, 0, 7, 0])) == [])
+        // A destination that is not four bytes is no IPv4 address.
+        #expect(decoder.decode(Wire.neighbour(index: 7, state: 0x20, destination: [172, 30, 0])) == [])
     }
 }
