@@ -33,8 +33,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
+        // The kernel's netlink headers (no library: SystemSupport builds the messages itself).
+        .systemLibrary(name: "CNetlink"),
         // C libraries, found through pkg-config; Debian's -dev packages provide them.
-        .systemLibrary(name: "CMnl", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
         .systemLibrary(name: "CNftnl", pkgConfig: "libnftnl", providers: [.apt(["libnftnl-dev"])]),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
 
@@ -44,50 +45,55 @@ let package = Package(
 
         // The pure core: no Glibc, no I/O, no clocks.
         .target(name: "StateMachine"),
-        .target(name: "Watchers", dependencies: ["StateMachine", "CMnl"]),
+        // The system layer both Watchers and Actions stand on: EINTR-retrying calls and the one
+        // errno error, owned descriptors, threads, the netlink socket and message codec.
+        .target(name: "SystemSupport", dependencies: ["StateMachine", "CNetlink"]),
+        .target(name: "Watchers", dependencies: ["StateMachine", "SystemSupport", "CNetlink"]),
         .target(
             name: "Actions",
-            dependencies: ["StateMachine", "CMnl", "CNftnl", "CSystemd", "CBuildInfo", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["StateMachine", "SystemSupport", "CNetlink", "CNftnl", "CSystemd", "CBuildInfo",
+                           .product(name: "Logging", package: "swift-log")]
         ),
         // The interpreter, the effects (Linux and the OpenVPN backend), the status: everything
         // `vpnsup run` does around the pure machine, usable from tests and other commands.
         .target(
             name: "Supervisor",
-            dependencies: ["StateMachine", "Watchers", "Actions", .product(name: "Logging", package: "swift-log"),
+            dependencies: ["StateMachine", "SystemSupport", "Watchers", "Actions", .product(name: "Logging", package: "swift-log"),
                            .product(name: "Prometheus", package: "swift-prometheus")]
         ),
         .executableTarget(
             name: "vpnsup",
             dependencies: [
-                "StateMachine", "Watchers", "Actions", "Supervisor",
+                "StateMachine", "SystemSupport", "Watchers", "Actions", "Supervisor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
 
         // Commit timings of the firewall (make bench-firewall); never part of the image.
-        .executableTarget(name: "vpnsup-bench", dependencies: ["StateMachine", "Actions"]),
+        .executableTarget(name: "vpnsup-bench", dependencies: ["StateMachine", "SystemSupport", "Actions"]),
 
         .testTarget(
             name: "StateMachineTests",
             dependencies: ["StateMachine", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
+        .testTarget(name: "SystemSupportTests", dependencies: ["SystemSupport", "StateMachine"]),
         // Actions: the nftables monitor is tested against commits through vpnsup's own Firewall.
-        .testTarget(name: "WatchersTests", dependencies: ["Watchers", "StateMachine", "Actions", "TestSupport"]),
+        .testTarget(name: "WatchersTests", dependencies: ["Watchers", "StateMachine", "SystemSupport", "Actions", "TestSupport"]),
         // Watchers: the WireGuard tests wait for wireguard-go's socket with the socket watcher.
         .testTarget(
             name: "ActionsTests",
-            dependencies: ["Actions", "StateMachine", "Watchers", "TestSupport", .product(name: "Logging", package: "swift-log"),
+            dependencies: ["Actions", "StateMachine", "SystemSupport", "Watchers", "TestSupport", .product(name: "Logging", package: "swift-log"),
                            .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         // The whole supervisor without root: the interpreter, the translators and the record,
         // with a recording fake of the effects.
         .testTarget(
             name: "SupervisorTests",
-            dependencies: ["Supervisor", "StateMachine", "Watchers", "TestSupport",
+            dependencies: ["Supervisor", "StateMachine", "SystemSupport", "Watchers", "TestSupport",
                            .product(name: "Logging", package: "swift-log"), .product(name: "Prometheus", package: "swift-prometheus")]
         ),
-        .testTarget(name: "vpnsupTests", dependencies: ["vpnsup", "Supervisor", "StateMachine", "Watchers", "TestSupport"]),
+        .testTarget(name: "vpnsupTests", dependencies: ["vpnsup", "Supervisor", "StateMachine", "SystemSupport", "Watchers", "Actions", "TestSupport"]),
         // What several test targets share: the guard of the root tests (the network namespace
         // `make test` made for them), the Prometheus text exposition read back.
         .target(name: "TestSupport", dependencies: ["Supervisor"], path: "Tests/TestSupport"),

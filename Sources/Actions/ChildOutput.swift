@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import SystemSupport
 
 /// The read end of a pipe that holds a child's stdout and stderr (`Spawner.spawnReadingOutput`).
 /// Owns the descriptor: it is closed when the output has been read to its end, or with the object.
@@ -23,9 +24,8 @@ public final class ChildOutput: Sendable {
         var cut = false
         var buffer = [UInt8](repeating: 0, count: 16384)
         while true {
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 { break }
+            guard let count = try? retryingInterrupts("read", { buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } }),
+                  count > 0 else { break }
             var start = 0
             for index in 0..<count where buffer[index] == 0x0A {
                 if !cut { pending += buffer[start..<min(index, start + Self.maximumLineLength - pending.count)] }
@@ -65,13 +65,13 @@ public enum PrivateFile {
         guard fd >= 0 else { throw SystemError("open \(temporary)") }
         var bytes = Array(text.utf8)[...]
         while !bytes.isEmpty {
-            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if written < 0 {
-                if errno == EINTR { continue }
-                let failure = SystemError("write \(temporary)")
+            let written: Int
+            do {
+                written = try retryingInterrupts("write \(temporary)") { bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } }
+            } catch {
                 Glibc.close(fd)
                 unlink(temporary)
-                throw failure
+                throw error
             }
             bytes = bytes.dropFirst(written)
         }

@@ -1,8 +1,7 @@
-// Glibc only, no C module of the project: see SocketFlags (a file importing CMnl that named these
-// constants would hide them from the module's other files).
 import Glibc
 import StateMachine
 import Synchronization
+import SystemSupport
 
 /// A client pod's split DNS forwarder (`vpnsup join`, docs/kubernetes.md): listens on
 /// 127.0.0.1:53, UDP and TCP, and relays each query as it is to the upstream `route` picks for it
@@ -58,29 +57,29 @@ public final class DNSForwarder: Sendable {
     /// or no thread can be had.
     public static func start(address: IPv4Address = IPv4Address(127, 0, 0, 1), port: UInt16 = 53, mark: UInt32,
                              timeout: Duration = .seconds(2), route: @escaping Route,
-                             threads: @escaping ThreadStarter) throws -> DNSForwarder {
-        let udp = try listening(SocketFlags.datagram, address, port)
+                             threads: @escaping ThreadStarter) throws(SystemError) -> DNSForwarder {
+        let udp = try listening(.datagram, address, port)
         let tcp: Int32
-        do { tcp = try listening(SocketFlags.stream, address, port) } catch { close(udp); throw error }
+        do { tcp = try listening(.stream, address, port) } catch { close(udp); throw error }
         var wakeup: [Int32] = [-1, -1]
         guard pipe(&wakeup) == 0 else {
-            let code = errno
+            let error = SystemError("pipe")
             close(udp)
             close(tcp)
-            throw SystemError("pipe", code: code)
+            throw error
         }
         wakeup.forEach { _ = fcntl($0, F_SETFD, FD_CLOEXEC) }
         let forwarder = DNSForwarder(udp: udp, tcp: tcp, wakeup: wakeup, route: route, mark: mark, timeout: timeout)
         guard threads("vpnsup-dns-udp", { forwarder.serveUDP() }) else {
             forwarder.release()
-            throw SystemError("start the forwarder's thread", code: EAGAIN)
+            throw SystemError(operation: "start the forwarder's thread", errno: EAGAIN)
         }
         guard threads("vpnsup-dns-tcp", { forwarder.serveTCP(threads) }) else {
             // The UDP loop ends and closes what is shared once the TCP loop counts as ended too.
             close(tcp)
             forwarder.stop()
             forwarder.loopEnded()
-            throw SystemError("start the forwarder's thread", code: EAGAIN)
+            throw SystemError(operation: "start the forwarder's thread", errno: EAGAIN)
         }
         return forwarder
     }
@@ -135,9 +134,13 @@ public final class DNSForwarder: Sendable {
             var descriptors = [pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
                                pollfd(fd: udp, events: Int16(POLLIN), revents: 0)]
             descriptors += pending.map { pollfd(fd: $0.socket.descriptor, events: Int16(POLLIN), revents: 0) }
-            let wait = pending.map(\.deadline).min().map { Self.milliseconds(until: $0) } ?? -1
-            if poll(&descriptors, nfds_t(descriptors.count), wait) < 0 {
-                if errno == EINTR { continue }
+            let earliest = pending.map(\.deadline).min()
+            do {
+                // The timeout computed again after a signal, so that no deadline is passed late.
+                try retryingInterrupts("poll") {
+                    poll(&descriptors, nfds_t(descriptors.count), earliest.map { pollTimeout(until: $0) } ?? -1)
+                }
+            } catch {
                 return
             }
             if descriptors[0].revents != 0 { return }
@@ -150,7 +153,7 @@ public final class DNSForwarder: Sendable {
                     _ = answer.withUnsafeBytes { bytes in
                         withUnsafePointer(to: &entry.client) {
                             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                                sendto(udp, bytes.baseAddress, bytes.count, SocketFlags.noSignal, $0,
+                                sendto(udp, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL), $0,
                                        socklen_t(MemoryLayout<sockaddr_in>.size))
                             }
                         }
@@ -172,14 +175,16 @@ public final class DNSForwarder: Sendable {
         while true {
             var client = sockaddr_in()
             var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let received = buffer.withUnsafeMutableBytes { bytes in
-                withUnsafeMutablePointer(to: &client) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        recvfrom(udp, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), $0, &length)
+            // Until it would block (EAGAIN), or fails: either ends this round.
+            guard let received = try? retryingInterrupts("recvfrom", {
+                buffer.withUnsafeMutableBytes { bytes in
+                    withUnsafeMutablePointer(to: &client) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                            recvfrom(udp, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), $0, &length)
+                        }
                     }
                 }
-            }
-            guard received >= 0 else { return }
+            }) else { return }
             let query = Array(buffer[0..<received])
             guard pending.count < Self.maximumPending, let upstream = route(query) else {
                 count { $0.dropped += 1 }
@@ -207,14 +212,9 @@ public final class DNSForwarder: Sendable {
         while !stopped.load(ordering: .acquiring) {
             var descriptors = [pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0),
                                pollfd(fd: tcp, events: Int16(POLLIN), revents: 0)]
-            if poll(&descriptors, 2, -1) < 0 {
-                if errno == EINTR { continue }
-                return
-            }
+            do { try retryingInterrupts("poll") { poll(&descriptors, 2, -1) } } catch { return }
             if descriptors[0].revents != 0 { return }
-            let client = accept(tcp, nil, nil)
-            guard client >= 0 else { continue }
-            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+            guard let client = try? UnixSocket.accept(on: tcp) else { continue }
             guard connections.add(1, ordering: .relaxed).newValue <= Self.maximumConnections,
                   threads("vpnsup-dns-conn", { [self] in serve(connection: client) }) else {
                 connections.subtract(1, ordering: .relaxed)
@@ -253,7 +253,7 @@ public final class DNSForwarder: Sendable {
                     count { $0.unanswered += 1 }
                     return
                 }
-                guard Self.writeAll(client, length + answer) else { return }
+                guard (try? UnixSocket.writeAll(length + answer, to: client)) != nil else { return }
                 count { $0.relayed += 1 }
             } catch {
                 count { $0.unanswered += 1 }
@@ -264,11 +264,16 @@ public final class DNSForwarder: Sendable {
 
     // MARK: Sockets
 
-    private static func listening(_ type: Int32, _ address: IPv4Address, _ port: UInt16) throws -> Int32 {
-        let kind = type == SocketFlags.datagram ? "UDP" : "TCP"
-        let fd = socket(AF_INET, type | SocketFlags.closeOnExec, 0)
-        guard fd >= 0 else { throw SystemError("\(kind) socket") }
-        if type == SocketFlags.stream {
+    private enum Transport {
+        case datagram, stream
+        var type: Int32 { Int32((self == .datagram ? SOCK_DGRAM : SOCK_STREAM).rawValue) }
+        var name: String { self == .datagram ? "udp" : "tcp" }
+    }
+
+    private static func listening(_ transport: Transport, _ address: IPv4Address, _ port: UInt16) throws(SystemError) -> Int32 {
+        let fd = socket(AF_INET, transport.type | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SystemError("\(transport.name.uppercased()) socket") }
+        if transport == .stream {
             // A restarted sidecar binds again while the last one's connections linger. Not for
             // UDP, where it would let two forwarders share the port.
             var on: Int32 = 1
@@ -281,8 +286,8 @@ public final class DNSForwarder: Sendable {
         let bound = withUnsafePointer(to: &local) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard bound == 0, type == SocketFlags.datagram || listen(fd, 16) == 0 else {
-            let error = SystemError("listen on \(address):\(port)/\(kind.lowercased())")
+        guard bound == 0, transport == .datagram || listen(fd, 16) == 0 else {
+            let error = SystemError("listen on \(address):\(port)/\(transport.name)")
             close(fd)
             throw error
         }
@@ -295,38 +300,10 @@ public final class DNSForwarder: Sendable {
         var buffer = [UInt8](repeating: 0, count: max(1, count))
         while bytes.count < count {
             let wanted = count - bytes.count
-            let got = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, wanted, 0) }
-            if got > 0 {
-                bytes += buffer[0..<got]
-            } else if got < 0, errno == EINTR {
-                continue
-            } else {
-                return nil
-            }
+            guard let got = try? retryingInterrupts("recv", { buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, wanted, 0) } }),
+                  got > 0 else { return nil }
+            bytes += buffer[0..<got]
         }
         return bytes
-    }
-
-    private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-        var offset = 0
-        while offset < bytes.count {
-            let sent = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, SocketFlags.noSignal) }
-            if sent > 0 {
-                offset += sent
-            } else if sent < 0, errno == EINTR {
-                continue
-            } else {
-                return false
-            }
-        }
-        return true
-    }
-
-    /// poll(2)'s timeout until `deadline`, rounded up.
-    private static func milliseconds(until deadline: ContinuousClock.Instant) -> Int32 {
-        let remaining = deadline - ContinuousClock.now
-        guard remaining > .zero else { return 0 }
-        let (seconds, attoseconds) = remaining.components
-        return Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
     }
 }

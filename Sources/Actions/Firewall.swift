@@ -1,6 +1,7 @@
 import CNftnl
 import Glibc
 import StateMachine
+import SystemSupport
 
 /// Why the firewall could not do what it was asked; `description` is meant for the log.
 public struct FirewallError: Error, CustomStringConvertible, Sendable {
@@ -39,9 +40,9 @@ public struct FirewallError: Error, CustomStringConvertible, Sendable {
         return text
     }
 
-    /// A failed system call; reads `errno` now, so call it right after the failure.
-    static func system(_ doing: String) -> FirewallError {
-        FirewallError(kind: .system, message: "\(doing) failed", errno: Glibc.errno)
+    /// A failed system call, as the system layer reports it.
+    init(_ error: SystemError) {
+        self.init(kind: .system, message: "\(error.operation) failed", errno: error.errno)
     }
 
     static func outOfMemory(_ function: String) -> FirewallError {
@@ -50,9 +51,11 @@ public struct FirewallError: Error, CustomStringConvertible, Sendable {
 
     init(kernel error: NftKernelError, doing: String, otherErrors: Int = 0) {
         var message = "the kernel rejected \(doing)"
-        if let missing = error.missingAttribute { message += " (missing attribute \(missing))" }
+        if let missing = error.ack.missingAttribute { message += " (missing attribute \(missing))" }
         if otherErrors > 0 { message += " (and \(otherErrors) more message\(otherErrors == 1 ? "" : "s") of the batch)" }
-        self.init(kind: .rejected, message: message, errno: error.errno, kernelMessage: error.message)
+        // A negative errno in an ACK is malformed; report it as a protocol error.
+        self.init(kind: .rejected, message: message, errno: error.ack.errno < 0 ? EPROTO : error.ack.errno,
+                  kernelMessage: error.ack.message)
     }
 }
 

@@ -1,4 +1,5 @@
 import Glibc
+import SystemSupport
 
 /// One `vpnsup run` per network namespace. Two supervisors in one namespace would fight over table
 /// `inet vpnsup` for ever: each takes the other's commit for an outside change and repairs it
@@ -25,7 +26,8 @@ public enum NamespaceLock {
     /// not inherited by children). Throws `Held` when another process holds it; any other failure
     /// (no socket to be had) is not a reason to refuse to run: returns without the lock.
     public static func acquire(_ name: String) throws(Held) {
-        let descriptor = socket(AF_UNIX, SocketFlags.stream | SocketFlags.closeOnExec, 0)
+        // Not an OwnedDescriptor: the lock's socket stays open for the rest of the process.
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard descriptor >= 0 else { return }
         if bind(descriptor, name), listen(descriptor, 8) == 0 { return }
         let bindError = errno
@@ -53,16 +55,9 @@ public enum NamespaceLock {
 
     /// Asks the holder's listening socket who it is.
     private static func holderPID(_ name: String) -> Int32? {
-        let descriptor = socket(AF_UNIX, SocketFlags.stream | SocketFlags.closeOnExec, 0)
-        guard descriptor >= 0 else { return nil }
-        defer { close(descriptor) }
-        guard withAddress(name, { connect(descriptor, $0, $1) == 0 }) else { return nil }
-        // struct ucred { pid_t pid; uid_t uid; gid_t gid; }: glibc declares it only under
-        // _GNU_SOURCE, so Swift's Glibc module lacks it.
-        var credentials: (pid: Int32, uid: UInt32, gid: UInt32) = (0, 0, 0)
-        var length = socklen_t(MemoryLayout.size(ofValue: credentials))
-        guard getsockopt(descriptor, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0 else { return nil }
-        return credentials.pid
+        guard let socket = try? UnixSocket.make(),
+              withAddress(name, { connect(socket.rawValue, $0, $1) == 0 }) else { return nil }
+        return try? UnixSocket.peer(of: socket.rawValue).pid
     }
 
     /// `name` as an abstract address: a leading NUL, no terminator.

@@ -1,5 +1,6 @@
 import CNftnl
 import Glibc
+import SystemSupport
 
 /// One nfnetlink transaction under construction: batch begin, messages, batch end, laid out
 /// contiguously so a single sendto delivers it (the kernel commits a batch only if it arrives in
@@ -38,7 +39,7 @@ final class NftBatch {
             preconditionFailure("libnftnl built no message header") // it only writes into the buffer
         }
         if ack { nlh.pointee.nlmsg_flags |= UInt16(NLM_F_ACK); messagesWantingAck += 1 }
-        let length = Int(vpnsup_nft_nlmsg_align(nlh.pointee.nlmsg_len))
+        let length = netlinkAligned(Int(nlh.pointee.nlmsg_len))
         precondition(length <= NftBatch.scratchSize, "netlink message overran the scratch buffer")
         dirtyBytes = length
         bytes.append(contentsOf: UnsafeRawBufferPointer(start: scratch, count: length))
@@ -66,56 +67,39 @@ final class NftBatch {
 /// An error the kernel reported for one message of a request.
 struct NftKernelError {
     var sequence: UInt32
-    var errno: Int32
-    var message: String?
-    var missingAttribute: Int?
+    var ack: NetlinkAck
 }
 
-/// A NETLINK_NETFILTER socket (libmnl), with extended ACKs and buffers sized for large batches.
+/// A NETLINK_NETFILTER socket with extended ACKs and buffers sized for large batches.
 final class NftSocket {
-    private let socket: OpaquePointer
-    private let fd: Int32
+    private let socket: NetlinkSocket
     private var sequence: UInt32
-    private let receiveBuffer: UnsafeMutableRawBufferPointer
+    private var receiveBuffer = [UInt8](repeating: 0, count: 64 * 1024)
     private var sendBufferSize: Int
     private var receiveBufferSize: Int
     /// nft's estimate of the receive-buffer room one ACK needs (NFT_MNL_ACK_MAXSIZE).
     private static let ackSize = 1024
 
     init() throws(FirewallError) {
-        guard let socket = mnl_socket_open(NETLINK_NETFILTER) else { throw FirewallError.system("opening a NETLINK_NETFILTER socket") }
-        self.socket = socket
-        fd = mnl_socket_get_fd(socket)
-        // Dumps arrive in datagrams of up to 32 KiB; a larger buffer never truncates one.
-        receiveBuffer = .allocate(byteCount: 64 * 1024, alignment: 8)
-        sendBufferSize = 0
-        receiveBufferSize = 0
-        sequence = UInt32(truncatingIfNeeded: time(nil))
-        guard mnl_socket_bind(socket, 0, pid_t(MNL_SOCKET_AUTOPID)) == 0 else {
-            let error = FirewallError.system("binding the netfilter socket")
-            mnl_socket_close(socket); receiveBuffer.deallocate()
-            throw error
+        do {
+            socket = try NetlinkSocket(protocol: NETLINK_NETFILTER)
+        } catch {
+            throw FirewallError(error)
         }
-        var one: Int32 = 1
+        // Dumps arrive in datagrams of up to 32 KiB; the 64 KiB buffer never truncates one.
+        sequence = socket.nextSequence()
         // CAP_ACK: errors do not echo the (possibly huge) request. EXT_ACK: the kernel says why.
-        _ = mnl_socket_setsockopt(socket, NETLINK_CAP_ACK, &one, socklen_t(MemoryLayout<Int32>.size))
-        _ = mnl_socket_setsockopt(socket, NETLINK_EXT_ACK, &one, socklen_t(MemoryLayout<Int32>.size))
+        socket.requestExtendedAcks()
         // A dump that never ends must not hang the supervisor.
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        sendBufferSize = socketBufferSize(SO_SNDBUF)
-        receiveBufferSize = socketBufferSize(SO_RCVBUF)
-    }
-
-    deinit {
-        mnl_socket_close(socket)
-        receiveBuffer.deallocate()
+        socket.setReceiveTimeout(seconds: 5)
+        sendBufferSize = socket.bufferSize(.send)
+        receiveBufferSize = socket.bufferSize(.receive)
     }
 
     func makeBatch() -> NftBatch { NftBatch(firstSequence: sequence) }
 
     /// The port the kernel bound this socket to (unique in the network namespace while it is open).
-    var portID: UInt32 { mnl_socket_get_portid(socket) }
+    var portID: UInt32 { socket.portID }
 
     /// Sends a finished batch and collects the kernel's verdict on it. Netlink hands the datagram
     /// to nfnetlink synchronously, so by the time sendto returns every ACK and error is queued:
@@ -125,11 +109,18 @@ final class NftSocket {
         sequence = batch.nextSequence
         discardPending()
         // A batch larger than the send buffer fails with EMSGSIZE; raise it as nft does.
-        ensureBuffer(SO_SNDBUFFORCE, fallback: SO_SNDBUF, size: batch.bytes.count + 4096, current: &sendBufferSize)
-        ensureBuffer(SO_RCVBUFFORCE, fallback: SO_RCVBUF, size: batch.messagesWantingAck * NftSocket.ackSize,
-                     current: &receiveBufferSize)
-        let sent = batch.bytes.withUnsafeBytes { mnl_socket_sendto(socket, $0.baseAddress, $0.count) }
-        guard sent == batch.bytes.count else { throw FirewallError.system("sending \(batch.bytes.count) bytes of nftables batch") }
+        // (The kernel doubles what it is given and reports the doubled value.)
+        if batch.bytes.count + 4096 > sendBufferSize / 2 {
+            sendBufferSize = socket.setBufferSize(.send, to: batch.bytes.count + 4096)
+        }
+        if batch.messagesWantingAck * NftSocket.ackSize > receiveBufferSize / 2 {
+            receiveBufferSize = socket.setBufferSize(.receive, to: batch.messagesWantingAck * NftSocket.ackSize)
+        }
+        do {
+            try socket.send(batch.bytes, operation: "sending \(batch.bytes.count) bytes of nftables batch")
+        } catch {
+            throw FirewallError(error)
+        }
 
         // Sequence numbers may wrap: compare offsets from the first, not the raw values.
         let first = batch.firstSequence, count = UInt32(batch.messageCount)
@@ -137,18 +128,22 @@ final class NftSocket {
         var acks = 0
         var lostReplies = false
         while true {
-            let received = recv(fd, receiveBuffer.baseAddress, receiveBuffer.count, Int32(MSG_DONTWAIT | MSG_TRUNC))
-            if received < 0 {
-                if errno == EINTR { continue }
-                if errno == EAGAIN || errno == EWOULDBLOCK { break }
-                if errno == ENOBUFS { lostReplies = true; continue }
-                throw FirewallError.system("reading the kernel's replies to an nftables batch")
+            let received: Int
+            do {
+                guard let got = try socket.receive(into: &receiveBuffer, wait: false,
+                                                   operation: "reading the kernel's replies to an nftables batch") else { break }
+                received = got
+            } catch where error.errno == ENOBUFS {
+                lostReplies = true
+                continue
+            } catch {
+                throw FirewallError(error)
             }
             guard received <= receiveBuffer.count else { lostReplies = true; continue }
-            forEachMessage(received) { nlh in
-                guard nlh.pointee.nlmsg_type == UInt16(NLMSG_ERROR), nlh.pointee.nlmsg_seq &- first < count else { return true }
-                if let error = kernelError(nlh) { errors.append(error) } else { acks += 1 }
-                return true
+            let bytes = Array(receiveBuffer[..<received])
+            for message in NetlinkMessages(bytes) where message.header.sequence &- first < count {
+                guard let ack = NetlinkAck(bytes, message) else { continue }
+                if ack.errno == 0 { acks += 1 } else { errors.append(NftKernelError(sequence: message.header.sequence, ack: ack)) }
             }
         }
         // Every message asked for an ACK; fewer replies than that means some were dropped.
@@ -186,38 +181,44 @@ final class NftSocket {
             payload(nlh)
             return Int(nlh.pointee.nlmsg_len)
         }
-        let sent = message.withUnsafeBytes { mnl_socket_sendto(socket, $0.baseAddress, length) }
-        guard sent == length else { throw FirewallError.system("sending an nftables request") }
+        do {
+            try socket.send(Array(message[..<length]), operation: "sending an nftables request")
+        } catch {
+            throw FirewallError(error)
+        }
 
         var done = false
         var interrupted = false
         var failure: FirewallError?
         while !done {
-            let received = recv(fd, receiveBuffer.baseAddress, receiveBuffer.count, Int32(MSG_TRUNC))
-            if received < 0 {
-                if errno == EINTR { continue }
-                throw FirewallError.system("reading an nftables reply")
+            let received: Int
+            do {
+                received = try socket.receive(into: &receiveBuffer, operation: "reading an nftables reply") ?? 0
+            } catch {
+                throw FirewallError(error)
             }
             guard received <= receiveBuffer.count else {
                 throw FirewallError(kind: .system, message: "an nftables reply of \(received) bytes did not fit the receive buffer")
             }
-            forEachMessage(received) { nlh in
-                guard nlh.pointee.nlmsg_seq == seq else { return true } // a stale reply to an abandoned request
-                if nlh.pointee.nlmsg_flags & UInt16(NLM_F_DUMP_INTR) != 0 { interrupted = true }
-                switch Int32(nlh.pointee.nlmsg_type) {
-                case NLMSG_DONE:
+            let bytes = Array(receiveBuffer[..<received])
+            for reply in NetlinkMessages(bytes) where reply.header.sequence == seq {  // else a stale reply to an abandoned request
+                if reply.header.flags & UInt16(NLM_F_DUMP_INTR) != 0 { interrupted = true }
+                if reply.header.type == UInt16(NLMSG_DONE) {
                     done = true
-                    return false
-                case NLMSG_ERROR:
+                    break
+                }
+                if let ack = NetlinkAck(bytes, reply) {
                     // Error 0 is the ACK that ends a non-dump request.
-                    if let error = kernelError(nlh) {
-                        failure = FirewallError(kernel: error, doing: "nftables request \(type)")
+                    if ack.errno != 0 {
+                        failure = FirewallError(kernel: NftKernelError(sequence: seq, ack: ack), doing: "nftables request \(type)")
                     }
                     done = true
-                    return false
-                default:
-                    do throws(FirewallError) { try body(nlh) } catch { failure = error; done = true; return false }
-                    return true
+                    break
+                }
+                failure = Self.withHeader(bytes, at: reply.offset, body)
+                if failure != nil {
+                    done = true
+                    break
                 }
             }
         }
@@ -227,46 +228,31 @@ final class NftSocket {
 
     // MARK: - Helpers
 
-    /// Calls `body` for each netlink message in the first `count` bytes of the receive buffer,
-    /// until it returns false.
-    private func forEachMessage(_ count: Int, _ body: (UnsafePointer<nlmsghdr>) -> Bool) {
-        var remaining = Int32(count)
-        var nlh = UnsafePointer(receiveBuffer.baseAddress!.assumingMemoryBound(to: nlmsghdr.self))
-        while mnl_nlmsg_ok(nlh, remaining) {
-            guard body(nlh) else { return }
-            nlh = UnsafePointer(mnl_nlmsg_next(nlh, &remaining))
+    /// Calls `body` with the message at `offset` of `bytes` as libnftnl's parsers take it.
+    private static func withHeader(_ bytes: [UInt8], at offset: Int,
+                                   _ body: (UnsafePointer<nlmsghdr>) throws(FirewallError) -> Void) -> FirewallError? {
+        bytes.withUnsafeBytes { raw in
+            // Messages start 4-byte aligned within a buffer the allocator aligned: a valid nlmsghdr.
+            let header = (raw.baseAddress! + offset).assumingMemoryBound(to: nlmsghdr.self)
+            do throws(FirewallError) {
+                try body(header)
+                return nil
+            } catch {
+                return error
+            }
         }
-    }
-
-    private func kernelError(_ nlh: UnsafePointer<nlmsghdr>) -> NftKernelError? {
-        let code = vpnsup_nft_nlmsgerr_errno(nlh)
-        guard code != 0 else { return nil }
-        let missing = Int(vpnsup_nft_extack_missing_type(nlh))
-        return NftKernelError(sequence: nlh.pointee.nlmsg_seq, errno: code < 0 ? EPROTO : code,
-                              message: vpnsup_nft_extack_message(nlh).map { String(cString: $0) },
-                              missingAttribute: missing >= 0 ? missing : nil)
     }
 
     /// Drops replies left over from an earlier request that was abandoned by a thrown error.
     private func discardPending() {
-        while recv(fd, receiveBuffer.baseAddress, receiveBuffer.count, Int32(MSG_DONTWAIT)) >= 0 || errno == EINTR || errno == ENOBUFS {}
-    }
-
-    private func socketBufferSize(_ option: Int32) -> Int {
-        var value: Int32 = 0
-        var length = socklen_t(MemoryLayout<Int32>.size)
-        return getsockopt(fd, SOL_SOCKET, option, &value, &length) == 0 ? Int(value) : 0
-    }
-
-    /// Raises a socket buffer to at least `size` bytes. The FORCE variants (CAP_NET_ADMIN) pass
-    /// the rmem/wmem_max limits; without the capability fall back to the plain option.
-    private func ensureBuffer(_ force: Int32, fallback: Int32, size: Int, current: inout Int) {
-        // The kernel doubles what it is given and reports the doubled value.
-        guard size > current / 2 else { return }
-        var value = Int32(clamping: size)
-        if setsockopt(fd, SOL_SOCKET, force, &value, socklen_t(MemoryLayout<Int32>.size)) != 0 {
-            _ = setsockopt(fd, SOL_SOCKET, fallback, &value, socklen_t(MemoryLayout<Int32>.size))
+        while true {
+            do {
+                guard try socket.receive(into: &receiveBuffer, wait: false, operation: "discarding stale replies") != nil else { return }
+            } catch where error.errno == ENOBUFS {
+                continue
+            } catch {
+                return
+            }
         }
-        current = socketBufferSize(fallback)
     }
 }

@@ -1,5 +1,6 @@
 import Glibc
 import StateMachine
+import SystemSupport
 
 /// What a trial run of OpenVPN printed before it was stopped or ended.
 public struct OpenVPNTrialResult: Sendable, Hashable {
@@ -21,41 +22,32 @@ public struct OpenVPNTrialResult: Sendable, Hashable {
 public enum OpenVPNTrial {
     public static func run(executable: String, arguments: [String], environment: [String: String],
                            timeoutSeconds: Int32, stopAt: (String) -> Bool) throws -> OpenVPNTrialResult {
+        func failure(_ error: SystemError) -> SpawnError { SpawnError(executable: executable, reason: .system(error)) }
         var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0 else { throw SpawnError(executable: executable, reason: .system(call: "pipe", errno: errno)) }
+        do { try retryingInterrupts("pipe") { pipe(&fds) } } catch { throw failure(error) }
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        let output = OwnedDescriptor(fds[0])
         let pid: Int32
         do {
-            pid = try Spawner.spawn(executable: executable, arguments: arguments, environment: environment, output: (fds[1], fds[1]))
-        } catch {
-            close(fds[0]); close(fds[1])
-            throw error
+            let input = OwnedDescriptor(fds[1])  // closed here once the child has its copy
+            pid = try Spawner.spawn(executable: executable, arguments: arguments, environment: environment,
+                                    output: (input.rawValue, input.rawValue))
         }
-        close(fds[1])
-        defer { close(fds[0]) }
 
         var lines: [String] = []
         var pending: [UInt8] = []
         var stoppedAt: String?
         var timedOut = false
         var buffer = [UInt8](repeating: 0, count: 65536)
-        let deadline = monotonicSeconds() + Double(timeoutSeconds)
+        let deadline = ContinuousClock.now + .seconds(timeoutSeconds)
         reading: while true {
-            let left = deadline - monotonicSeconds()
-            if left <= 0 {
+            guard let readiness = try? awaitReadiness(output.rawValue, for: Int16(POLLIN), until: deadline) else { break }
+            if readiness == .deadlinePassed {
                 timedOut = true
                 break
             }
-            var descriptor = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
-            let ready = poll(&descriptor, 1, Int32(left * 1000) + 1)
-            if ready < 0 {
-                if errno == EINTR { continue }
-                break
-            }
-            if ready == 0 { continue }
-            let count = buffer.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 { break } // the end of its output: it exited (or closed it)
+            let count = try? retryingInterrupts("read") { buffer.withUnsafeMutableBytes { read(output.rawValue, $0.baseAddress, $0.count) } }
+            guard let count, count > 0 else { break } // the end of its output: it exited (or closed it)
             pending += buffer[0..<count]
             while let newline = pending.firstIndex(of: 0x0A) {
                 let line = String(decoding: pending[..<newline], as: UTF8.self)
@@ -71,35 +63,22 @@ public enum OpenVPNTrial {
         if stoppedAt != nil || timedOut {
             Spawner.terminate(pid: pid)
             // Its output closes when it exits: wait for that, at most two seconds, then SIGKILL.
-            if !drainUntilClosed(fds[0], seconds: 2) { Spawner.kill(pid: pid) }
+            if !drainUntilClosed(output.rawValue, until: ContinuousClock.now + .seconds(2)) { Spawner.kill(pid: pid) }
         }
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            guard errno == EINTR else { throw SpawnError(executable: executable, reason: .system(call: "waitpid", errno: errno)) }
-        }
+        do { try retryingInterrupts("waitpid") { waitpid(pid, &status, 0) } } catch { throw failure(error) }
         return OpenVPNTrialResult(lines: lines, stoppedAt: stoppedAt, status: ExitStatus(waitStatus: status) ?? .exited(-1), timedOut: timedOut)
     }
 
-    /// Reads and discards `fd` until it is closed (true) or `seconds` pass (false).
-    private static func drainUntilClosed(_ fd: Int32, seconds: Double) -> Bool {
-        let deadline = monotonicSeconds() + seconds
+    /// Reads and discards `fd` until it is closed (true) or `deadline` passes (false).
+    private static func drainUntilClosed(_ fd: Int32, until deadline: ContinuousClock.Instant) -> Bool {
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
-            let left = deadline - monotonicSeconds()
-            guard left > 0 else { return false }
-            var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&descriptor, 1, Int32(left * 1000) + 1)
-            if ready < 0 && errno != EINTR { return false }
-            guard ready > 0 else { continue }
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count == 0 || (count < 0 && errno != EINTR) { return true }
+            guard let readiness = try? awaitReadiness(fd, for: Int16(POLLIN), until: deadline) else { return false }
+            guard readiness == .ready else { return false }
+            let count = try? retryingInterrupts("read") { buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } }
+            if count == nil || count == 0 { return true }
         }
-    }
-
-    private static func monotonicSeconds() -> Double {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
     }
 }
 
@@ -123,11 +102,7 @@ public struct ScratchDirectory: Sendable {
         defer { close(fd) }
         var bytes = Array(text.utf8)[...]
         while !bytes.isEmpty {
-            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if written < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("write \(file)")
-            }
+            let written = try retryingInterrupts("write \(file)") { bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) } }
             bytes = bytes.dropFirst(written)
         }
         return file

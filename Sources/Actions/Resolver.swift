@@ -1,6 +1,6 @@
-import CMnl
 import Glibc
 import StateMachine
+import SystemSupport
 
 /// What resolving a set of names gave.
 public struct ResolverOutcome: Hashable, Sendable {
@@ -171,125 +171,110 @@ public struct Resolver: Sendable {
 /// deadline. Not Sendable: used on one thread.
 final class MarkedSocket {
     enum Kind { case udp, tcp }
-    struct Failure: Error, CustomStringConvertible {
-        var call: String
-        var code: Int32
-        var description: String { "\(call): \(String(cString: strerror(code)))" }
-    }
 
-    private let fd: Int32
+    private let socket: OwnedDescriptor
+    private var fd: Int32 { socket.rawValue }
 
     /// `device`: send through this interface only (SO_BINDTODEVICE), whatever the routes say.
-    init(_ kind: Kind, mark: UInt32, device: String? = nil) throws {
-        let type = kind == .udp ? SocketFlags.datagram : SocketFlags.stream
-        fd = socket(AF_INET, type | SocketFlags.closeOnExec | SocketFlags.nonBlocking, 0)
-        guard fd >= 0 else { throw Failure(call: "socket", code: errno) }
+    init(_ kind: Kind, mark: UInt32, device: String? = nil) throws(SystemError) {
+        let type = kind == .udp ? Int32(SOCK_DGRAM.rawValue) : Int32(SOCK_STREAM.rawValue)
+        socket = OwnedDescriptor(try retryingInterrupts("socket") {
+            Glibc.socket(AF_INET, type | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        })
         var mark = mark
-        guard setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, socklen_t(MemoryLayout<UInt32>.size)) == 0 else {
-            let code = errno
-            close(fd)
-            throw Failure(call: "setsockopt SO_MARK", code: code)
+        try retryingInterrupts("setsockopt SO_MARK") {
+            setsockopt(socket.rawValue, SOL_SOCKET, SO_MARK, &mark, socklen_t(MemoryLayout<UInt32>.size))
         }
         if let device {
-            let bound = device.withCString { setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, $0, socklen_t(strlen($0) + 1)) }
-            guard bound == 0 else {
-                let code = errno
-                close(fd)
-                throw Failure(call: "setsockopt SO_BINDTODEVICE \(device)", code: code)
+            try retryingInterrupts("setsockopt SO_BINDTODEVICE \(device)") {
+                device.withCString { setsockopt(socket.rawValue, SOL_SOCKET, SO_BINDTODEVICE, $0, socklen_t(strlen($0) + 1)) }
             }
         }
     }
-
-    deinit { close(fd) }
 
     /// For poll(2) by an owner that waits on several sockets (the DNS forwarder).
     var descriptor: Int32 { fd }
 
     /// For UDP this only fixes the peer (and lets an ICMP port unreachable end the wait early).
-    func connect(_ address: IPv4Address, port: UInt16, until deadline: ContinuousClock.Instant) throws {
+    func connect(_ address: IPv4Address, port: UInt16, until deadline: ContinuousClock.Instant) throws(SystemError) {
         var peer = sockaddr_in()
         peer.sin_family = sa_family_t(AF_INET)
         peer.sin_port = port.bigEndian
         peer.sin_addr.s_addr = address.value.bigEndian
-        let result = withUnsafePointer(to: &peer) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        do {
+            try retryingInterrupts("connect") {
+                withUnsafePointer(to: &peer) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                    }
+                }
             }
+            return
+        } catch where error.errno == EINPROGRESS {
+            // A TCP connection under way: wait for its outcome below.
         }
-        if result == 0 { return }
-        guard errno == EINPROGRESS else { throw Failure(call: "connect", code: errno) }
-        guard try wait(for: Int16(POLLOUT), until: deadline) else { throw Failure(call: "connect", code: ETIMEDOUT) }
+        guard try awaitReadiness(fd, for: Int16(POLLOUT), until: deadline) == .ready else {
+            throw SystemError(operation: "connect", errno: ETIMEDOUT)
+        }
         var code: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
-        guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length) == 0 else { throw Failure(call: "getsockopt", code: errno) }
-        if code != 0 { throw Failure(call: "connect", code: code) }
+        try retryingInterrupts("getsockopt") { getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length) }
+        if code != 0 { throw SystemError(operation: "connect", errno: code) }
     }
 
     /// One datagram (UDP).
-    func send(_ bytes: [UInt8]) throws {
-        let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, SocketFlags.noSignal) }
-        guard sent == bytes.count else { throw Failure(call: "send", code: sent < 0 ? errno : EMSGSIZE) }
+    func send(_ bytes: [UInt8]) throws(SystemError) {
+        let sent = try retryingInterrupts("send") {
+            bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        }
+        guard sent == bytes.count else { throw SystemError(operation: "send", errno: EMSGSIZE) }
     }
 
     /// All of `bytes` (TCP).
-    func send(_ bytes: [UInt8], until deadline: ContinuousClock.Instant) throws {
+    func send(_ bytes: [UInt8], until deadline: ContinuousClock.Instant) throws(SystemError) {
         var offset = 0
         while offset < bytes.count {
-            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, SocketFlags.noSignal) }
-            if sent > 0 {
+            do throws(SystemError) {
+                let sent = try retryingInterrupts("send") {
+                    bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                }
+                guard sent > 0 else { throw SystemError(operation: "send", errno: EPIPE) }
                 offset += sent
-            } else if sent < 0, errno == EAGAIN || errno == EINTR {
-                guard try wait(for: Int16(POLLOUT), until: deadline) else { throw Failure(call: "send", code: ETIMEDOUT) }
-            } else {
-                throw Failure(call: "send", code: sent < 0 ? errno : EPIPE)
+            } catch where error.errno == EAGAIN {
+                guard try awaitReadiness(fd, for: Int16(POLLOUT), until: deadline) == .ready else {
+                    throw SystemError(operation: "send", errno: ETIMEDOUT)
+                }
             }
         }
     }
 
     /// The next datagram, or nil at the deadline.
-    func receiveDatagram(until deadline: ContinuousClock.Instant) throws -> [UInt8]? {
+    func receiveDatagram(until deadline: ContinuousClock.Instant) throws(SystemError) -> [UInt8]? {
         var buffer = [UInt8](repeating: 0, count: 65535)
         while true {
-            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if count >= 0 { return Array(buffer[0..<count]) }
-            guard errno == EAGAIN || errno == EINTR else { throw Failure(call: "recv", code: errno) }
-            guard try wait(for: Int16(POLLIN), until: deadline) else { return nil }
+            do {
+                let count = try retryingInterrupts("recv") { buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) } }
+                return Array(buffer[0..<count])
+            } catch where error.errno == EAGAIN {
+                guard try awaitReadiness(fd, for: Int16(POLLIN), until: deadline) == .ready else { return nil }
+            }
         }
     }
 
     /// Exactly `count` bytes of the stream, or nil at the deadline.
-    func receive(exactly count: Int, until deadline: ContinuousClock.Instant) throws -> [UInt8]? {
+    func receive(exactly count: Int, until deadline: ContinuousClock.Instant) throws(SystemError) -> [UInt8]? {
         var bytes: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: max(1, count))
         while bytes.count < count {
             let wanted = count - bytes.count
-            let got = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, wanted, 0) }
-            if got > 0 {
+            do throws(SystemError) {
+                let got = try retryingInterrupts("recv") { buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, wanted, 0) } }
+                guard got > 0 else { throw SystemError(operation: "recv", errno: ECONNRESET) } // closed before the whole message
                 bytes += buffer[0..<got]
-            } else if got == 0 {
-                throw Failure(call: "recv", code: ECONNRESET) // closed before the whole message
-            } else if errno == EAGAIN || errno == EINTR {
-                guard try wait(for: Int16(POLLIN), until: deadline) else { return nil }
-            } else {
-                throw Failure(call: "recv", code: errno)
+            } catch where error.errno == EAGAIN {
+                guard try awaitReadiness(fd, for: Int16(POLLIN), until: deadline) == .ready else { return nil }
             }
         }
         return bytes
-    }
-
-    /// Whether `events` became ready before the deadline. Errors (POLLERR) count as ready: the
-    /// next call reports them.
-    private func wait(for events: Int16, until deadline: ContinuousClock.Instant) throws -> Bool {
-        while true {
-            let remaining = deadline - ContinuousClock.now
-            guard remaining > .zero else { return false }
-            let (seconds, attoseconds) = remaining.components
-            // Round up, so a wait never ends just before the deadline and spins.
-            let milliseconds = Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
-            var descriptor = pollfd(fd: fd, events: events, revents: 0)
-            let ready = poll(&descriptor, 1, milliseconds)
-            if ready > 0 { return true }
-            if ready < 0, errno != EINTR { throw Failure(call: "poll", code: errno) }
-        }
     }
 }

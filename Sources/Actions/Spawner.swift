@@ -1,5 +1,6 @@
 import Glibc
 import StateMachine
+import SystemSupport
 
 public struct SpawnError: Error, Sendable, Hashable, CustomStringConvertible {
     public enum Reason: Sendable, Hashable {
@@ -7,8 +8,8 @@ public struct SpawnError: Error, Sendable, Hashable, CustomStringConvertible {
         case notFound
         /// An argument, variable name or value C cannot carry (NUL, or `=` in a name).
         case invalidArgument(String)
-        /// posix_spawn or one of its set-up calls failed with this errno.
-        case system(call: String, errno: Int32)
+        /// posix_spawn, one of its set-up calls, or a pipe or wait around it failed.
+        case system(SystemError)
     }
 
     public var executable: String
@@ -18,7 +19,7 @@ public struct SpawnError: Error, Sendable, Hashable, CustomStringConvertible {
         switch reason {
         case .notFound: "\(executable): not found"
         case .invalidArgument(let what): "\(executable): invalid argument: \(what)"
-        case .system(let call, let code): "\(executable): \(call): \(String(cString: strerror(code)))"
+        case .system(let error): "\(executable): \(error)"
         }
     }
 }
@@ -65,7 +66,7 @@ public enum Spawner {
     public static func spawnReadingOutput(executable: String, arguments: [String],
                                           environment: [String: String]) throws -> (pid: Int32, output: ChildOutput) {
         var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0 else { throw SpawnError(executable: executable, reason: .system(call: "pipe", errno: errno)) }
+        guard pipe(&fds) == 0 else { throw SpawnError(executable: executable, reason: .system(SystemError("pipe"))) }
         // Close-on-exec for vpnsup's later children; the child gets the write end as 1 and 2.
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         let pid: Int32
@@ -83,16 +84,15 @@ public enum Spawner {
     /// stderr (for short-lived tools: `docker network inspect`, `iptables`). Blocks.
     public static func capture(executable: String, arguments: [String],
                                environment: [String: String]) throws -> CapturedRun {
-        func failure(_ call: String) -> SpawnError {
-            SpawnError(executable: executable, reason: .system(call: call, errno: errno))
-        }
+        func failure(_ error: SystemError) -> SpawnError { SpawnError(executable: executable, reason: .system(error)) }
         var outPipe: [Int32] = [-1, -1]
         var errPipe: [Int32] = [-1, -1]
         // pipe2 is not in Swift's Glibc module; no descriptor but 0-2 reaches a child anyway.
-        guard pipe(&outPipe) == 0 else { throw failure("pipe") }
+        guard pipe(&outPipe) == 0 else { throw failure(SystemError("pipe")) }
         guard pipe(&errPipe) == 0 else {
+            let error = SystemError("pipe")
             close(outPipe[0]); close(outPipe[1])
-            throw failure("pipe")
+            throw failure(error)
         }
         for fd in outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         let pid: Int32
@@ -110,25 +110,22 @@ public enum Spawner {
         var descriptors = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0),
                            pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)]
         var buffer = [UInt8](repeating: 0, count: 65536)
-        while descriptors.contains(where: { $0.fd >= 0 }) {
-            if poll(&descriptors, 2, -1) < 0 {
-                if errno == EINTR { continue }
-                break
-            }
+        while descriptors.contains(where: { $0.fd >= 0 }),
+              (try? retryingInterrupts("poll", { poll(&descriptors, 2, -1) })) != nil {
             for index in 0..<2 where descriptors[index].fd >= 0 && descriptors[index].revents != 0 {
-                let count = buffer.withUnsafeMutableBytes { read(descriptors[index].fd, $0.baseAddress, $0.count) }
-                if count > 0 {
+                let fd = descriptors[index].fd
+                let count = try? retryingInterrupts("read") { buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } }
+                if let count, count > 0 {
                     collected[index] += buffer[0..<count]
-                } else if count == 0 || errno != EINTR {
-                    close(descriptors[index].fd)
+                } else {
+                    close(fd)
                     descriptors[index].fd = -1
                 }
             }
         }
+        for descriptor in descriptors where descriptor.fd >= 0 { close(descriptor.fd) }
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            guard errno == EINTR else { throw failure("waitpid") }
-        }
+        do { try retryingInterrupts("waitpid") { waitpid(pid, &status, 0) } } catch { throw failure(error) }
         // Without WUNTRACED, waitpid reports only an end.
         return CapturedRun(status: ExitStatus(waitStatus: status) ?? .exited(-1),
                            output: String(decoding: collected[0], as: UTF8.self),
@@ -151,24 +148,25 @@ public enum Spawner {
 
         var fileActions = posix_spawn_file_actions_t()
         var code = posix_spawn_file_actions_init(&fileActions)
-        guard code == 0 else { throw failure(.system(call: "posix_spawn_file_actions_init", errno: code)) }
+        guard code == 0 else { throw failure(.system(SystemError(operation: "posix_spawn_file_actions_init", errno: code))) }
         defer { posix_spawn_file_actions_destroy(&fileActions) }
         code = posix_spawn_file_actions_addopen(&fileActions, 0, "/dev/null", O_RDONLY, 0)
-        guard code == 0 else { throw failure(.system(call: "posix_spawn_file_actions_addopen", errno: code)) }
+        guard code == 0 else { throw failure(.system(SystemError(operation: "posix_spawn_file_actions_addopen", errno: code))) }
         if let output {
             code = posix_spawn_file_actions_adddup2(&fileActions, output.stdout, 1)
             if code == 0 { code = posix_spawn_file_actions_adddup2(&fileActions, output.stderr, 2) }
-            guard code == 0 else { throw failure(.system(call: "posix_spawn_file_actions_adddup2", errno: code)) }
+            guard code == 0 else { throw failure(.system(SystemError(operation: "posix_spawn_file_actions_adddup2", errno: code))) }
         }
-        // Libraries open descriptors without O_CLOEXEC (libmnl's mnl_socket_open): OpenVPN gets none.
+        // A descriptor without close-on-exec (a library's, or one accept(2) returned a moment ago):
+        // OpenVPN gets none.
         if let addCloseFrom {
             code = addCloseFrom(&fileActions, 3)
-            guard code == 0 else { throw failure(.system(call: "posix_spawn_file_actions_addclosefrom_np", errno: code)) }
+            guard code == 0 else { throw failure(.system(SystemError(operation: "posix_spawn_file_actions_addclosefrom_np", errno: code))) }
         }
 
         var attributes = posix_spawnattr_t()
         code = posix_spawnattr_init(&attributes)
-        guard code == 0 else { throw failure(.system(call: "posix_spawnattr_init", errno: code)) }
+        guard code == 0 else { throw failure(.system(SystemError(operation: "posix_spawnattr_init", errno: code))) }
         defer { posix_spawnattr_destroy(&attributes) }
         var emptyMask = sigset_t()
         sigemptyset(&emptyMask)
@@ -177,13 +175,13 @@ public enum Spawner {
         code = posix_spawnattr_setsigmask(&attributes, &emptyMask)
         if code == 0 { code = posix_spawnattr_setsigdefault(&attributes, &allSignals) }
         if code == 0 { code = posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)) }
-        guard code == 0 else { throw failure(.system(call: "posix_spawnattr", errno: code)) }
+        guard code == 0 else { throw failure(.system(SystemError(operation: "posix_spawnattr", errno: code))) }
 
         let argv = CStringArray([executable] + arguments)
         let envp = CStringArray(environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })
         var pid: pid_t = 0
         code = posix_spawn(&pid, path, &fileActions, &attributes, argv.pointers, envp.pointers)
-        guard code == 0 else { throw failure(.system(call: "posix_spawn \(path)", errno: code)) }
+        guard code == 0 else { throw failure(.system(SystemError(operation: "posix_spawn \(path)", errno: code))) }
         return pid
     }
 

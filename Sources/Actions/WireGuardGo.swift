@@ -1,5 +1,6 @@
 import Glibc
 import StateMachine
+import SystemSupport
 
 /// Why the UAPI socket name cannot be used.
 public struct WireGuardSocketClaimError: Error, Hashable, Sendable, CustomStringConvertible {
@@ -7,7 +8,7 @@ public struct WireGuardSocketClaimError: Error, Hashable, Sendable, CustomString
         /// A live device serves that name: another router (in another network namespace of this
         /// machine, since the directory is shared) or a wireguard-go vpnsup did not start.
         case inUse(pid: Int32?)
-        case system(call: String, errno: Int32)
+        case system(SystemError)
     }
 
     public var path: String
@@ -17,7 +18,7 @@ public struct WireGuardSocketClaimError: Error, Hashable, Sendable, CustomString
         switch reason {
         case .inUse(let pid):
             "\(path) is served by \(pid.map { "pid \($0)" } ?? "another process"): the tunnel interface name must be unique on this machine"
-        case .system(let call, let code): "\(path): \(call): \(String(cString: strerror(code)))"
+        case .system(let error): "\(path): \(error)"
         }
     }
 }
@@ -55,36 +56,40 @@ public enum WireGuardGo {
     /// wireguard-go stops when its socket file goes, and the other router's tunnel would go with it.
     public static func claimSocket(interface: String) throws(WireGuardSocketClaimError) {
         let path = WireGuardUAPIClient.socketPath(for: interface)
-        func failure(_ call: String, _ code: Int32 = errno) -> WireGuardSocketClaimError {
-            WireGuardSocketClaimError(path: path, reason: .system(call: call, errno: code))
+        func failure(_ error: SystemError) -> WireGuardSocketClaimError {
+            WireGuardSocketClaimError(path: path, reason: .system(error))
         }
-        if mkdir(WireGuardUAPIClient.socketDirectory, 0o755) != 0, errno != EEXIST {
-            throw failure("mkdir \(WireGuardUAPIClient.socketDirectory)")
+        do {
+            try retryingInterrupts("mkdir \(WireGuardUAPIClient.socketDirectory)") { mkdir(WireGuardUAPIClient.socketDirectory, 0o755) }
+        } catch where error.errno == EEXIST {
+        } catch {
+            throw failure(error)
         }
         var info = stat()
-        guard lstat(path, &info) == 0 else {
-            if errno == ENOENT { return }
-            throw failure("lstat")
+        do {
+            try retryingInterrupts("lstat") { lstat(path, &info) }
+        } catch where error.errno == ENOENT {
+            return
+        } catch {
+            throw failure(error)
         }
         guard info.st_mode & S_IFMT == S_IFSOCK else {
-            throw failure("not a socket", ENOTSOCK)
+            throw failure(SystemError(operation: "not a socket", errno: ENOTSOCK))
         }
-        let socket: Int32
+        let socket: OwnedDescriptor
         do {
-            socket = try UnixSocket.connect(path: path, expectedPID: nil)
+            socket = try UnixSocket.connect(to: path, timeout: .seconds(1), nonBlocking: true)
         } catch {
-            switch error {
-            case .system(_, let code) where code == ECONNREFUSED:
-                guard unlink(path) == 0 || errno == ENOENT else { throw failure("unlink stale socket") }
-                return
-            case .system(let call, let code):
-                throw failure(call, code)
-            case .foreignPeer(let pid):
-                throw WireGuardSocketClaimError(path: path, reason: .inUse(pid: pid))
+            guard case .system(let cause) = error else { throw failure(SystemError(operation: "connect", errno: ENAMETOOLONG)) }
+            guard cause.errno == ECONNREFUSED else { throw failure(cause) }
+            do {
+                try retryingInterrupts("unlink stale socket") { unlink(path) }
+            } catch where error.errno == ENOENT {
+            } catch {
+                throw failure(error)
             }
+            return
         }
-        let pid = UnixSocket.peerPID(socket)
-        close(socket)
-        throw WireGuardSocketClaimError(path: path, reason: .inUse(pid: pid))
+        throw WireGuardSocketClaimError(path: path, reason: .inUse(pid: try? UnixSocket.peer(of: socket.rawValue).pid))
     }
 }

@@ -1,12 +1,13 @@
 import Glibc
 import StateMachine
+import SystemSupport
 
 /// Why a UAPI exchange failed.
 public struct WireGuardUAPIError: Error, Hashable, Sendable, CustomStringConvertible {
     public enum Reason: Hashable, Sendable {
         /// A system call failed (connect: ENOENT when no device serves the name, ECONNREFUSED for a
         /// stale socket file; ETIMEDOUT when the deadline passed).
-        case system(call: String, errno: Int32)
+        case system(SystemError)
         /// The socket is served by another process than the wireguard-go vpnsup started: the
         /// name is in use by another router on this machine (another network namespace).
         case foreignDevice(pid: Int32)
@@ -21,7 +22,7 @@ public struct WireGuardUAPIError: Error, Hashable, Sendable, CustomStringConvert
 
     public var description: String {
         switch reason {
-        case .system(let call, let code): "UAPI \(interface): \(call): \(String(cString: strerror(code)))"
+        case .system(let error): "UAPI \(interface): \(error)"
         case .foreignDevice(let pid): "UAPI \(interface): the socket is served by pid \(pid), not by the wireguard-go vpnsup started"
         case .answer(let error): "UAPI \(interface): \(error)"
         case .answerTooLong: "UAPI \(interface): answer longer than \(WireGuardUAPIClient.answerLimit) bytes"
@@ -60,9 +61,8 @@ public struct WireGuardUAPIClient: Sendable {
     public func send(_ request: WireGuardUAPIRequest) throws(WireGuardUAPIError) -> WireGuardDeviceStatus {
         let deadline = ContinuousClock.now + timeout
         let socket = try connect(until: deadline)
-        defer { close(socket) }
-        try write(request.bytes, to: socket, until: deadline)
-        let answer = try readAnswer(from: socket, until: deadline)
+        try write(request.bytes, to: socket.rawValue, until: deadline)
+        let answer = try readAnswer(from: socket.rawValue, until: deadline)
         switch WireGuardDeviceStatus.parse(answer) {
         case .success(let status): return status
         case .failure(let error): throw failure(.answer(error))
@@ -76,28 +76,35 @@ public struct WireGuardUAPIClient: Sendable {
         WireGuardUAPIError(interface: interface, reason: reason)
     }
 
-    private func systemFailure(_ call: String, _ code: Int32 = errno) -> WireGuardUAPIError {
-        failure(.system(call: call, errno: code))
+    private func systemFailure(_ error: SystemError) -> WireGuardUAPIError {
+        failure(.system(error))
     }
 
     /// wireguard-go binds its socket, then listens: the file appears (and the socket watcher
     /// reports it) a few microseconds before connections are accepted. ECONNREFUSED is retried
-    /// within that window only (1 ms apart, at most 20 times) — longer, the file is stale.
-    private func connect(until deadline: ContinuousClock.Instant) throws(WireGuardUAPIError) -> Int32 {
+    /// within that window only (1 ms apart, at most 20 times) — longer, the file is stale. With
+    /// `expectedPID`, a socket another process serves is refused (and closed) unanswered.
+    private func connect(until deadline: ContinuousClock.Instant) throws(WireGuardUAPIError) -> OwnedDescriptor {
         var refusals = 0
         while true {
+            let socket: OwnedDescriptor
             do {
-                return try UnixSocket.connect(path: socketPath, expectedPID: expectedPID)
+                socket = try UnixSocket.connect(to: socketPath, timeout: timeout, nonBlocking: true)
             } catch {
-                switch error {
-                case .system(let call, let code):
-                    guard code == ECONNREFUSED, refusals < 20, ContinuousClock.now < deadline else { throw systemFailure(call, code) }
-                    refusals += 1
-                    usleep(1000)
-                case .foreignPeer(let pid):
-                    throw failure(.foreignDevice(pid: pid))
+                guard case .system(let cause) = error else {
+                    throw systemFailure(SystemError(operation: "connect \(socketPath)", errno: ENAMETOOLONG))
                 }
+                guard cause.errno == ECONNREFUSED, refusals < 20, ContinuousClock.now < deadline else { throw systemFailure(cause) }
+                refusals += 1
+                usleep(1000)
+                continue
             }
+            if let expectedPID {
+                let server: PeerCredentials
+                do { server = try UnixSocket.peer(of: socket.rawValue) } catch { throw systemFailure(error) }
+                guard server.pid == expectedPID else { throw failure(.foreignDevice(pid: server.pid)) }
+            }
+            return socket
         }
     }
 
@@ -105,12 +112,10 @@ public struct WireGuardUAPIClient: Sendable {
         var offset = 0
         while offset < bytes.count {
             try wait(socket, for: Int16(POLLOUT), until: deadline)
-            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if sent < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
-                throw systemFailure("send")
+            switch UnixSocket.send(bytes, from: &offset, on: socket) {
+            case .done, .wouldBlock: continue
+            case .failed(let error): throw systemFailure(error)
             }
-            offset += sent
         }
     }
 
@@ -120,10 +125,13 @@ public struct WireGuardUAPIClient: Sendable {
         var buffer = [UInt8](repeating: 0, count: 4096)
         while !(answer.count >= 2 && answer[answer.count - 2] == 0x0a && answer[answer.count - 1] == 0x0a) {
             try wait(socket, for: Int16(POLLIN), until: deadline)
-            let count = buffer.withUnsafeMutableBytes { Glibc.recv(socket, $0.baseAddress, $0.count, 0) }
-            if count < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
-                throw systemFailure("recv")
+            let count: Int
+            do {
+                count = try retryingInterrupts("recv") { buffer.withUnsafeMutableBytes { Glibc.recv(socket, $0.baseAddress, $0.count, 0) } }
+            } catch where error.errno == EAGAIN {
+                continue
+            } catch {
+                throw systemFailure(error)
             }
             if count == 0 { break }
             answer += buffer[..<count]
@@ -133,83 +141,8 @@ public struct WireGuardUAPIClient: Sendable {
     }
 
     private func wait(_ socket: Int32, for events: Int16, until deadline: ContinuousClock.Instant) throws(WireGuardUAPIError) {
-        while true {
-            let remaining = deadline - ContinuousClock.now
-            guard remaining > .zero else { throw systemFailure("wait for the device", ETIMEDOUT) }
-            let (seconds, attoseconds) = remaining.components
-            let milliseconds = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
-            var descriptor = pollfd(fd: socket, events: events, revents: 0)
-            let ready = poll(&descriptor, 1, milliseconds)
-            if ready < 0 {
-                if errno == EINTR { continue }
-                throw systemFailure("poll")
-            }
-            if ready > 0 { return }
-        }
-    }
-}
-
-/// A non-blocking, close-on-exec AF_UNIX stream connection, and who serves it.
-enum UnixSocket {
-    enum ConnectError: Error {
-        case system(call: String, errno: Int32)
-        case foreignPeer(pid: Int32)
-    }
-
-    /// The kernel's struct ucred (glibc declares it only under _GNU_SOURCE).
-    private struct PeerCredentials {
-        var pid: Int32 = 0
-        var uid: UInt32 = 0
-        var gid: UInt32 = 0
-    }
-
-    /// Connects to `path`; with `expectedPID`, refuses (and closes) a socket another process serves.
-    static func connect(path: String, expectedPID: Int32?) throws(ConnectError) -> Int32 {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        let pathBytes = Array(path.utf8)
-        guard pathBytes.count < capacity, !pathBytes.contains(0) else { throw .system(call: "socket path", errno: ENAMETOOLONG) }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: pathBytes)
-            raw[pathBytes.count] = 0
-        }
-        // SOCK_STREAM is 1, SOCK_CLOEXEC and SOCK_NONBLOCK are O_CLOEXEC and O_NONBLOCK on Linux; glibc's
-        // SOCK_* names come and go with the importer's batching (see NftablesMonitor.swift): a release
-        // build lost them here once WireGuardRouting.swift joined the module.
-        let socket = Glibc.socket(AF_UNIX, 1 | O_CLOEXEC | O_NONBLOCK, 0)
-        guard socket >= 0 else { throw .system(call: "socket", errno: errno) }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(socket, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        // A non-blocking connect to a listening unix socket completes at once (EAGAIN: backlog full).
-        guard connected == 0 else {
-            let code = errno
-            close(socket)
-            throw .system(call: "connect \(path)", errno: code)
-        }
-        if let expectedPID {
-            guard let server = peerPID(socket) else {
-                let code = errno
-                close(socket)
-                throw .system(call: "getsockopt SO_PEERCRED", errno: code)
-            }
-            guard server == expectedPID else {
-                close(socket)
-                throw .foreignPeer(pid: server)
-            }
-        }
-        return socket
-    }
-
-    /// The pid of the process that serves a connected unix socket (as of its listen()).
-    static func peerPID(_ socket: Int32) -> Int32? {
-        var credentials = PeerCredentials()
-        var length = socklen_t(MemoryLayout<PeerCredentials>.size)
-        guard getsockopt(socket, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0,
-              length == socklen_t(MemoryLayout<PeerCredentials>.size) else { return nil }
-        return credentials.pid
+        let readiness: Readiness
+        do { readiness = try awaitReadiness(socket, for: events, until: deadline) } catch { throw systemFailure(error) }
+        guard readiness == .ready else { throw systemFailure(SystemError(operation: "wait for the device", errno: ETIMEDOUT)) }
     }
 }

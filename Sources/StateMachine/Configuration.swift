@@ -1,5 +1,6 @@
 /// A configuration value that cannot be used. Printed as one line naming the variable and the value,
-/// e.g. `IP_ADDR=garbage is not an IPv4 address with prefix length`.
+/// e.g. `IP_ADDR=garbage is not an IPv4 address with prefix length`; control characters in the
+/// value (a newline that would forge a second line) print escaped.
 public struct ConfigurationError: Error, Hashable, Sendable, CustomStringConvertible {
     public var variable: String
     public var value: String
@@ -11,7 +12,7 @@ public struct ConfigurationError: Error, Hashable, Sendable, CustomStringConvert
         self.problem = problem
     }
 
-    public var description: String { "\(variable)=\(value) \(problem)" }
+    public var description: String { escapedForDisplay("\(variable)=\(value) \(problem)") }
 }
 
 /// `[PUBLIC_PORT:]IP:PORT[/tcp|/udp]`: connections arriving on the tunnel at `publicPort` go to `target:targetPort`.

@@ -60,6 +60,7 @@ extension Machine {
         case .tunnelProcessExited, .tunnelStartFailed:
             guard session != nil else { return [] }
             process = .stopped
+            // The exit closes the tunnel's control channel: nothing to forget first.
             return [.cancelTimer(.stopDeadline), .exit(code: ExitCode.success, message: nil)]
         case .timerFired(.stopDeadline):
             // An exit held for the output's end is an exit: nothing left to kill.

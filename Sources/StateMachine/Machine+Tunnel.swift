@@ -42,14 +42,14 @@ extension Machine {
                 // Stopped to start again with a reloaded configuration: no backoff.
                 connecting.restartAfterExit = false
                 phase = .tunnelConnecting(connecting)
-                return spawn()
+                return [.forgetTunnelProcess] + spawn()
             }
             if case .ended(let error?) = ended.output {
                 // OpenVPN refused its configuration: no respawn would change that.
                 return configurationRefused(error, status)
             }
             reason = "\(tunnelName) \(status)"
-            return afterTunnelEnded()
+            return [.forgetTunnelProcess] + afterTunnelEnded()
         case .tunnelConnected:
             guard session != nil else { return [] }
             updateSession { $0.connected = true }
@@ -185,7 +185,8 @@ extension Machine {
     /// The tunnel's process ended while the tunnel was up or degraded: back to TunnelConnecting.
     private mutating func tunnelEnded(_ status: ExitStatus) -> [Action] {
         process = .stopped
-        var actions = enter(.tunnelConnecting(Connecting()))
+        var actions: [Action] = [.forgetTunnelProcess]
+        actions += enter(.tunnelConnecting(Connecting()))
         reason = "\(tunnelName) \(status)"
         actions += afterTunnelEnded()
         return actions

@@ -135,6 +135,8 @@ public struct Machine: Hashable, Sendable {
     var wanUp = true
 
     var process = TunnelProcess.stopped
+    /// Whether a SIGHUP's files are being read (their outcome comes later).
+    var reloading = ReloadProgress.idle
     /// A probe timer is scheduled and has not fired.
     var probeTimerPending = false
 
@@ -195,6 +197,10 @@ public struct Machine: Hashable, Sendable {
         // An exit held for the output's end is an exit: the pid may be reused, never signal it.
         if case .live(let session) = process, session.heldExit == nil { session.pid } else { nil }
     }
+
+    /// Whether the tunnel's process lives (started or being started): what it reported about its
+    /// connection may still hold. False once it was reaped.
+    public var tunnelProcessLive: Bool { session != nil }
 
     /// The WAN link, as netlink last reported it.
     public var wanLinkUp: Bool { wanUp }
@@ -267,7 +273,10 @@ public struct Machine: Hashable, Sendable {
         // provider's configuration; the evidence stops when the tunnel does, whatever ended it.
         var actions = handleWireGuard(event) ?? handleProviderEvent(event) ?? handleInPhase(event)
         actions += settleWireGuard()
-        return actions
+        switch event {
+        case .configurationReloaded, .reloadRefused: return actions + reloadRead()
+        default: return actions
+        }
     }
 
     /// The phase's handler.
@@ -281,6 +290,38 @@ public struct Machine: Hashable, Sendable {
         case .killswitched(let lockout): handleKillswitched(event, lockout)
         case .stopping: handleStopping(event)
         }
+    }
+
+    // MARK: SIGHUP
+
+    /// A SIGHUP's reading: files are read off the interpreter, so their outcome comes later, and
+    /// a SIGHUP meanwhile must neither start a second reading (whose outcome could arrive first
+    /// and be overtaken by the older one's) nor be lost (the files may have changed again).
+    enum ReloadProgress: Hashable, Sendable {
+        case idle
+        case reading
+        /// Another SIGHUP came while reading: read again once this reading's outcome is in.
+        case readingThenAgain
+    }
+
+    /// SIGHUP: read the files again, or once more after the reading under way.
+    mutating func requestReload() -> [Action] {
+        guard isConfigured, !shuttingDown else { return [] }
+        switch reloading {
+        case .idle:
+            reloading = .reading
+            return [.reloadConfiguration] + rereadsForwards
+        case .reading, .readingThenAgain:
+            reloading = .readingThenAgain
+            return []
+        }
+    }
+
+    /// A reading's outcome was handled: the SIGHUP that came meanwhile reads the files again.
+    private mutating func reloadRead() -> [Action] {
+        let again = reloading == .readingThenAgain
+        reloading = .idle
+        return again ? requestReload() : []
     }
 
     // MARK: Shared steps
@@ -359,7 +400,7 @@ public struct Machine: Hashable, Sendable {
             probeTimerPending = false
             return []
         case .reloadRequested:
-            return isConfigured ? [.reloadConfiguration] + rereadsForwards : []
+            return requestReload()
         case .portForwardsRead, .forwardChangesApplied, .forwardChangesFailed:
             return handleForwards(event)
         case .shutdownRequested:

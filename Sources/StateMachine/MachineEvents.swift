@@ -164,7 +164,8 @@ public enum Event: Hashable, Sendable {
 public enum Action: Hashable, Sendable {
     case applyFirewall(FirewallPolicy)
     /// Read and validate the configuration; reported as `configurationLoaded`,
-    /// `configurationRejected` or `interfaceMissing`.
+    /// `configurationRejected` or `interfaceMissing`, later when files must be read (they are read
+    /// off the interpreter and the effects, with a deadline, so the kill switch never waits on them).
     case loadConfiguration
     /// Commit the resolving ruleset (`Ruleset.resolving`: the lockdown plus marked DNS to the
     /// nameservers); reported as `nameResolutionOpened` / `nameResolutionFailed`. It is closed by
@@ -203,10 +204,14 @@ public enum Action: Hashable, Sendable {
     /// Read the peers' latest handshakes (WireGuard: UAPI `get=1`, off the effects' thread);
     /// reported as `tunnelPeersRead` / `tunnelPeersReadFailed`.
     case readTunnelPeers
+    /// The tunnel's process was reaped: nobody may use its control channel until the next start
+    /// (OpenVPN's management socket then refuses every peer, whoever queued up for it).
+    case forgetTunnelProcess
     /// Ask the resolver a name through the tunnel; reported as `probeSucceeded` / `probeFailed`.
     case probeTunnel
-    /// Re-read the credentials and the OpenVPN configuration; reported as
-    /// `configurationReloaded` or `reloadRefused`.
+    /// Re-read the credentials and the OpenVPN configuration; reported later (the files are read
+    /// off the interpreter and the effects, with a deadline) as `configurationReloaded` or
+    /// `reloadRefused`.
     case reloadConfiguration
     /// Read the table back; reported as `firewallIntact` or `firewallTampered`.
     case verifyFirewall(FirewallPolicy)
@@ -309,6 +314,7 @@ extension Action {
         case .stopTunnel: "stopTunnel"
         case .killTunnel: "killTunnel"
         case .readTunnelPeers: "readTunnelPeers"
+        case .forgetTunnelProcess: "forgetTunnelProcess"
         case .probeTunnel: "probeTunnel"
         case .reloadConfiguration: "reloadConfiguration"
         case .verifyFirewall(let policy): "verifyFirewall(\(policy))"

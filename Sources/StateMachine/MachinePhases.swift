@@ -174,7 +174,7 @@ extension Machine {
             return []
         case .tunnelProcessExited:
             process = .stopped
-            return []
+            return [.forgetTunnelProcess]
         case .tunnelControlConnected:
             return [.watchTunnelState]
         case .tunnelHeld:

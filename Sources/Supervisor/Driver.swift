@@ -80,7 +80,7 @@ public actor Driver: Interpreter {
         let translation = InputTranslator.translate(input, for: machine)
         translation.notes.forEach(log.log)
         if let report = translation.report {
-            record.observed(report)
+            record.observed(report, by: machine)
             publish()
         }
         for event in translation.events {

@@ -28,8 +28,11 @@ public protocol TunnelBackend: Sendable {
     /// vpnsup listens on); the channel's reports are posted to `inbox`, translated, by a job of
     /// `scope`. Blocking.
     func open(runtimeDirectory: String, inbox: Inbox, scope: TaskScope) throws
-    /// Starts the tunnel; returns its process id, nil when it has none. Blocking.
+    /// Starts the tunnel; returns its process id, nil when it has none. Its control channel
+    /// serves that process alone from then on. Blocking.
     func start(_ plan: TunnelPlan) throws -> Int32?
+    /// The tunnel's process was reaped: its control channel serves nobody until the next start.
+    func forgetProcess()
     /// Sends `command` over the control channel. Blocking.
     func send(_ command: TunnelCommand, credentials: Credentials?) throws
     /// The same, with the machine's plan for the tunnel as it is now (WireGuard configures the

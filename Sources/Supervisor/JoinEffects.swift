@@ -3,6 +3,7 @@ import FoundationEssentials
 import Logging
 import StateMachine
 import Synchronization
+import SystemSupport
 import Watchers
 
 /// `vpnsup join`'s effects on Linux: the client kill switch (Firewall), the split DNS forwarder,
@@ -118,11 +119,11 @@ public actor LinuxJoinEffects: JoinEffects {
         let podAddress: IPv4Address
         do {
             guard let address = try VxlanRouting.addresses(of: underlay).first?.address else {
-                return .configurationRejected("UNDERLAY_IF=\(underlay) has no IPv4 address: the pod's own address is needed for its overlay address")
+                return .configurationRejected("UNDERLAY_IF=\(escapedForDisplay(underlay)) has no IPv4 address: the pod's own address is needed for its overlay address")
             }
             podAddress = address
         } catch {
-            return .configurationRejected("UNDERLAY_IF=\(underlay): \(error)")
+            return .configurationRejected("UNDERLAY_IF=\(escapedForDisplay(underlay)): \(error)")
         }
         var clusterDNS = configuration.clusterDNS
         let fromResolvConf = clusterDNS == nil
@@ -137,7 +138,7 @@ public actor LinuxJoinEffects: JoinEffects {
             try RuntimeDirectory.prepare(configuration.runtimeDirectory)
             try openChannels(configuration)
         } catch {
-            return .configurationRejected("RUNTIME_DIR=\(configuration.runtimeDirectory) cannot be prepared: \(error)")
+            return .configurationRejected("RUNTIME_DIR=\(escapedForDisplay(configuration.runtimeDirectory)) cannot be prepared: \(error)")
         }
         return .configurationLoaded(JoinSetup(configuration: configuration, clusterDNS: clusterDNS,
                                               clusterDNSFromResolvConf: fromResolvConf, podAddress: podAddress))

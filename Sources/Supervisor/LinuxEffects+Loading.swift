@@ -1,162 +1,155 @@
 import Actions
 import FoundationEssentials
 import StateMachine
+import SystemSupport
 import Watchers
 
 // Reading the configuration (at start and on SIGHUP), and the effects that run on threads of
 // their own: name resolution and the DNS probe.
+//
+// Files (CONFIG, CREDENTIALS_FILE, resolv.conf) are read neither on the interpreter nor on the
+// effects' thread: each on a thread of its own with a deadline, by the one configuration loader
+// (`ConfigurationFile`), which refuses what is not a regular file. The outcome is posted to the
+// inbox as an event, like name resolution's, so that a file that never answers (a FIFO, a hung
+// network file system) keeps neither the kill switch nor drift repair waiting: the effects go on
+// committing and repairing meanwhile. PORT_FWD_FILE is read by its watcher's thread
+// (`PortForwardFileSource`), which reads it again whenever it changes.
 extension LinuxEffects {
-    /// Reads and validates the environment's configuration, then CONFIG by its kind: an OpenVPN
-    /// file's remotes and the credentials, or a wg-quick file (its keys kept by the WireGuard
-    /// backend, which is then the one in use); prepares RUNTIME_DIR and opens what depends on it (the status socket, the
-    /// tunnel's control channel) and the netlink watcher, whose reports the configuration lets
-    /// the interpreter translate. Judging the remotes (pins, name resolution) is the machine's.
-    func load() -> Event {
+    /// `loadConfiguration`: the environment's values are judged here at once (no I/O); the files
+    /// are read in the background, and `configurationLoaded` (or the rejection) follows.
+    func startLoading() -> [Event] {
         let base: Configuration
         do {
             base = try Configuration(settings.values)
         } catch {
-            return .configurationRejected(error.description)
+            return [.configurationRejected(error.description)]
         }
-        // PORT_FWD_FILE's forwards join PORT_FWD's; the file is watched from now on.
-        let forwards = PortForwardFileSource.start(base, inbox: inbox, log: log)
-        let configuration: Configuration
-        switch forwards.result {
-        case .success(let withFile): configuration = withFile
-        case .failure(let error): return .configurationRejected(error.description)
-        }
-        portForwardFile = forwards.source
         // With an overlay, LAN_IF is vpnsup's to create.
-        let existing = configuration.overlay == nil ? [("LAN_IF", configuration.lanInterface)] : []
-        for (variable, name) in existing + [("WAN_IF", configuration.wanInterface)]
+        let existing = base.overlay == nil ? [("LAN_IF", base.lanInterface)] : []
+        for (variable, name) in existing + [("WAN_IF", base.wanInterface)]
         where !AddressConfigurator.interfaceExists(name) {
-            return .interfaceMissing(variable: variable, name: name)
+            return [.interfaceMissing(variable: variable, name: name)]
         }
-        let remotes: [Remote]
-        var findings: [OpenVPNConfigFinding] = []
-        var skippedRemotes: [RemotePlan.Entry] = []
-        let token: CredentialsToken
-        var wireGuardProfile: WireGuardProfile?
-        var wireGuardStatus: WireGuardStatusReader?
-        switch tunnelKind(configuration) {
-        case .failure(let error):
-            return .configurationRejected(error.description)
-        case .success(.wireguard):
-            switch readWireGuard(configuration, inUse: nil) {
-            case .success(let read):
-                (remotes, token, wireGuardProfile) = (read.profile.remotes, read.token, read.profile)
-                if let refusal = claimWireGuardSocket(read.profile.interface) { return .configurationRejected(refusal) }
-                backend = wireGuard
-                wireGuardStatus = WireGuardStatusReader(interface: read.profile.interface, kernelHasWireGuard: probeKernelPlane())
+        let timeout = settings.fileTimeout, values = settings.values
+        scope.spawn { [inbox, log] in
+            // PORT_FWD_FILE's forwards join PORT_FWD's; the file is watched from now on.
+            let forwards = PortForwardFileSource.start(base, inbox: inbox, log: log)
+            let event: Event
+            switch forwards.result {
             case .failure(let error):
-                return .configurationRejected(error.description)
+                event = .configurationRejected(error.description)
+            case .success(let configuration):
+                switch await ConfigurationFiles.load(configuration, values: values, timeout: timeout) {
+                case .success(let files): event = await self.finishLoading(files, forwards: forwards.source)
+                case .failure(let line):
+                    forwards.source?.stop()
+                    event = .configurationRejected(line.description)
+                }
             }
-        case .success(.openvpn):
-            let review: OpenVPNConfigReview
-            switch readOpenVPNConfig(configuration.openvpnConfigPath) {
-            case .success(let read): review = read
-            case .failure(let error): return .configurationRejected(error.description)
+            inbox.post(.event(event))
+        }
+        return []
+    }
+
+    /// `reloadConfiguration` (SIGHUP): CONFIG (and for OpenVPN the credentials file) again, read
+    /// in the background; `configurationReloaded` or `reloadRefused` follows. What cannot be read,
+    /// or what the vetting or the remote plan refuses, is refused with the line `run` would exit
+    /// with at start; whether the remotes can be used is the machine's to judge.
+    func startReloading(_ machine: Machine) -> [Event] {
+        guard let configuration = machine.configuration else { return [.reloadRefused("no configuration yet")] }
+        let inUse = machine.credentials, kind = machine.tunnelKind
+        let timeout = settings.fileTimeout, values = settings.values
+        scope.spawn { [inbox] in
+            let event: Event
+            switch await ConfigurationFiles.reload(configuration, values: values, kind: kind, timeout: timeout) {
+            case .success(let tunnel): event = await self.finishReloading(tunnel, inUse: inUse)
+            case .failure(let line): event = .reloadRefused(line.description)
             }
-            (remotes, findings, skippedRemotes) = (review.remotes, review.vetted.findings, review.skipped)
-            switch readCredentials(configuration.credentialsFile) {
-            case .success(let read): token = read
-            case .failure(let error): return .configurationRejected(error.description)
-            }
+            inbox.post(.event(event))
+        }
+        return []
+    }
+
+    /// The files are read and RUNTIME_DIR is prepared: keeps the credentials or the wg-quick
+    /// file's keys (the secrets never leave the effects), opens what lives in RUNTIME_DIR (the
+    /// status and metrics sockets, the tunnel's control channel) and the netlink watcher, whose
+    /// reports the configuration lets the interpreter translate. Judging the remotes (pins, name
+    /// resolution) is the machine's.
+    private func finishLoading(_ files: ConfigurationFiles.Loaded, forwards: PortForwardFileSource?) -> Event {
+        let configuration = files.configuration
+        portForwardFile = forwards
+        let token: CredentialsToken
+        var wireGuardStatus: WireGuardStatusReader?
+        switch files.tunnel {
+        case .wireguard(let file):
+            if let refusal = claimWireGuardSocket(file.profile.interface) { return .configurationRejected(refusal) }
+            token = keep(file, inUse: nil)
+            backend = wireGuard
+            wireGuardStatus = WireGuardStatusReader(interface: file.profile.interface, kernelHasWireGuard: probeKernelPlane())
+        case .openvpn(let review, let credentials):
+            token = keep(credentials)
             vettedTexts[token] = review.vetted.text
         }
-        var statusGroup: UInt32?
-        if let group = configuration.statusGroup {
-            guard let id = GroupDatabase.groupID(group) else {
-                return .configurationRejected("STATUS_GROUP=\(group): no such group")
-            }
-            statusGroup = id
-        }
         do {
-            try RuntimeDirectory.prepare(configuration.runtimeDirectory, statusGroup: statusGroup)
-        } catch {
-            return .configurationRejected("RUNTIME_DIR=\(configuration.runtimeDirectory) cannot be prepared: \(error)")
-        }
-        var nameservers: [IPv4Address] = []
-        if !RemotePins.hostNames(in: remotes).isEmpty {
-            switch TextFile.read(ResolvConf.path) {
-            case .success(let text): nameservers = ResolvConf.nameservers(in: text)
-            case .failure: nameservers = ResolvConf.nameservers(in: "") // glibc's default: the local host
-            }
-        }
-        do {
-            try openChannels(configuration, statusGroup: statusGroup, wireGuard: wireGuardStatus)
-        } catch let error as MetricsResponderError {
+            try openChannels(configuration, statusGroup: files.statusGroup, wireGuard: wireGuardStatus)
+        } catch MetricsResponderError.http(let error) {
             return .configurationRejected("METRICS_LISTEN=\(configuration.metricsListen.map(\.description) ?? "") "
                 + "cannot be listened on: \(error)")
         } catch {
-            return .configurationRejected("RUNTIME_DIR=\(configuration.runtimeDirectory): \(error)")
+            return .configurationRejected("RUNTIME_DIR=\(escapedForDisplay(configuration.runtimeDirectory)): \(error)")
         }
-        return .configurationLoaded(LoadedConfiguration(configuration: configuration, remotes: remotes,
-                                                        nameservers: nameservers, credentials: token,
-                                                        wireGuard: wireGuardProfile, findings: findings,
-                                                        skippedRemotes: skippedRemotes))
+        switch files.tunnel {
+        case .wireguard(let file):
+            return .configurationLoaded(LoadedConfiguration(configuration: configuration, remotes: file.profile.remotes,
+                                                            nameservers: files.nameservers, credentials: token,
+                                                            wireGuard: file.profile))
+        case .openvpn(let review, _):
+            return .configurationLoaded(LoadedConfiguration(configuration: configuration, remotes: review.remotes,
+                                                            nameservers: files.nameservers, credentials: token,
+                                                            findings: review.vetted.findings, skippedRemotes: review.skipped))
+        }
     }
 
-    /// SIGHUP: the credentials file and the OpenVPN configuration again. What cannot be read, or
-    /// what the vetting or the remote plan refuses, is refused here with the line `run` would
-    /// exit with at start; whether the remotes can be used with the pins is the machine's to judge.
-    func reload(_ machine: Machine) -> Event {
-        guard let configuration = machine.configuration else { return .reloadRefused("no configuration yet") }
-        if machine.tunnelKind == .wireguard { return reloadWireGuard(configuration, machine) }
-        let review: OpenVPNConfigReview
-        switch readOpenVPNConfig(configuration.openvpnConfigPath) {
-        case .success(let read): review = read
-        case .failure(let error): return .reloadRefused(error.description)
-        }
-        switch readCredentials(configuration.credentialsFile) {
-        case .success(let token):
+    private func finishReloading(_ tunnel: ConfigurationFiles.Tunnel, inUse: CredentialsToken?) -> Event {
+        switch tunnel {
+        case .wireguard(let file):
+            let token = keep(file, inUse: inUse)
+            return .configurationReloaded(ReloadedConfiguration(remotes: file.profile.remotes, credentials: token,
+                                                                wireGuard: file.profile))
+        case .openvpn(let review, let credentials):
+            let token = keep(credentials)
             vettedTexts[token] = review.vetted.text
             // Only what is in use and what was just read are kept.
-            credentials = credentials.filter { $0.key == token || $0.key == machine.credentials }
-            vettedTexts = vettedTexts.filter { $0.key == token || $0.key == machine.credentials }
+            self.credentials = self.credentials.filter { $0.key == token || $0.key == inUse }
+            vettedTexts = vettedTexts.filter { $0.key == token || $0.key == inUse }
             return .configurationReloaded(ReloadedConfiguration(remotes: review.remotes, credentials: token,
                                                                 findings: review.vetted.findings,
                                                                 skippedRemotes: review.skipped))
-        case .failure(let error):
-            return .reloadRefused(error.description)
         }
     }
 
-    /// The OpenVPN file, vetted and planned (`OpenVPNConfigReview`, as `rules` and `check` read it).
-    private func readOpenVPNConfig(_ path: String) -> Result<OpenVPNConfigReview, EffectError> {
-        switch TextFile.read(path) {
-        case .success(let text):
-            let review = OpenVPNConfigReview(text: text, path: path)
-            if let refusal = review.refusal { return .failure(EffectError(refusal)) }
-            return .success(review)
-        case .failure(let error):
-            return .failure(EffectError("CONFIG=\(path) cannot be read: \(error)"))
-        }
-    }
-
-    /// Reads and parses the credentials, keeps them under a new token; the secret never leaves
-    /// the effects.
-    private func readCredentials(_ path: String) -> Result<CredentialsToken, EffectError> {
-        let text: String
-        switch TextFile.read(path) {
-        case .success(let read): text = read
-        case .failure(let error): return .failure(EffectError("CREDENTIALS_FILE=\(path) cannot be read: \(error)"))
-        }
-        let parsed: Credentials
-        do {
-            parsed = try Credentials(fileContents: text, path: path)
-        } catch {
-            return .failure(EffectError(error.description))
-        }
-        // Logged (once the configuration is accepted, like every line before that) rather than
-        // refused: see Credentials.permissionWarning.
-        if let mode = TextFile.mode(path), let warning = Credentials.permissionWarning(path: path, mode: mode) {
+    /// Keeps credentials under a new token, and warns (once the configuration is accepted, like
+    /// every line before that) rather than refuses a file others can read: see
+    /// Credentials.permissionWarning.
+    private func keep(_ read: ConfigurationFiles.ReadCredentials) -> CredentialsToken {
+        if let warning = Credentials.permissionWarning(path: read.path, mode: read.mode) {
             log.log(.warning, warning)
         }
         credentialsRead += 1
         let token = CredentialsToken(generation: credentialsRead)
-        credentials[token] = parsed
-        return .success(token)
+        credentials[token] = read.credentials
+        return token
+    }
+
+    /// Keeps a wg-quick file (its keys) in the WireGuard backend under a new token, and logs what
+    /// the file holds that vpnsup does not apply (the lines wait, as every line does, until the
+    /// configuration is accepted).
+    private func keep(_ read: ConfigurationFiles.ReadWireGuard, inUse: CredentialsToken?) -> CredentialsToken {
+        for note in read.file.notes { log.log(.notice, note) }
+        if let warning = WireGuardConfiguration.permissionWarning(path: read.path, mode: read.mode) {
+            log.log(.warning, warning)
+        }
+        return wireGuard.keep(read.file, inUse: inUse)
     }
 
     /// `wireGuard`: a WireGuard tunnel's link and peers, read by the status too (nil: OpenVPN's tun0).
@@ -241,5 +234,161 @@ extension LinuxEffects {
         } catch {
             inbox.post(.event(.probeFailed("no thread for the probe: \(error)")))
         }
+    }
+}
+
+/// The files `run` reads, read and parsed off the interpreter and the effects: each file on a
+/// thread of its own within `timeout`, RUNTIME_DIR prepared likewise. A failure is the one line
+/// `run` exits 78 with (or a SIGHUP's reload is refused with), naming the variable.
+enum ConfigurationFiles {
+    struct ReadCredentials: Sendable {
+        var credentials: Credentials
+        var path: String
+        /// Its permission bits, from the file that was read.
+        var mode: UInt32
+    }
+
+    /// A wg-quick file as read: with its keys (for the backend) and without (`profile`).
+    struct ReadWireGuard: Sendable {
+        var file: WireGuardConfiguration
+        var profile: WireGuardProfile
+        var path: String
+        var mode: UInt32
+    }
+
+    /// CONFIG by its kind: an OpenVPN file vetted and planned, with the credentials; or a
+    /// wg-quick file.
+    enum Tunnel: Sendable {
+        case openvpn(OpenVPNConfigReview, ReadCredentials)
+        case wireguard(ReadWireGuard)
+    }
+
+    struct Loaded: Sendable {
+        /// With PORT_FWD_FILE's forwards joined to PORT_FWD's.
+        var configuration: Configuration
+        var tunnel: Tunnel
+        var statusGroup: UInt32?
+        /// resolv.conf's, read only when a remote names a host.
+        var nameservers: [IPv4Address]
+    }
+
+    /// The one line for stderr (or the refused reload).
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    static func load(_ configuration: Configuration, values: [String: String],
+                     timeout: Duration) async -> Result<Loaded, Failure> {
+        let tunnel: Tunnel
+        switch await readTunnel(configuration, values: values, kind: nil, timeout: timeout) {
+        case .success(let read): tunnel = read
+        case .failure(let failure): return .failure(failure)
+        }
+        let statusGroup: UInt32?
+        switch await prepareRuntimeDirectory(configuration, timeout: timeout) {
+        case .success(let group): statusGroup = group
+        case .failure(let failure): return .failure(failure)
+        }
+        let remotes = switch tunnel {
+        case .openvpn(let review, _): review.remotes
+        case .wireguard(let read): read.profile.remotes
+        }
+        var nameservers: [IPv4Address] = []
+        if !RemotePins.hostNames(in: remotes).isEmpty {
+            switch await ConfigurationFile.read(ResolvConf.path, timeout: timeout) {
+            case .success(let contents): nameservers = ResolvConf.nameservers(in: contents.text)
+            case .failure: nameservers = ResolvConf.nameservers(in: "") // glibc's default: the local host
+            }
+        }
+        return .success(Loaded(configuration: configuration, tunnel: tunnel, statusGroup: statusGroup,
+                               nameservers: nameservers))
+    }
+
+    /// SIGHUP: CONFIG again, which must stay the kind of tunnel in use.
+    static func reload(_ configuration: Configuration, values: [String: String], kind: TunnelKind,
+                       timeout: Duration) async -> Result<Tunnel, Failure> {
+        await readTunnel(configuration, values: values, kind: kind, timeout: timeout)
+    }
+
+    /// CONFIG read, its kind decided (VPN_TYPE, else its first line), and read as that kind;
+    /// with `kind`, a file of another kind is refused.
+    private static func readTunnel(_ configuration: Configuration, values: [String: String], kind inUse: TunnelKind?,
+                                   timeout: Duration) async -> Result<Tunnel, Failure> {
+        let path = configuration.openvpnConfigPath
+        let contents: ConfigurationFileContents
+        switch await ConfigurationFile.read(path, timeout: timeout) {
+        case .success(let read): contents = read
+        case .failure(let error): return .failure(Failure(error.line(variable: "CONFIG")))
+        }
+        let kind: TunnelKind
+        do {
+            kind = try TunnelKind.resolve(vpnType: values["VPN_TYPE"], configText: contents.text)
+        } catch {
+            return .failure(Failure(error.description))
+        }
+        if let inUse, inUse != kind {
+            return .failure(Failure("CONFIG=\(escapedForDisplay(path)) is no longer a\(inUse == .wireguard ? " wg-quick" : "n OpenVPN") "
+                + "file; restart vpnsup to change the kind of tunnel"))
+        }
+        switch kind {
+        case .wireguard:
+            do {
+                let file = try WireGuardConfiguration(text: contents.text, path: path)
+                let settings = try WireGuardSettings(values)
+                return .success(.wireguard(ReadWireGuard(file: file, profile: WireGuardProfile(file, settings: settings),
+                                                         path: path, mode: contents.mode)))
+            } catch {
+                return .failure(Failure("\(error)"))
+            }
+        case .openvpn:
+            let review = OpenVPNConfigReview(text: contents.text, path: path)
+            if let refusal = review.refusal { return .failure(Failure(refusal)) }
+            return await readCredentials(configuration.credentialsFile, timeout: timeout).map { .openvpn(review, $0) }
+        }
+    }
+
+    private static func readCredentials(_ path: String, timeout: Duration) async -> Result<ReadCredentials, Failure> {
+        switch await ConfigurationFile.read(path, timeout: timeout) {
+        case .success(let contents):
+            do {
+                let credentials = try Credentials(fileContents: contents.text, path: path)
+                return .success(ReadCredentials(credentials: credentials, path: path, mode: contents.mode))
+            } catch {
+                return .failure(Failure(error.description))
+            }
+        case .failure(let error):
+            return .failure(Failure(error.line(variable: "CREDENTIALS_FILE")))
+        }
+    }
+
+    /// STATUS_GROUP looked up and RUNTIME_DIR prepared (`RuntimeDirectory`), on a thread of their
+    /// own within `timeout`: both may read what a network file system or directory service holds.
+    /// Returns the status group's id.
+    private static func prepareRuntimeDirectory(_ configuration: Configuration,
+                                                timeout: Duration) async -> Result<UInt32?, Failure> {
+        let directory = configuration.runtimeDirectory, group = configuration.statusGroup
+        let prepared: Result<UInt32?, Failure>?
+        do {
+            prepared = try await ReaderThread.value(name: "vpnsup-rundir", timeout: timeout) { () -> Result<UInt32?, Failure> in
+                var statusGroup: UInt32?
+                if let group {
+                    guard let id = GroupDatabase.groupID(group) else {
+                        return .failure(Failure("STATUS_GROUP=\(escapedForDisplay(group)): no such group"))
+                    }
+                    statusGroup = id
+                }
+                do {
+                    try RuntimeDirectory.prepare(directory, statusGroup: statusGroup)
+                } catch {
+                    return .failure(Failure("RUNTIME_DIR=\(escapedForDisplay(directory)) cannot be prepared: \(error)"))
+                }
+                return .success(statusGroup)
+            }
+        } catch {
+            return .failure(Failure("RUNTIME_DIR=\(escapedForDisplay(directory)) cannot be prepared: \(error)"))
+        }
+        return prepared ?? .failure(Failure("RUNTIME_DIR=\(escapedForDisplay(directory)) cannot be prepared: "
+            + "no answer within \(timeout) (a hung file system?)"))
     }
 }

@@ -3,72 +3,10 @@ import FoundationEssentials
 import StateMachine
 import Watchers
 
-// The effects particular to WireGuard: the kind of CONFIG, reading a wg-quick file (at start and
-// on SIGHUP), the kernel plane's probe, and reading the peers' handshakes when the machine asks.
+// The effects particular to WireGuard: claiming TUNNEL_IF's socket, the router's own traffic, the
+// kernel plane's probe, and reading the peers' handshakes when the machine asks. The wg-quick
+// file is read with the other files (`ConfigurationFiles`).
 extension LinuxEffects {
-    /// `VPN_TYPE` when set, else what CONFIG looks like. A file that cannot be read is left to
-    /// the OpenVPN reader, which names it.
-    func tunnelKind(_ configuration: Configuration) -> Result<TunnelKind, EffectError> {
-        let text: String
-        switch TextFile.read(configuration.openvpnConfigPath) {
-        case .success(let read): text = read
-        case .failure: text = ""
-        }
-        do {
-            return .success(try TunnelKind.resolve(vpnType: settings.values["VPN_TYPE"], configText: text))
-        } catch {
-            return .failure(EffectError(error.description))
-        }
-    }
-
-    /// Parses the wg-quick file and `TUNNEL_IF`, keeps the file (its keys) in the WireGuard
-    /// backend under a new token, and logs what the file holds that vpnsup does not apply (the
-    /// lines wait, as every line does, until the configuration is accepted).
-    func readWireGuard(_ configuration: Configuration, inUse: CredentialsToken?)
-        -> Result<(profile: WireGuardProfile, token: CredentialsToken), EffectError> {
-        let path = configuration.openvpnConfigPath
-        let text: String
-        switch TextFile.read(path) {
-        case .success(let read): text = read
-        case .failure(let error): return .failure(EffectError("CONFIG=\(path) cannot be read: \(error)"))
-        }
-        let file: WireGuardConfiguration
-        let settings: WireGuardSettings
-        do {
-            file = try WireGuardConfiguration(text: text, path: path)
-            settings = try WireGuardSettings(self.settings.values)
-        } catch {
-            return .failure(EffectError(error.description))
-        }
-        for note in file.notes { log.log(.notice, note) }
-        if let mode = TextFile.mode(path), let warning = WireGuardConfiguration.permissionWarning(path: path, mode: mode) {
-            log.log(.warning, warning)
-        }
-        let token = wireGuard.keep(file, inUse: inUse)
-        return .success((WireGuardProfile(file, settings: settings), token))
-    }
-
-    /// SIGHUP with a WireGuard tunnel: the file again. What cannot be read or parsed, or is no
-    /// longer a wg-quick file, is refused here; the machine judges the endpoints.
-    func reloadWireGuard(_ configuration: Configuration, _ machine: Machine) -> Event {
-        switch tunnelKind(configuration) {
-        case .success(.wireguard):
-            break
-        case .success(.openvpn):
-            return .reloadRefused("CONFIG=\(configuration.openvpnConfigPath) is no longer a wg-quick file; "
-                + "restart vpnsup to change the kind of tunnel")
-        case .failure(let error):
-            return .reloadRefused(error.description)
-        }
-        switch readWireGuard(configuration, inUse: machine.credentials) {
-        case .success(let read):
-            return .configurationReloaded(ReloadedConfiguration(remotes: read.profile.remotes, credentials: read.token,
-                                                                wireGuard: read.profile))
-        case .failure(let error):
-            return .reloadRefused(error.description)
-        }
-    }
-
     /// TUNNEL_IF's UAPI socket, before anything runs: a stale one (a killed wireguard-go's) is
     /// removed, a live one refused, since its device is another router's (the socket directory is
     /// shared by every network namespace), or a wireguard-go an earlier vpnsup left running. The

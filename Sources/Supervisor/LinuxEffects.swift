@@ -6,9 +6,9 @@ import Watchers
 /// The effects on Linux: nftables (Firewall), rtnetlink (AddressConfigurator), the tunnel backend,
 /// files, the resolver, the DNS probe and timers. An actor on a thread of its own
 /// (`EffectsExecutor`): every blocking call runs there, in the order the interpreter asks, and
-/// never on the interpreter's actor. What takes long (resolution, the probe) runs on a thread of
-/// its own and posts its outcome to the inbox, so the kill switch and drift repair never wait
-/// for it.
+/// never on the interpreter's actor. What takes long or may hang (reading the configuration
+/// files, resolution, the probe) runs on a thread of its own and posts its outcome to the inbox,
+/// so the kill switch and drift repair never wait for it.
 public actor LinuxEffects: Effects {
     private let executor: EffectsExecutor
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
@@ -72,9 +72,9 @@ public actor LinuxEffects: Effects {
         case .applyForwardChanges(let diff):
             return applyForwardChanges(diff, for: machine)
         case .loadConfiguration:
-            return [load()]
+            return startLoading()
         case .reloadConfiguration:
-            return [reload(machine)]
+            return startReloading(machine)
         case .resolveNames(let names):
             resolve(names, nameservers: machine.nameservers)
             return []
@@ -132,6 +132,9 @@ public actor LinuxEffects: Effects {
             return []
         case .readTunnelPeers:
             readTunnelPeers(machine)
+            return []
+        case .forgetTunnelProcess:
+            backend.forgetProcess()
             return []
         case .probeTunnel:
             probe(machine.configuration, server: machine.probeServer, device: machine.tunnelInterface)

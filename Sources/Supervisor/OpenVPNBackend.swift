@@ -37,8 +37,11 @@ public final class OpenVPNBackend: TunnelBackend {
 
     public var watchesOutput: Bool { true }
 
+    /// Listens on the management socket, serving nobody until an OpenVPN is started: a root
+    /// process that connects first (and waits in the backlog for OpenVPN's respawn) is closed
+    /// before it gets a byte, and never sees a `>PASSWORD:` exchange.
     public func open(runtimeDirectory: String, inbox: Inbox, scope: TaskScope) throws {
-        let management = try ManagementChannel.listen(at: Self.managementSocket(in: runtimeDirectory))
+        let management = try ManagementChannel.listen(at: Self.managementSocket(in: runtimeDirectory), expecting: .nobody)
         channel.withLock { $0 = management }
         opened.withLock { $0 = (inbox, runtimeDirectory) }
         scope.spawn { await inbox.forward(management.events) { .tunnel(OpenVPNTranslator.translate($0)) } }
@@ -79,12 +82,25 @@ public final class OpenVPNBackend: TunnelBackend {
     /// Writes the vetted text (0600, whole or not at all), starts OpenVPN on it with its output in
     /// a pipe, and reads that output on a thread of its own until OpenVPN and everything that
     /// inherited the pipe are gone; then reports its end with the configuration error it printed.
+    /// The management socket serves that process alone: while the spawn runs, a root child of
+    /// vpnsup is accepted (OpenVPN may connect before `posix_spawn` returns its pid; vpnsup has no
+    /// other child then); once the pid is known, nothing else.
     public func start(_ plan: TunnelPlan) throws -> Int32? {
         if let text = plan.vettedText {
             try PrivateFile.write(text, to: Self.vettedConfiguration(in: plan.runtimeDirectory))
         }
-        let (pid, output) = try Spawner.spawnReadingOutput(executable: executable, arguments: arguments(for: plan),
+        let management = channel.withLock { $0 }
+        management?.expect(.anyChild)
+        let pid: Int32
+        let output: ChildOutput
+        do {
+            (pid, output) = try Spawner.spawnReadingOutput(executable: executable, arguments: arguments(for: plan),
                                                            environment: ["PATH": Spawner.defaultSearchPath])
+        } catch {
+            management?.expect(.nobody)
+            throw error
+        }
+        management?.expect(.process(pid))
         let inbox = opened.withLock { $0?.inbox }
         let vettedPath = Self.vettedConfiguration(in: plan.runtimeDirectory)
         let reader = OpenVPNOutputReader(log: log, inbox: inbox, pid: pid,
@@ -100,6 +116,10 @@ public final class OpenVPNBackend: TunnelBackend {
                                             notes: [LogNote(.warning, "OpenVPN's output cannot be read: \(error)")])))
         }
         return pid
+    }
+
+    public func forgetProcess() {
+        channel.withLock { $0 }?.expect(.nobody)
     }
 
     public func send(_ command: TunnelCommand, credentials: Credentials?) throws {

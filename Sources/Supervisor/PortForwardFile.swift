@@ -2,7 +2,8 @@ import StateMachine
 import Watchers
 
 extension Configuration {
-    /// The configuration with PORT_FWD_FILE's forwards joined to PORT_FWD's, the file read now;
+    /// The configuration with PORT_FWD_FILE's forwards joined to PORT_FWD's, the file read now on
+    /// the calling thread (for `rules`; `run` reads it through `PortForwardFileSource`, off its effects);
     /// itself when PORT_FWD_FILE is unset. The failure is the one line `run` exits 78 with.
     public func loadingPortForwardFile() -> Result<Configuration, ConfigurationError> {
         guard let file = portForwardFile else { return .success(self) }

@@ -2,6 +2,7 @@ import Actions
 import FoundationEssentials
 import Logging
 import StateMachine
+import SystemSupport
 import Watchers
 
 /// Everything `vpnsup run` was given, before validation.
@@ -12,13 +13,17 @@ public struct RunSettings: Sendable {
     public var openvpnArguments: [String]
     public var openvpnExecutable: String
     public var timings: Timings
+    /// How long a configuration file (or RUNTIME_DIR's preparation) may take before it counts
+    /// as unreadable: a local file takes microseconds.
+    public var fileTimeout: Duration
 
     public init(values: [String: String], openvpnArguments: [String] = [], openvpnExecutable: String = "openvpn",
-                timings: Timings = Timings()) {
+                timings: Timings = Timings(), fileTimeout: Duration = ConfigurationFile.defaultTimeout) {
         self.values = values
         self.openvpnArguments = openvpnArguments
         self.openvpnExecutable = openvpnExecutable
         self.timings = timings
+        self.fileTimeout = fileTimeout
     }
 }
 

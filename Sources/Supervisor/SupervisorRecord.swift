@@ -29,6 +29,9 @@ public struct SupervisorRecord: Sendable {
     private var repairing: [(change: String, policy: FirewallPolicy)] = []
     /// The `>REMOTE:` question being answered.
     private var remoteAsked: (host: String, port: UInt16?, proto: String)?
+    /// The tunnel's last account of its connection, and the process that gave it: shown while
+    /// that process lives, dropped with it.
+    private var report: (report: TunnelReport, pid: Int32?)?
 
     public init(_ snapshot: StatusSnapshot) {
         self.snapshot = snapshot
@@ -105,13 +108,10 @@ public struct SupervisorRecord: Sendable {
         return [LogNote(.notice, "repaired table inet vpnsup: re-committed the \(policy) ruleset in \(milliseconds) ms (repair \(repairs))")]
     }
 
-    /// The tunnel's own account of its connection.
-    public mutating func observed(_ report: TunnelReport) {
-        snapshot.openvpnState = report.state
-        if report.connected {
-            snapshot.tunnelAddress = report.tunnelAddress
-            snapshot.remote = report.remote
-        }
+    /// The tunnel's own account of its connection, given by the tunnel `machine` runs.
+    public mutating func observed(_ report: TunnelReport, by machine: Machine) {
+        self.report = (report, machine.tunnelPID)
+        refresh(from: machine)
     }
 
     // MARK: -
@@ -259,6 +259,12 @@ public struct SupervisorRecord: Sendable {
     /// What the status shows of the machine itself.
     private mutating func refresh(from machine: Machine) {
         snapshot.openvpnPID = machine.tunnelPID
+        // What the tunnel said holds only while the process that said it lives: after its end
+        // (or for its successor, until it speaks) the state, address and remote are not shown.
+        if let report, !(machine.tunnelProcessLive && machine.tunnelPID == report.pid) { self.report = nil }
+        snapshot.openvpnState = report?.report.state
+        snapshot.tunnelAddress = report?.report.tunnelAddress
+        snapshot.remote = report?.report.remote
         guard let configuration = machine.configuration, let pins = machine.pins else { return }
         if machine.tunnelKind == .wireguard {
             let endpoints = machine.tunnelPlan?.wireGuard?.endpoints ?? [:]

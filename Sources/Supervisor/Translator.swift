@@ -84,6 +84,10 @@ public enum OpenVPNTranslator {
             return Translation(notes: [LogNote(.info, "OpenVPN's management connection closed")])
         case .message(let message):
             return translate(message)
+        case .refusedPeer(let peer, let reason):
+            // Closed before it got a byte; the channel waits for OpenVPN. Nothing for the machine.
+            let who = peer.map { "\($0)" } ?? "an unknown process"
+            return Translation(notes: [LogNote(.warning, "management socket: refused a connection from \(who): \(reason)")])
         }
     }
 

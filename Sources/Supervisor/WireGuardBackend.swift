@@ -163,6 +163,16 @@ public final class WireGuardBackend: TunnelBackend {
         _ = Spawner.kill(pid: pid)
     }
 
+    /// wireguard-go was reaped: no request goes to the UAPI socket until the next start (by then
+    /// its pid may be another process's).
+    public func forgetProcess() {
+        let wakeup = state.withLock { state in
+            defer { state.run = nil }
+            return state.run?.wakeup
+        }
+        wakeup?.signal()
+    }
+
     public func close() {
         let wakeup = state.withLock { state in
             state.generation += 1

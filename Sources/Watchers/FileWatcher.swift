@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import SystemSupport
 
 /// Watches one file (PORT_FWD_FILE) and reports its contents whenever they change, told by the
 /// kernel (inotify), never by polling.
@@ -59,20 +60,15 @@ public final class FileWatcher: Sendable {
         self.path = path
         let directory = FileWatcher.directory(of: path)
         let name = String(path[path.index(after: path.lastIndex(of: "/")!)...])
-        let descriptor = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
-        guard descriptor >= 0 else { throw FileWatcherError(call: "inotify_init1", path: directory, errno: errno) }
-        let mask = UInt32(IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ATTRIB
-            | IN_DELETE_SELF | IN_MOVE_SELF)
-        guard inotify_add_watch(descriptor, directory, mask) >= 0 else {
-            let error = FileWatcherError(call: "inotify_add_watch", path: directory, errno: errno)
-            close(descriptor)
-            throw error
-        }
+        let inotify: OwnedDescriptor
         do {
+            inotify = OwnedDescriptor(try retryingInterrupts("inotify_init1") { inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK)) })
+            let mask = UInt32(IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ATTRIB
+                | IN_DELETE_SELF | IN_MOVE_SELF)
+            try retryingInterrupts("inotify_add_watch \(directory)") { inotify_add_watch(inotify.rawValue, directory, mask) }
             wakeup = try WakeupEvent()
         } catch {
-            close(descriptor)
-            throw FileWatcherError(call: "eventfd", path: directory, errno: (error as? ReaderThreadError)?.errno ?? 0)
+            throw error
         }
         // Read after the watch exists: a change between the two is then both read and reported
         // (and, reading the same, reported no further).
@@ -83,16 +79,14 @@ public final class FileWatcher: Sendable {
         let wakeup = self.wakeup, requests = self.requests, start = initial
         do {
             let reader = try ReaderThread.start(name: "vpnsup-file") {
-                FileWatcher.watch(descriptor: descriptor, path: path, name: name, last: start,
+                FileWatcher.watch(descriptor: inotify.rawValue, path: path, name: name, last: start,
                                   wakeup: wakeup, requests: requests, deliver: deliver)
-                close(descriptor)
                 continuation.finish()
             }
             thread.withLock { $0 = reader }
         } catch {
-            close(descriptor)
             continuation.finish()
-            throw FileWatcherError(call: "pthread_create", path: directory, errno: (error as? ReaderThreadError)?.errno ?? 0)
+            throw error
         }
     }
 
@@ -136,45 +130,12 @@ public final class FileWatcher: Sendable {
         return String(first)
     }
 
-    /// The file's contents now, following symbolic links. Never waits on what the path names:
-    /// it is opened non-blocking and must be a regular file of at most `maximumSize` bytes, UTF-8.
-    /// Why not is said with the call that failed (`open: No such file or directory`).
+    /// The file's contents now, following symbolic links, read by the one configuration loader:
+    /// a FIFO or a device in its place is unreadable, never waited on.
     public static func read(_ path: String) -> Reading {
-        func failed(_ call: String) -> Reading { .unreadable("\(call): \(String(cString: strerror(errno)))") }
-        // O_NONBLOCK: opening a FIFO without a writer would otherwise wait for one.
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
-        guard descriptor >= 0 else { return failed("open") }
-        defer { close(descriptor) }
-        var info = stat()
-        guard fstat(descriptor, &info) == 0 else { return failed("fstat") }
-        guard info.st_mode & S_IFMT == S_IFREG else { return .unreadable("not a regular file (\(kind(info.st_mode)))") }
-        guard info.st_size <= maximumSize else { return .unreadable("larger than \(maximumSize) bytes") }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(Int(info.st_size))
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = Glibc.read(descriptor, &buffer, buffer.count)
-            if count < 0 {
-                if errno == EINTR { continue }
-                return failed("read")
-            }
-            if count == 0 { break }
-            bytes += buffer[..<count]
-            // It may grow while it is read.
-            if bytes.count > maximumSize { return .unreadable("larger than \(maximumSize) bytes") }
-        }
-        guard let text = String(validating: bytes, as: UTF8.self) else { return .unreadable("not UTF-8 text") }
-        return .contents(text)
-    }
-
-    static func kind(_ mode: mode_t) -> String {
-        switch mode & S_IFMT {
-        case S_IFDIR: "a directory"
-        case S_IFIFO: "a FIFO"
-        case S_IFSOCK: "a socket"
-        case S_IFCHR: "a character device"
-        case S_IFBLK: "a block device"
-        default: "mode \(String(mode & S_IFMT, radix: 8))"
+        switch ConfigurationFile.read(path, limit: maximumSize) {
+        case .success(let contents): .contents(contents.text)
+        case .failure(let error): .unreadable(error.description)
         }
     }
 
@@ -191,10 +152,10 @@ public final class FileWatcher: Sendable {
         while true {
             var fds = [pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: wakeup.descriptor, events: Int16(POLLIN), revents: 0)]
-            let ready = poll(&fds, 2, -1)
-            if ready < 0 {
-                if errno == EINTR { continue }
-                deliver(.unreadable("poll: \(String(cString: strerror(errno)))"))
+            do {
+                try retryingInterrupts("poll") { poll(&fds, 2, -1) }
+            } catch {
+                deliver(.unreadable(error.description))
                 return
             }
             if fds[1].revents != 0 {
@@ -210,12 +171,10 @@ public final class FileWatcher: Sendable {
             // Drain every queued event: which name each concerns, whether the directory itself
             // went, whether events were lost (IN_Q_OVERFLOW: any of them may have been the file's).
             while true {
-                let count = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
-                if count < 0 {
-                    if errno == EINTR { continue }
-                    break // EAGAIN: drained
-                }
-                guard count > 0 else { break }
+                // EAGAIN: drained.
+                guard let count = try? retryingInterrupts("read inotify", {
+                    buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
+                }), count > 0 else { break }
                 var offset = 0
                 while offset + MemoryLayout<inotify_event>.size <= count {
                     let (mask, length) = buffer.withUnsafeBytes { raw in
@@ -261,10 +220,5 @@ public final class FileWatcher: Sendable {
     }
 }
 
-/// The file watcher could not start.
-public struct FileWatcherError: Error, CustomStringConvertible, Sendable, Hashable {
-    public let call: String
-    public let path: String
-    public let errno: Int32
-    public var description: String { "\(call) \(path): \(String(cString: strerror(errno)))" }
-}
+/// The file watcher could not start: the system call that failed, which names the directory.
+public typealias FileWatcherError = SystemError

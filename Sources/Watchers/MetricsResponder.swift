@@ -1,6 +1,7 @@
 import Glibc
 import StateMachine
 import Synchronization
+import SystemSupport
 
 /// Serves the metrics exposition on one thread of its own: to every connection on a unix socket
 /// (`vpnsup metrics`), and, when asked, over HTTP/1.1 on a TCP address (`METRICS_LISTEN`).
@@ -27,14 +28,15 @@ public final class MetricsResponder: Sendable {
 
     /// The TCP port HTTP is served on (the one bound when 0 was asked), nil without HTTP.
     public let httpPort: UInt16?
-    private let unixPath: String?
+    /// The unix socket's path and file: only that file is removed on close.
+    private let unixSocket: (path: String, identity: FileIdentity)?
     private let wakeup: WakeupEvent
     private let thread: Mutex<ReaderThread?> = Mutex(nil)
     private let stopped = Mutex(false)
 
-    private init(httpPort: UInt16?, unixPath: String?, wakeup: WakeupEvent) {
+    private init(httpPort: UInt16?, unixSocket: (path: String, identity: FileIdentity)?, wakeup: WakeupEvent) {
         self.httpPort = httpPort
-        self.unixPath = unixPath
+        self.unixSocket = unixSocket
         self.wakeup = wakeup
     }
 
@@ -45,43 +47,48 @@ public final class MetricsResponder: Sendable {
     /// an interface yet (vpnsup adds IP_ADDR to the LAN interface after start-up, and again
     /// whenever it is removed).
     public static func start(unixPath: String?, group: UInt32? = nil, http: MetricsListen?, limits: Limits = Limits(),
-                             exposition: @escaping @Sendable () -> [UInt8]?) throws -> MetricsResponder {
-        var listeners: [(fd: Int32, kind: Connection.Kind)] = []
-        func closeAll() { listeners.forEach { Glibc.close($0.fd) } }
+                             exposition: @escaping @Sendable () -> [UInt8]?) throws(MetricsResponderError) -> MetricsResponder {
+        var listeners: [Listener] = []
         var port: UInt16?
-        do {
-            if let http {
-                let (fd, bound) = try tcpListener(http)
-                listeners.append((fd, .http))
+        if let http {
+            do {
+                let (socket, bound) = try tcpListener(http)
+                listeners.append(Listener(socket: socket, kind: .http))
                 port = bound
+            } catch {
+                throw .http(error)
             }
+        }
+        var unixSocket: (path: String, identity: FileIdentity)?
+        do throws(ChannelError) {
             if let unixPath {
-                let fd = try UnixSocket.listening(at: unixPath, mode: group == nil ? 0o600 : 0o660)
-                listeners.append((fd, .unix))
-                if let group, chown(unixPath, 0, group) != 0 {
-                    throw UnixSocketError(operation: "chown \(unixPath)", code: errno)
-                }
-                guard fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0 else {
-                    throw UnixSocketError(operation: "fcntl \(unixPath)", code: errno)
+                let (socket, identity) = try UnixSocket.listen(at: unixPath, mode: group == nil ? 0o600 : 0o660, backlog: 16)
+                unixSocket = (unixPath, identity)
+                listeners.append(Listener(socket: socket, kind: .unix))
+                do throws(SystemError) {
+                    if let group {
+                        try retryingInterrupts("chown \(escapedForDisplay(unixPath))") { lchown(unixPath, 0, group) }
+                    }
+                    try retryingInterrupts("fcntl") { fcntl(socket.rawValue, F_SETFL, O_NONBLOCK) }
+                } catch {
+                    throw .system(error)
                 }
             }
+            let wakeup: WakeupEvent
+            do { wakeup = try WakeupEvent() } catch { throw .system(error) }
+            let responder = MetricsResponder(httpPort: port, unixSocket: unixSocket, wakeup: wakeup)
+            let server = Server(listeners: listeners, wakeup: wakeup, limits: limits, exposition: exposition)
+            do {
+                let started = try ReaderThread.start(name: "vpnsup-metrics") { server.run() }
+                responder.thread.withLock { $0 = started }
+            } catch {
+                throw .system(error)
+            }
+            return responder
         } catch {
-            closeAll()
-            if let unixPath { unlink(unixPath) }
-            throw error
+            if let unixSocket { UnixSocket.remove(unixSocket.path, ifStill: unixSocket.identity) }
+            throw .local(error)
         }
-        let wakeup: WakeupEvent
-        do { wakeup = try WakeupEvent() } catch { closeAll(); throw error }
-        let responder = MetricsResponder(httpPort: port, unixPath: unixPath, wakeup: wakeup)
-        let server = Server(listeners: listeners, wakeup: wakeup, limits: limits, exposition: exposition)
-        do {
-            let started = try ReaderThread.start(name: "vpnsup-metrics") { server.run() }
-            responder.thread.withLock { $0 = started }
-        } catch {
-            closeAll()
-            throw error
-        }
-        return responder
     }
 
     /// Stops answering, closes every connection and removes the unix socket; returns once the
@@ -92,74 +99,64 @@ public final class MetricsResponder: Sendable {
             return !stopped
         }
         guard first else { return }
-        if let unixPath { unlink(unixPath) }
+        if let unixSocket { UnixSocket.remove(unixSocket.path, ifStill: unixSocket.identity) }
         wakeup.signal()
         thread.withLock { $0 }?.join()
     }
 
-    static func tcpListener(_ listen: MetricsListen) throws -> (Int32, UInt16) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else { throw MetricsResponderError(operation: "socket", code: errno) }
+    static func tcpListener(_ listen: MetricsListen) throws(SystemError) -> (OwnedDescriptor, UInt16) {
+        let socket = OwnedDescriptor(try retryingInterrupts("socket") {
+            Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        })
+        let fd = socket.rawValue
         var one: Int32 = 1
         // SO_REUSEADDR: a restarted vpnsup binds again while the last one's connections linger in TIME_WAIT.
-        guard setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) == 0,
-              setsockopt(fd, Int32(IPPROTO_IP), IP_FREEBIND, &one, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
-            let code = errno
-            Glibc.close(fd)
-            throw MetricsResponderError(operation: "setsockopt", code: code)
-        }
+        try retryingInterrupts("setsockopt SO_REUSEADDR") { setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) }
+        try retryingInterrupts("setsockopt IP_FREEBIND") { setsockopt(fd, Int32(IPPROTO_IP), IP_FREEBIND, &one, socklen_t(MemoryLayout<Int32>.size)) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = listen.port.bigEndian
         address.sin_addr.s_addr = listen.address.value.bigEndian
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        try retryingInterrupts("bind \(listen)") {
+            withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
         }
-        guard bound == 0, Glibc.listen(fd, 16) == 0 else {
-            let code = errno
-            Glibc.close(fd)
-            throw MetricsResponderError(operation: bound == 0 ? "listen on \(listen)" : "bind \(listen)", code: code)
-        }
+        try retryingInterrupts("listen on \(listen)") { Glibc.listen(fd, 16) }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
         }
-        return (fd, UInt16(bigEndian: address.sin_port))
+        return (socket, UInt16(bigEndian: address.sin_port))
     }
 
     /// Reads everything a unix socket at `path` sends until it closes, for at most `within` and
-    /// `limit` bytes: how `vpnsup metrics` asks, and how the exposition reads the status.
-    public static func fetch(from path: String, within: Duration, limit: Int = 4 << 20) throws -> [UInt8] {
-        let deadline = ContinuousClock.now + within
-        let fd = try UnixSocket.connected(to: path)
-        defer { Glibc.close(fd) }
-        var result: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        while true {
-            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&poller, 1, Server.milliseconds(until: deadline))
-            if ready < 0 {
-                if errno == EINTR { continue }
-                throw UnixSocketError(operation: "poll \(path)", code: errno)
-            }
-            guard ready > 0 else { throw UnixSocketError(operation: "read \(path)", code: ETIMEDOUT) }
-            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-            if count < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
-                throw UnixSocketError(operation: "read \(path)", code: errno)
-            }
-            if count == 0 { return result }
-            result += buffer[0..<count]
-            guard result.count <= limit else { throw UnixSocketError(operation: "read \(path)", code: EFBIG) }
+    /// `limit` bytes: how `vpnsup metrics` asks. The server must be root's, as for the status.
+    public static func fetch(from path: String, within: Duration, limit: Int = 4 << 20) throws(ChannelError) -> [UInt8] {
+        try UnixSocket.fetch(from: path, timeout: within, serverUID: 0, limit: limit)
+    }
+}
+
+/// Why the responder did not start.
+public enum MetricsResponderError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// METRICS_LISTEN could not be listened on (the address, the port in use...).
+    case http(SystemError)
+    /// The unix socket could not be set up, or no thread could be had.
+    case local(ChannelError)
+
+    public var description: String {
+        switch self {
+        case .http(let error): error.description
+        case .local(let error): error.description
         }
     }
 }
 
-/// The TCP listener could not be set up (unix socket failures are `UnixSocketError`s).
-public struct MetricsResponderError: Error, CustomStringConvertible, Sendable {
-    public var operation: String
-    public var code: Int32
-    public var description: String { "\(operation): \(String(cString: strerror(code)))" }
+/// A listening socket and what it serves.
+private struct Listener: Sendable {
+    let socket: OwnedDescriptor
+    let kind: Connection.Kind
+    var fd: Int32 { socket.rawValue }
 }
 
 /// One accepted connection: what it has sent, what is left to send it, and until when.
@@ -176,7 +173,7 @@ private struct Connection {
 
 /// The responder's thread: everything it touches is its own.
 private final class Server: @unchecked Sendable {
-    let listeners: [(fd: Int32, kind: Connection.Kind)]
+    let listeners: [Listener]
     let wakeup: WakeupEvent
     let limits: MetricsResponder.Limits
     let exposition: @Sendable () -> [UInt8]?
@@ -185,7 +182,7 @@ private final class Server: @unchecked Sendable {
     /// then: still readable, they would otherwise wake poll(2) again at once, for ever.
     var acceptPausedUntil: ContinuousClock.Instant?
 
-    init(listeners: [(fd: Int32, kind: Connection.Kind)], wakeup: WakeupEvent, limits: MetricsResponder.Limits,
+    init(listeners: [Listener], wakeup: WakeupEvent, limits: MetricsResponder.Limits,
          exposition: @escaping @Sendable () -> [UInt8]?) {
         self.listeners = listeners
         self.wakeup = wakeup
@@ -197,7 +194,6 @@ private final class Server: @unchecked Sendable {
         defer {
             connections.forEach { Glibc.close($0.fd) }
             connections = []
-            listeners.forEach { Glibc.close($0.fd) }
         }
         while true {
             if let until = acceptPausedUntil, ContinuousClock.now >= until { acceptPausedUntil = nil }
@@ -207,11 +203,8 @@ private final class Server: @unchecked Sendable {
             fds += connections.map { pollfd(fd: $0.fd, events: Int16($0.response == nil ? POLLIN : POLLOUT), revents: 0) }
             // Sleep until something happens or the nearest deadline passes.
             let timeout = (connections.map(\.deadline) + [acceptPausedUntil].compactMap { $0 }).min()
-                .map { Self.milliseconds(until: $0) } ?? -1
-            if poll(&fds, nfds_t(fds.count), timeout) < 0 {
-                if errno == EINTR { continue }
-                return
-            }
+                .map { pollTimeout(until: $0) } ?? -1
+            guard (try? retryingInterrupts("poll", { poll(&fds, nfds_t(fds.count), timeout) })) != nil else { return }
             if fds[0].revents != 0 { return }
             // Connections first (their indices match the poll set), then new ones.
             var keep: [Connection] = []
@@ -235,18 +228,17 @@ private final class Server: @unchecked Sendable {
 
     private func accept(from listener: Int32, kind: Connection.Kind) {
         while true {
-            let fd = Glibc.accept(listener, nil, nil)
-            if fd < 0 {
-                switch errno {
-                case EINTR, ECONNABORTED: continue
-                case EAGAIN, EWOULDBLOCK: return // no more waiting
-                default:
-                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection waits in the backlog meanwhile.
+            let fd: Int32
+            do {
+                fd = try UnixSocket.accept(on: listener)
+            } catch {
+                // EAGAIN: no more waiting. EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection waits in
+                // the backlog meanwhile.
+                if error.errno != EAGAIN && error.errno != EWOULDBLOCK {
                     acceptPausedUntil = ContinuousClock.now + .milliseconds(100)
-                    return
                 }
+                return
             }
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             if connections.count >= limits.connections {
                 Glibc.close(connections.removeFirst().fd)
@@ -264,8 +256,14 @@ private final class Server: @unchecked Sendable {
     private func advance(_ connection: inout Connection, events: Int16) -> Bool {
         if connection.response == nil {
             var buffer = [UInt8](repeating: 0, count: 2048)
-            let count = buffer.withUnsafeMutableBytes { recv(connection.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-            if count < 0 { return errno == EAGAIN || errno == EINTR }
+            let count: Int
+            do {
+                count = try retryingInterrupts("recv") {
+                    buffer.withUnsafeMutableBytes { recv(connection.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+                }
+            } catch {
+                return error.errno == EAGAIN || error.errno == EWOULDBLOCK
+            }
             if count == 0 { return false } // the client gave up before asking
             connection.received += buffer[0..<count]
             let head = MetricsHTTP.head(connection.received, limit: limits.requestBytes)
@@ -274,12 +272,10 @@ private final class Server: @unchecked Sendable {
             return true
         }
         guard let response = connection.response, connection.sent < response.count else { return false }
-        let written = response[connection.sent...].withUnsafeBytes {
-            send(connection.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+        switch UnixSocket.send(response, from: &connection.sent, on: connection.fd) {
+        case .wouldBlock: return true
+        case .done, .failed: return false
         }
-        if written < 0 { return errno == EAGAIN || errno == EINTR }
-        connection.sent += written
-        return connection.sent < response.count
     }
 
     /// Closes a connection that is done: after the whole response, the write side first, so the
@@ -289,13 +285,5 @@ private final class Server: @unchecked Sendable {
             shutdown(connection.fd, Int32(SHUT_WR))
         }
         Glibc.close(connection.fd)
-    }
-
-    /// poll(2)'s timeout for `deadline`: whole milliseconds, rounded up, never negative.
-    static func milliseconds(until deadline: ContinuousClock.Instant) -> Int32 {
-        let left = ContinuousClock.now.duration(to: deadline)
-        guard left > .zero else { return 0 }
-        let (seconds, attoseconds) = left.components
-        return Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
     }
 }

@@ -1,5 +1,6 @@
-import CMnl
+import CNetlink
 import StateMachine
+import SystemSupport
 
 /// What rtnetlink told us, in vpnsup's terms.
 public enum NetlinkEvent: Sendable, Hashable {
@@ -139,9 +140,9 @@ public struct NetlinkDecoder {
 
     mutating func decodeItems(_ bytes: [UInt8]) -> [Item] {
         var items: [Item] = []
-        var offset = 0
-        while let header = NetlinkMessageHeader(bytes, at: offset) {
-            let body = offset + NetlinkMessageHeader.size ..< offset + header.length
+        for message in NetlinkMessages(bytes) {
+            let header = message.header
+            let body = message.body
             switch header.type {
             case UInt16(NLMSG_DONE):
                 // Its payload is the dump's result as a negated errno (absent from old kernels).
@@ -150,9 +151,9 @@ public struct NetlinkDecoder {
                                    interrupted: header.flags & UInt16(NLM_F_DUMP_INTR) != 0,
                                    code: 0 &- result))
             case UInt16(NLMSG_ERROR):
-                // struct nlmsgerr starts with the negated errno; 0 is an ACK.
-                if let code = bytes.int32(at: body.lowerBound, within: body) {
-                    items.append(.error(sequence: header.sequence, portID: header.portID, code: 0 &- code))  // &-: Int32.min must not trap
+                // errno 0 is an ACK.
+                if let ack = NetlinkAck(bytes, message) {
+                    items.append(.error(sequence: header.sequence, portID: header.portID, code: ack.errno))
                 }
             case UInt16(NLMSG_OVERRUN):
                 items.append(.overrun)
@@ -167,7 +168,6 @@ public struct NetlinkDecoder {
             default:
                 break
             }
-            offset += Self.align(header.length)
         }
         return items
     }
@@ -336,6 +336,13 @@ public struct NetlinkDecoder {
             < (b.destination.address, b.destination.prefixLength, b.gateway?.value ?? 0, b.index ?? 0)
     }
 
-    /// NLMSG_ALIGN / RTA_ALIGN: messages and attributes start on 4-byte boundaries.
-    static func align(_ length: Int) -> Int { (length + 3) & ~3 }
+}
+
+extension [UInt8] {
+    /// An IPv4 address attribute: exactly four bytes in network order.
+    func ipv4(_ payload: Range<Int>) -> IPv4Address? {
+        guard payload.count == 4, payload.lowerBound >= 0, payload.upperBound <= count else { return nil }
+        return IPv4Address(self[payload.lowerBound], self[payload.lowerBound + 1],
+                           self[payload.lowerBound + 2], self[payload.lowerBound + 3])
+    }
 }

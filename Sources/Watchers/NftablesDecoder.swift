@@ -1,4 +1,5 @@
-import CMnl
+import CNetlink
+import SystemSupport
 
 /// What the nftables monitor reports.
 public enum NftablesEvent: Sendable, Hashable {
@@ -229,10 +230,9 @@ public struct NftablesDecoder {
 
     mutating func decodeItems(_ bytes: [UInt8]) -> [Item] {
         var items: [Item] = []
-        var offset = 0
-        while let header = NetlinkMessageHeader(bytes, at: offset) {
-            let body = offset + NetlinkMessageHeader.size ..< offset + header.length
-            offset += NetlinkDecoder.align(header.length)
+        for message in NetlinkMessages(bytes) {
+            let header = message.header
+            let body = message.body
             if header.type == UInt16(NLMSG_OVERRUN) {
                 items.append(.overrun)
                 continue
@@ -246,8 +246,8 @@ public struct NftablesDecoder {
                 var id: UInt32?, pid: UInt32?, name: String?
                 for attribute in attributes {
                     switch UInt32(attribute.type) {
-                    case NFTA_GEN_ID.rawValue: id = bytes.bigEndianUInt32(attribute.payload)
-                    case NFTA_GEN_PROC_PID.rawValue: pid = bytes.bigEndianUInt32(attribute.payload)
+                    case NFTA_GEN_ID.rawValue: id = bytes.bigEndian(UInt32.self, attribute.payload)
+                    case NFTA_GEN_PROC_PID.rawValue: pid = bytes.bigEndian(UInt32.self, attribute.payload)
                     case NFTA_GEN_PROC_NAME.rawValue: name = bytes.cString(in: attribute.payload)
                     default: break
                     }
@@ -273,7 +273,7 @@ public struct NftablesDecoder {
                 case .rule where type == NFTA_RULE_CHAIN.rawValue:
                     change.chain = bytes.cString(in: attribute.payload)
                 case .rule where type == NFTA_RULE_HANDLE.rawValue:
-                    change.handle = bytes.bigEndianUInt64(attribute.payload)
+                    change.handle = bytes.bigEndian(UInt64.self, attribute.payload)
                 case .set where type == NFTA_SET_NAME.rawValue,
                      .element where type == NFTA_SET_ELEM_LIST_SET.rawValue,
                      .object where type == NFTA_OBJ_NAME.rawValue,
@@ -322,19 +322,4 @@ public struct NftablesDecoder {
         static let flowtable: UInt32 = 32
     }
 
-}
-
-// MARK: - Bounds-checked reading (the shared pieces are in NetlinkMessage.swift)
-
-fileprivate extension [UInt8] {
-    /// nf_tables sends its numeric attributes in network order; exactly the integer's size.
-    func bigEndianUInt32(_ payload: Range<Int>) -> UInt32? {
-        guard payload.count == 4 else { return nil }
-        return load(UInt32.self, at: payload.lowerBound, within: payload).map(UInt32.init(bigEndian:))
-    }
-
-    func bigEndianUInt64(_ payload: Range<Int>) -> UInt64? {
-        guard payload.count == 8 else { return nil }
-        return load(UInt64.self, at: payload.lowerBound, within: payload).map(UInt64.init(bigEndian:))
-    }
 }

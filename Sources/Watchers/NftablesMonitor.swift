@@ -1,6 +1,7 @@
-import CMnl
+import CNetlink
 import Glibc
 import Synchronization
+import SystemSupport
 
 /// Watches the nftables ruleset for changes to one table made by anyone but vpnsup, so that an
 /// outside `nft flush ruleset` (or a deleted rule, a dormant flag...) is noticed and repaired
@@ -19,12 +20,12 @@ import Synchronization
 /// consumer stops iterating, or if the socket fails.
 public final class NftablesMonitor: Sendable {
     public let events: AsyncStream<NftablesEvent>
-    private let control: MonitorControl
+    private let control: ReaderControl
     private let thread: ReaderThread
     /// Whether the kernel drops the ignored ports' messages (false: only user space does).
     public let filteredInKernel: Bool
 
-    private init(events: AsyncStream<NftablesEvent>, control: MonitorControl, thread: ReaderThread, filteredInKernel: Bool) {
+    private init(events: AsyncStream<NftablesEvent>, control: ReaderControl, thread: ReaderThread, filteredInKernel: Bool) {
         self.events = events
         self.control = control
         self.thread = thread
@@ -33,14 +34,14 @@ public final class NftablesMonitor: Sendable {
 
     /// Starts reporting outside changes to table `inet <table>`. Transactions sent from the
     /// netlink ports in `ignoring` (vpnsup's own commit socket) are never reported.
-    public static func start(table: String, ignoring portIDs: Set<UInt32>) throws -> NftablesMonitor {
+    public static func start(table: String, ignoring portIDs: Set<UInt32>) throws(SystemError) -> NftablesMonitor {
         // A flush of a big ruleset is thousands of messages; a repair commit of ours is filtered out.
         try start(table: table, ignoring: portIDs, receiveBufferSize: 4 << 20, kernelFilter: true)
     }
 
-    static func start(table: String, ignoring portIDs: Set<UInt32>, receiveBufferSize: Int32,
-                      kernelFilter: Bool) throws -> NftablesMonitor {
-        let control = try MonitorControl()
+    static func start(table: String, ignoring portIDs: Set<UInt32>, receiveBufferSize: Int,
+                      kernelFilter: Bool) throws(SystemError) -> NftablesMonitor {
+        let control = try ReaderControl()
         let socket = try NftablesSocket.open(receiveBufferSize: receiveBufferSize,
                                              dropping: kernelFilter ? portIDs : [])
         let (events, continuation) = AsyncStream.makeStream(of: NftablesEvent.self)
@@ -60,63 +61,18 @@ public final class NftablesMonitor: Sendable {
 
     /// Makes the reader leave its socket unread until `release()`, so that tests can overflow
     /// it; returns once the reader has stopped reading. Blocks briefly: tests only.
-    func hold() {
-        control.request(.hold)
-        var acknowledged = pollfd(fd: control.held.descriptor, events: Int16(POLLIN), revents: 0)
-        while poll(&acknowledged, 1, -1) < 0, errno == EINTR {}
-        control.held.drain()
-    }
+    func hold() { control.hold() }
 
     func release() { control.request(.release) }
 
     /// How many times notifications were lost (tests).
-    var overflows: Int { control.counters.withLock { $0.overflows } }
+    var overflows: Int { control.overflows.load(ordering: .relaxed) }
     /// Messages of ignored ports that reached user space (0 while the kernel filter works; tests).
-    var ignoredMessages: Int { control.counters.withLock { $0.ignoredMessages } }
+    var ignoredMessages: Int { control.ignoredMessages.load(ordering: .relaxed) }
 
     deinit {
         // The reader holds no reference to us; without this it would run until the consumer quit.
         control.request(.stop)
-    }
-}
-
-public struct NftablesMonitorError: Error, CustomStringConvertible, Sendable, Hashable {
-    public let operation: String
-    public let errno: Int32
-    public var description: String { "\(operation): \(String(cString: strerror(errno)))" }
-}
-
-/// Requests from other threads to the reader, with the eventfd that wakes it.
-private final class MonitorControl: Sendable {
-    enum Request { case stop, hold, release }
-    struct Pending { var stop = false, held = false }
-    struct Counters { var overflows = 0, ignoredMessages = 0 }
-
-    let wakeup: WakeupEvent
-    /// Signalled by the reader once it has stopped reading for a hold.
-    let held: WakeupEvent
-    private let pending = Mutex(Pending())
-    let counters = Mutex(Counters())
-
-    init() throws {
-        wakeup = try WakeupEvent()
-        held = try WakeupEvent()
-    }
-
-    func request(_ request: Request) {
-        pending.withLock {
-            switch request {
-            case .stop: $0.stop = true
-            case .hold: $0.held = true
-            case .release: $0.held = false
-            }
-        }
-        wakeup.signal()
-    }
-
-    func take() -> Pending {
-        wakeup.drain()
-        return pending.withLock { $0 }
     }
 }
 
@@ -127,12 +83,12 @@ private final class MonitorReader: @unchecked Sendable {
     private static let transactionEndWait: Int32 = 200 // ms
 
     private let socket: NftablesSocket
-    private let control: MonitorControl
+    private let control: ReaderControl
     private let continuation: AsyncStream<NftablesEvent>.Continuation
     private var decoder: NftablesDecoder
     private var buffer: [UInt8]
 
-    init(socket: NftablesSocket, control: MonitorControl, continuation: AsyncStream<NftablesEvent>.Continuation,
+    init(socket: NftablesSocket, control: ReaderControl, continuation: AsyncStream<NftablesEvent>.Continuation,
          decoder: NftablesDecoder) {
         self.socket = socket
         self.control = control
@@ -142,50 +98,28 @@ private final class MonitorReader: @unchecked Sendable {
         buffer = [UInt8](repeating: 0, count: 64 << 10)
     }
 
-    /// The thread body: waits in poll(2) for notifications or a wake-up; never spins.
+    /// The thread body: waits for notifications or a request; never spins.
     func run() {
         defer { continuation.finish() }
-        var descriptors = [
-            pollfd(fd: control.wakeup.descriptor, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: socket.descriptor, events: Int16(POLLIN), revents: 0),
-        ]
-        var requests = control.take()
         // A hold asked for before the thread ran is acknowledged here.
-        if requests.held { control.held.signal() }
+        var requests = control.take()
         while !requests.stop {
-            descriptors[0].revents = 0
-            descriptors[1].revents = 0
-            let timeout = decoder.hasPending && !requests.held ? Self.transactionEndWait : -1
-            let ready = poll(&descriptors, requests.held ? 1 : 2, timeout)
-            if ready < 0 {
-                if errno == EINTR { continue }
-                return
-            }
-            if ready == 0 {
-                guard emit(decoder.flush().map { [$0] } ?? []) else { return }
-                continue
-            }
-            if descriptors[0].revents != 0 {
-                let wasHeld = requests.held
-                requests = control.take()
-                if requests.held, !wasHeld { control.held.signal() }
-                continue
-            }
-            let revents = descriptors[1].revents
-            if revents & Int16(POLLIN | POLLERR) != 0 {
-                guard drainSocket() else { return }
-            } else if revents & Int16(POLLHUP | POLLNVAL) != 0 {
-                return
+            let timeout = decoder.hasPending ? Self.transactionEndWait : -1
+            switch control.wait(for: socket.descriptor, requests: &requests, timeout: timeout) {
+            case .requests: continue
+            case .timedOut: guard emit(decoder.flush().map { [$0] } ?? []) else { return }
+            case .readable: guard drainSocket() else { return }
+            case .closed, .failed: return
             }
         }
     }
 
     /// Reads until the socket would block. False when the monitor must end.
     private func drainSocket() -> Bool {
-        NetlinkReceiver.drain(socket.descriptor, into: &buffer, message: { bytes in
+        socket.netlink.drain(into: &buffer, message: { bytes in
             let events = decoder.decode(bytes)
-            control.counters.withLock { $0.ignoredMessages = decoder.ignoredMessages }
-            if events.contains(.resync) { control.counters.withLock { $0.overflows += 1 } }
+            control.ignoredMessages.store(decoder.ignoredMessages, ordering: .relaxed)
+            if events.contains(.resync) { control.countOverflow() }
             return emit(events)
         }, overflow: { _ in overflowed() })
     }
@@ -193,7 +127,7 @@ private final class MonitorReader: @unchecked Sendable {
     /// Notifications were lost: what was seen of a transaction is incomplete, and the table may
     /// have changed unseen. Report a resync; the owner checks the table.
     private func overflowed() -> Bool {
-        control.counters.withLock { $0.overflows += 1 }
+        control.countOverflow()
         decoder.discardPending()
         return emit([.resync])
     }
@@ -206,46 +140,23 @@ private final class MonitorReader: @unchecked Sendable {
     }
 }
 
-/// A NETLINK_NETFILTER socket in the NFNLGRP_NFTABLES group; closed when released.
-private final class NftablesSocket {
-    private let socket: OpaquePointer
-    let descriptor: Int32
+/// A NETLINK_NETFILTER socket in the NFNLGRP_NFTABLES group, with the filter that drops vpnsup's
+/// own notifications in the kernel when it could be attached.
+private struct NftablesSocket {
+    let netlink: NetlinkSocket
     /// Whether the filter dropping the ignored ports' messages is attached.
     let filtered: Bool
 
-    static func open(receiveBufferSize: Int32, dropping portIDs: Set<UInt32>) throws -> NftablesSocket {
-        // O_CLOEXEC is SOCK_CLOEXEC on Linux. Naming SOCK_CLOEXEC here made swift-frontend 6.3
-        // lose glibc's SOCK_* names in StatusChannel.swift (batch-dependent importer quirk).
-        guard let socket = mnl_socket_open2(NETLINK_NETFILTER, O_CLOEXEC) else {
-            throw NftablesMonitorError(operation: "netfilter netlink socket", errno: errno)
-        }
-        let descriptor = mnl_socket_get_fd(socket)
-        var size = receiveBufferSize
-        let length = socklen_t(MemoryLayout<Int32>.size)
-        // SO_RCVBUFFORCE passes rmem_max but needs CAP_NET_ADMIN; otherwise take what we may.
-        if setsockopt(descriptor, SOL_SOCKET, SO_RCVBUFFORCE, &size, length) != 0 {
-            _ = setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, length)
-        }
+    var descriptor: Int32 { netlink.descriptor }
+
+    static func open(receiveBufferSize: Int, dropping portIDs: Set<UInt32>) throws(SystemError) -> NftablesSocket {
+        let netlink = try NetlinkSocket(protocol: NETLINK_NETFILTER)
+        netlink.setBufferSize(.receive, to: receiveBufferSize)
         // The filter goes on before the group is joined, so none of our messages ever queue up.
-        let filtered = portIDs.isEmpty ? false : attachFilter(descriptor, dropping: portIDs.sorted())
-        var group = UInt32(NFNLGRP_NFTABLES.rawValue)
-        guard mnl_socket_bind(socket, 0, pid_t(MNL_SOCKET_AUTOPID)) == 0,
-              mnl_socket_setsockopt(socket, Int32(NETLINK_ADD_MEMBERSHIP), &group, socklen_t(MemoryLayout<UInt32>.size)) == 0
-        else {
-            let error = NftablesMonitorError(operation: "joining the nftables netlink group", errno: errno)
-            mnl_socket_close(socket)
-            throw error
-        }
-        return NftablesSocket(socket: socket, descriptor: descriptor, filtered: filtered)
+        let filtered = portIDs.isEmpty ? false : attachFilter(netlink.descriptor, dropping: portIDs.sorted())
+        try netlink.join(group: UInt32(NFNLGRP_NFTABLES.rawValue))
+        return NftablesSocket(netlink: netlink, filtered: filtered)
     }
-
-    private init(socket: OpaquePointer, descriptor: Int32, filtered: Bool) {
-        self.socket = socket
-        self.descriptor = descriptor
-        self.filtered = filtered
-    }
-
-    deinit { mnl_socket_close(socket) }
 
     /// Classic BPF: drop a datagram whose first message was sent from one of `portIDs`. The kernel
     /// packs only one transaction's notifications (one sender) into a datagram, so the first

@@ -1,6 +1,7 @@
 import Glibc
 import StateMachine
 import Synchronization
+import SystemSupport
 
 public enum SignalEvent: Sendable, Hashable {
     /// SIGTERM or SIGINT: shut down.
@@ -45,7 +46,7 @@ public final class SignalWatcher: Sendable {
     /// Starts the watcher thread; once per process. `signals` is a subset of `handledSignals`
     /// (tests leave out SIGTERM/SIGINT so the test runner keeps its own). The watcher thread has
     /// them blocked from its start even if the caller did not block them.
-    public static func start(signals: [Int32] = handledSignals) throws -> SignalWatcher {
+    public static func start(signals: [Int32] = handledSignals) throws(SystemError) -> SignalWatcher {
         precondition(signals.allSatisfy(handledSignals.contains), "SignalWatcher handles only \(handledSignals)")
         precondition(!started.exchange(true, ordering: .relaxed), "SignalWatcher.start called twice")
         let (stream, continuation) = AsyncStream.makeStream(of: SignalEvent.self, bufferingPolicy: .unbounded)
@@ -117,15 +118,14 @@ public final class SignalWatcher: Sendable {
     }
 
     private static func blockedMask(thread: Int32) -> UInt64? {
-        let fd = open("/proc/self/task/\(thread)/status", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        guard let fd = try? retryingInterrupts("open", { open("/proc/self/task/\(thread)/status", O_RDONLY | O_CLOEXEC) }) else {
+            return nil
+        }
+        let file = OwnedDescriptor(fd)
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 { break }
+        while let count = try? retryingInterrupts("read", { chunk.withUnsafeMutableBytes { read(file.rawValue, $0.baseAddress, $0.count) } }),
+              count > 0 {
             bytes += chunk[0..<count]
         }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("SigBlk:") {
@@ -152,15 +152,9 @@ public final class SignalWatcher: Sendable {
 
     /// Reaps until no exited child is left (0: some still run; ECHILD: none at all).
     private static func reapAll(_ report: (Int32, ExitStatus) -> Void) {
-        while true {
-            var status: Int32 = 0
-            let pid = waitpid(-1, &status, WNOHANG)
-            if pid > 0 {
-                if let exit = ExitStatus(waitStatus: status) { report(pid, exit) }
-                continue
-            }
-            if pid < 0 && errno == EINTR { continue }
-            return
+        var status: Int32 = 0
+        while let pid = try? retryingInterrupts("waitpid", { waitpid(-1, &status, WNOHANG) }), pid > 0 {
+            if let exit = ExitStatus(waitStatus: status) { report(pid, exit) }
         }
     }
 

@@ -1,34 +1,56 @@
 import Glibc
+import StateMachine
 import Synchronization
+import SystemSupport
 
-/// The unix socket `vpnsup status` talks to: each connection receives one snapshot (JSON) and is closed.
+/// The unix socket `vpnsup status` and `health` talk to: each connection receives one snapshot
+/// (JSON) and is closed.
+///
+/// One thread serves every client from a poll(2) loop over non-blocking sockets: a client that
+/// never reads holds only its own snapshot, for at most `clientDeadline`, and never delays
+/// another client (nor the supervisor, which the snapshot closure does not wait for).
 public final class StatusChannel: Sendable {
-    private let listener: Int32
+    /// How long one client may take to read its snapshot before it is dropped.
+    public static let clientDeadline: Duration = .seconds(2)
+    /// Clients served at once; more wait in the listen backlog until one is done.
+    public static let maximumClients = 64
+    /// What `fetch` waits for a whole answer by default: longer than `clientDeadline`.
+    public static let fetchTimeout: Duration = .seconds(3)
+
     private let path: String
+    private let identity: FileIdentity
     private let wakeup: WakeupEvent
     private let stopped = Mutex(false)
 
-    private init(listener: Int32, path: String, wakeup: WakeupEvent) {
-        self.listener = listener
+    private init(path: String, identity: FileIdentity, wakeup: WakeupEvent) {
         self.path = path
+        self.identity = identity
         self.wakeup = wakeup
     }
 
-    /// Listens at `path` (replacing a stale socket) and answers every connection with `snapshot()`
-    /// on a dedicated thread. Root only, or root and `group` (mode 0660) when one is given.
+    /// Listens at `path` (replacing a stale socket, refusing anything else there) and answers
+    /// every connection with `snapshot()` on a dedicated thread. Root only, or root and `group`
+    /// (mode 0660) when one is given.
     public static func listen(at path: String, group: UInt32? = nil,
-                              snapshot: @escaping @Sendable () -> [UInt8]) throws -> StatusChannel {
-        let fd = try UnixSocket.listening(at: path, mode: group == nil ? 0o600 : 0o660)
-        if let group, chown(path, 0, group) != 0 {
-            let code = errno
-            Glibc.close(fd)
-            throw UnixSocketError(operation: "chown \(path)", code: code)
+                              snapshot: @escaping @Sendable () -> [UInt8]) throws(ChannelError) -> StatusChannel {
+        let (listener, identity) = try UnixSocket.listen(at: path, mode: group == nil ? 0o600 : 0o660, backlog: 16)
+        do throws(SystemError) {
+            if let group {
+                try retryingInterrupts("chown \(escapedForDisplay(path))") { lchown(path, 0, group) }
+            }
+            // Accepting never blocks: a client that gave up between poll and accept costs nothing.
+            try retryingInterrupts("fcntl") { fcntl(listener.rawValue, F_SETFL, O_NONBLOCK) }
+            let wakeup = try WakeupEvent()
+            let channel = StatusChannel(path: path, identity: identity, wakeup: wakeup)
+            try ReaderThread.start(name: "vpnsup-status") {
+                var server = Server(listener: listener, wakeup: wakeup, snapshot: snapshot)
+                server.run()
+            }
+            return channel
+        } catch {
+            UnixSocket.remove(path, ifStill: identity)
+            throw .system(error)
         }
-        let wakeup: WakeupEvent
-        do { wakeup = try WakeupEvent() } catch { Glibc.close(fd); throw error }
-        let channel = StatusChannel(listener: fd, path: path, wakeup: wakeup)
-        try ReaderThread.start(name: "vpnsup-status") { [channel] in channel.serve(snapshot) }
-        return channel
     }
 
     /// Stops answering and removes the socket.
@@ -38,120 +60,94 @@ public final class StatusChannel: Sendable {
             return !stopped
         }
         guard first else { return }
-        unlink(path)
+        UnixSocket.remove(path, ifStill: identity)
         wakeup.signal()
     }
 
-    private func serve(_ snapshot: @Sendable () -> [UInt8]) {
-        defer { Glibc.close(listener) }
-        var fds = [pollfd(fd: listener, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: wakeup.descriptor, events: Int16(POLLIN), revents: 0)]
-        while true {
-            if poll(&fds, 2, -1) < 0 {
-                if errno == EINTR { continue }
-                return
-            }
-            if fds[1].revents != 0 { return }
-            let client = Glibc.accept(listener, nil, nil)
-            guard client >= 0 else { continue }
-            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
-            UnixSocket.writeAll(client, snapshot())
-            Glibc.close(client)
-        }
-    }
-
-    /// Connects to the status socket at `path` and returns what it sends.
-    public static func fetch(from path: String) throws -> [UInt8] {
-        let fd = try UnixSocket.connected(to: path)
-        defer { Glibc.close(fd) }
-        var result: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw UnixSocketError(operation: "read \(path)", code: errno)
-            }
-            if count == 0 { return result }
-            result += buffer[0..<count]
-        }
+    /// Connects to the status socket at `path` and returns what it sends, within `timeout` in all.
+    /// The server must be root's (`serverUID`): a socket anyone else serves is refused, so a
+    /// forged status cannot pass for vpnsup's.
+    public static func fetch(from path: String, timeout: Duration = fetchTimeout,
+                             serverUID: UInt32 = 0) throws(ChannelError) -> [UInt8] {
+        try UnixSocket.fetch(from: path, timeout: timeout, serverUID: serverUID)
     }
 }
 
-public struct UnixSocketError: Error, CustomStringConvertible, Sendable {
-    public var operation: String
-    public var code: Int32
-    public var description: String { "\(operation): \(String(cString: strerror(code)))" }
-}
-
-/// Small helpers over AF_UNIX stream sockets.
-enum UnixSocket {
-    static func listening(at path: String, mode: mode_t) throws -> Int32 {
-        var address = try socketAddress(path)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw UnixSocketError(operation: "socket", code: errno) }
-        unlink(path)
-        // vpnsup runs with umask 077 (`FileCreation.restrict()`), so the
-        // socket is never briefly accessible to others before the chmod.
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        let bindErrno = errno
-        guard bound == 0 else {
-            close(fd)
-            throw UnixSocketError(operation: "bind \(path)", code: bindErrno)
-        }
-        guard chmod(path, mode) == 0, Glibc.listen(fd, 16) == 0 else {
-            let code = errno
-            close(fd)
-            throw UnixSocketError(operation: "listen \(path)", code: code)
-        }
-        return fd
-    }
-
-    static func connected(to path: String) throws -> Int32 {
-        var address = try socketAddress(path)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw UnixSocketError(operation: "socket", code: errno) }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard result == 0 else {
-            let code = errno
-            close(fd)
-            throw UnixSocketError(operation: "connect \(path)", code: code)
-        }
-        return fd
-    }
-
-    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+/// The status thread's loop: accepts clients and writes each its snapshot as the socket takes it.
+private struct Server {
+    private struct Client {
+        let socket: OwnedDescriptor
+        let snapshot: [UInt8]
         var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if written < 0 {
-                if errno == EINTR { continue }
-                return
+        let deadline: ContinuousClock.Instant
+    }
+
+    let listener: OwnedDescriptor
+    let wakeup: WakeupEvent
+    let snapshot: @Sendable () -> [UInt8]
+    private var clients: [Client] = []
+    /// After accept(2) failed for want of descriptors (EMFILE), the listener rests until then
+    /// instead of waking the loop again at once.
+    private var listenerRestsUntil: ContinuousClock.Instant?
+    private static let listenerRest: Duration = .milliseconds(100)
+
+    init(listener: OwnedDescriptor, wakeup: WakeupEvent, snapshot: @escaping @Sendable () -> [UInt8]) {
+        self.listener = listener
+        self.wakeup = wakeup
+        self.snapshot = snapshot
+    }
+
+    mutating func run() {
+        while true {
+            // The wake-up, then the listener while there is room, then each client awaiting room.
+            var descriptors = [pollfd(fd: wakeup.descriptor, events: Int16(POLLIN), revents: 0)]
+            if let rest = listenerRestsUntil, rest <= ContinuousClock.now { listenerRestsUntil = nil }
+            let accepting = clients.count < StatusChannel.maximumClients && listenerRestsUntil == nil
+            descriptors.append(pollfd(fd: accepting ? listener.rawValue : -1, events: Int16(POLLIN), revents: 0))
+            descriptors += clients.map { pollfd(fd: $0.socket.rawValue, events: Int16(POLLOUT), revents: 0) }
+            let wakeAt = (clients.map(\.deadline) + [listenerRestsUntil].compactMap { $0 }).min()
+            let timeout = wakeAt.map { max(1, pollTimeout(until: $0)) } ?? -1
+            guard (try? retryingInterrupts("poll", { poll(&descriptors, nfds_t(descriptors.count), timeout) })) != nil else { return }
+            if descriptors[0].revents != 0 { return }
+            // Clients first: their indices match the descriptors polled.
+            var index = clients.count - 1
+            while index >= 0 {
+                if descriptors[2 + index].revents != 0 { serve(at: index) }
+                index -= 1
             }
-            offset += written
+            let now = ContinuousClock.now
+            clients.removeAll { $0.deadline <= now }  // a client that would not read in time
+            if descriptors[1].revents != 0 { acceptClients() }
         }
     }
 
-    static func socketAddress(_ path: String) throws -> sockaddr_un {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard bytes.count < capacity else {
-            throw UnixSocketError(operation: "socket path \(path) is longer than \(capacity - 1) bytes", code: ENAMETOOLONG)
+    /// Accepts every waiting connection while there is room; each gets its snapshot at once,
+    /// and waits in `clients` only if the socket buffer cannot take all of it.
+    private mutating func acceptClients() {
+        while clients.count < StatusChannel.maximumClients {
+            let fd: Int32
+            do {
+                fd = try UnixSocket.accept(on: listener.rawValue)
+            } catch {
+                // EAGAIN: none left. Out of descriptors: rest, or the loop would spin on it.
+                if error.errno != EAGAIN && error.errno != EWOULDBLOCK {
+                    listenerRestsUntil = ContinuousClock.now + Self.listenerRest
+                }
+                return
+            }
+            let socket = OwnedDescriptor(fd)
+            _ = fcntl(fd, F_SETFL, O_NONBLOCK)
+            clients.append(Client(socket: socket, snapshot: snapshot(),
+                                  deadline: ContinuousClock.now + StatusChannel.clientDeadline))
+            serve(at: clients.count - 1)
         }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
+    }
+
+    /// Writes what the client's socket takes; drops the client once done or gone.
+    private mutating func serve(at index: Int) {
+        switch UnixSocket.send(clients[index].snapshot, from: &clients[index].offset, on: clients[index].socket.rawValue) {
+        case .wouldBlock: break
+        case .done, .failed: clients.remove(at: index)
         }
-        return address
     }
 }

@@ -1,5 +1,6 @@
-import CMnl
+import CNetlink
 import Glibc
+import SystemSupport
 
 /// Tells when wireguard-go's UAPI socket `/var/run/wireguard/NAME.sock` appears, from the kernel
 /// (inotify IN_CREATE on the directory), not by looking again and again. wireguard-go creates
@@ -17,26 +18,21 @@ public final class WireGuardSocketWatcher: Sendable {
 
     public let directory: String
     public let socketName: String
-    private let descriptor: Int32
+    private let inotify: OwnedDescriptor
 
-    public init(interface: String, directory: String = "/var/run/wireguard") throws {
+    public init(interface: String, directory: String = "/var/run/wireguard") throws(SystemError) {
         self.directory = directory
         socketName = "\(interface).sock"
-        if mkdir(directory, 0o755) != 0, errno != EEXIST {
-            throw ReaderThreadError(call: "mkdir \(directory)", errno: errno)
-        }
-        let descriptor = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
-        guard descriptor >= 0 else { throw ReaderThreadError(call: "inotify_init1", errno: errno) }
+        do {
+            try retryingInterrupts("mkdir \(directory)") { mkdir(directory, 0o755) }
+        } catch where error.errno == EEXIST {}
+        let inotify = OwnedDescriptor(try retryingInterrupts("inotify_init1") { inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK)) })
         // IN_MOVED_TO too: a socket bound elsewhere and renamed into place appears that way.
-        guard inotify_add_watch(descriptor, directory, UInt32(IN_CREATE | IN_MOVED_TO)) >= 0 else {
-            let code = errno
-            close(descriptor)
-            throw ReaderThreadError(call: "inotify_add_watch \(directory)", errno: code)
+        try retryingInterrupts("inotify_add_watch \(directory)") {
+            inotify_add_watch(inotify.rawValue, directory, UInt32(IN_CREATE | IN_MOVED_TO))
         }
-        self.descriptor = descriptor
+        self.inotify = inotify
     }
-
-    deinit { close(descriptor) }
 
     public var socketPath: String { "\(directory)/\(socketName)" }
 
@@ -49,22 +45,16 @@ public final class WireGuardSocketWatcher: Sendable {
     /// Blocks until the socket exists (at once if it does already), `deadline` passes, or `wakeup`
     /// is signalled. A stale socket must have been removed before (`WireGuardGo.claimSocket`):
     /// an existing file counts as the socket.
-    public func wait(until deadline: ContinuousClock.Instant, wakeup: WakeupEvent? = nil) throws -> Outcome {
+    public func wait(until deadline: ContinuousClock.Instant, wakeup: WakeupEvent? = nil) throws(SystemError) -> Outcome {
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
             // After the watch is armed, so a creation between the two is seen either way.
             if socketExists { return .appeared }
-            let remaining = deadline - ContinuousClock.now
-            guard remaining > .zero else { return .timedOut }
-            let (seconds, attoseconds) = remaining.components
-            let milliseconds = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
-            var descriptors = [pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)]
+            let timeout = pollTimeout(until: deadline)
+            guard timeout > 0 else { return .timedOut }
+            var descriptors = [pollfd(fd: inotify.rawValue, events: Int16(POLLIN), revents: 0)]
             if let wakeup { descriptors.append(pollfd(fd: wakeup.descriptor, events: Int16(POLLIN), revents: 0)) }
-            let ready = poll(&descriptors, nfds_t(descriptors.count), milliseconds)
-            if ready < 0 {
-                if errno == EINTR { continue }
-                throw ReaderThreadError(call: "poll", errno: errno)
-            }
+            try retryingInterrupts("poll") { poll(&descriptors, nfds_t(descriptors.count), timeout) }
             if descriptors.count > 1, descriptors[1].revents != 0 {
                 wakeup?.drain()
                 return .woken
@@ -73,18 +63,19 @@ public final class WireGuardSocketWatcher: Sendable {
             // Drain the queued events; whatever they name, the existence check above decides
             // (an overflow, IN_Q_OVERFLOW, loses names but not the file).
             while true {
-                let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-                if count < 0 {
-                    if errno == EINTR { continue }
-                    if errno == EAGAIN { break }
-                    throw ReaderThreadError(call: "read inotify", errno: errno)
+                let count: Int
+                do {
+                    count = try retryingInterrupts("read inotify") {
+                        buffer.withUnsafeMutableBytes { read(inotify.rawValue, $0.baseAddress, $0.count) }
+                    }
+                } catch where error.errno == EAGAIN {
+                    break
                 }
-                if Self.names(in: buffer[..<count]).contains(where: { $0.name == socketName && $0.ignored == false }) {
-                    return .appeared
-                }
-                if Self.names(in: buffer[..<count]).contains(where: \.ignored) {
+                let names = Self.names(in: buffer[..<count])
+                if names.contains(where: { $0.name == socketName && $0.ignored == false }) { return .appeared }
+                if names.contains(where: \.ignored) {
                     // The directory itself went away: nothing will appear in it.
-                    throw ReaderThreadError(call: "watch \(directory)", errno: ENOENT)
+                    throw SystemError(operation: "watch \(directory)", errno: ENOENT)
                 }
                 if count == 0 { break }
             }

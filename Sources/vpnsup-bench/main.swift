@@ -12,6 +12,7 @@
 import Actions
 import Glibc
 import StateMachine
+import SystemSupport
 
 /// Whether this process has a network namespace other than the machine's own.
 func inPrivateNetworkNamespace() -> Bool {
@@ -66,7 +67,7 @@ func nftLoad(_ nft: String, _ path: String) -> Int32 {
     var pid: pid_t = 0
     guard posix_spawn(&pid, nft, &actions, nil, argv, environ) == 0 else { return -1 }
     var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    _ = try? retryingInterrupts("waitpid") { waitpid(pid, &status, 0) }
     return status
 }
 

@@ -4,6 +4,7 @@ import FoundationEssentials
 import Logging
 import StateMachine
 import Supervisor
+import SystemSupport
 import Watchers
 
 struct Vpnsup: AsyncParsableCommand {
@@ -42,14 +43,15 @@ struct Run: AsyncParsableCommand {
         let level = environment["VPNSUP_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
         let journal = JournalStream.stderrIsJournal(environment: environment)
         LoggingSystem.bootstrap { label in
+            // Every entry one line, whatever the values it quotes hold.
             if journal {
                 var handler = JournalLogHandler(label: label)
                 handler.logLevel = level
-                return handler
+                return OneLineLogHandler(handler)
             }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
-            return handler
+            return OneLineLogHandler(handler)
         }
         let logger = Logger(label: "vpnsup")
         let signals = try SignalWatcher.start()
@@ -146,6 +148,9 @@ struct Status: AsyncParsableCommand {
         let bytes: [UInt8]
         do {
             bytes = try StatusChannel.fetch(from: directory + "/status.sock")
+        } catch .untrustedServer(let path, let peer) {
+            StandardError.writeLine("vpnsup status: \(ChannelError.untrustedServer(path: path, peer: peer))")
+            throw ExitCode(69) // EX_UNAVAILABLE
         } catch {
             StandardError.writeLine("vpnsup status: no supervisor answers at \(directory)/status.sock (\(error))")
             throw ExitCode(69) // EX_UNAVAILABLE
@@ -181,22 +186,26 @@ struct Health: AsyncParsableCommand {
         let bytes: [UInt8]
         do {
             bytes = try StatusChannel.fetch(from: directory + "/status.sock")
+        } catch .untrustedServer(let path, let peer) {
+            // A forged status is never believed.
+            print(oneLine("unhealthy: \(ChannelError.untrustedServer(path: path, peer: peer))"))
+            throw ExitCode(1)
         } catch {
-            print("unhealthy: no supervisor answers at \(directory)/status.sock (\(error))")
+            print(oneLine("unhealthy: no supervisor answers at \(directory)/status.sock (\(error))"))
             throw ExitCode(1)
         }
         if let join = JoinStatus.decode(bytes) {
-            print(HealthVerdict.text(join))
+            print(oneLine(HealthVerdict.text(join)))
             if !join.healthy { throw ExitCode(1) }
             return
         }
         do {
             snapshot = try JSONDecoder().decode(StatusSnapshot.self, from: Data(bytes))
         } catch {
-            print("unhealthy: no supervisor answers at \(directory)/status.sock (\(error))")
+            print(oneLine("unhealthy: the answer from \(directory)/status.sock is not a status (\(error))"))
             throw ExitCode(1)
         }
-        print(HealthVerdict.text(snapshot))
+        print(oneLine(HealthVerdict.text(snapshot)))
         if !HealthVerdict.healthy(snapshot) { throw ExitCode(1) }
     }
 }
@@ -239,11 +248,11 @@ enum StatusReport {
             lines.append(("blocked", "\(total) packets"))
         }
         lines.append(("sidecar", "pid \(s.pid), started \(s.startedAt)"))
-        var text = lines.map { "\($0.0.padding(12))\($0.1)" }.joined(separator: "\n") + "\n"
+        var text = lines.map { "\($0.0.padding(12))\(oneLine($0.1))" }.joined(separator: "\n") + "\n"
         if !s.transitions.isEmpty {
             text += "transitions:\n"
             for t in s.transitions.suffix(8) {
-                text += "  \(t.at)  \(t.from) -> \(t.to)  on \(t.event)" + (t.reason.map { " (\($0))" } ?? "") + "\n"
+                text += oneLine("  \(t.at)  \(t.from) -> \(t.to)  on \(t.event)" + (t.reason.map { " (\($0))" } ?? "")) + "\n"
             }
         }
         return text
@@ -305,21 +314,22 @@ enum StatusReport {
             lines.append(("blocked", "\(total.0) packets, \(total.1) bytes (\(parts))"))
         }
         lines.append(("supervisor", "pid \(s.pid), started \(s.startedAt)"))
-        var text = lines.map { "\($0.0.padding(12))\($0.1)" }.joined(separator: "\n") + "\n"
+        // Values may quote configuration and OpenVPN: one line each, whatever they hold.
+        var text = lines.map { "\($0.0.padding(12))\(oneLine($0.1))" }.joined(separator: "\n") + "\n"
         if let findings = s.findings, !findings.isEmpty {
             text += "CONFIG lines not passed to OpenVPN as written:\n"
             for finding in findings {
-                let done = finding.action == "translated" ? "translated to \(finding.replacement ?? "")" : finding.action
-                text += "  \(finding.level) \(finding.file):\(finding.line): \(finding.directive): \(done): \(finding.reason)\n"
+                let done = finding.action == "translated" ? "translated to \(oneLine(finding.replacement ?? ""))" : finding.action
+                text += "  \(finding.level) \(oneLine(finding.file)):\(finding.line): \(oneLine(finding.directive)): \(done): \(oneLine(finding.reason))\n"
             }
         }
         if let skipped = s.skippedRemotes, !skipped.isEmpty {
-            text += "remotes not used:\n" + skipped.map { "  \($0)\n" }.joined()
+            text += "remotes not used:\n" + skipped.map { "  \(oneLine($0))\n" }.joined()
         }
         if !s.transitions.isEmpty {
             text += "transitions:\n"
             for t in s.transitions.suffix(8) {
-                text += "  \(t.at)  \(t.from) -> \(t.to)  on \(t.event)" + (t.reason.map { " (\($0))" } ?? "") + "\n"
+                text += oneLine("  \(t.at)  \(t.from) -> \(t.to)  on \(t.event)" + (t.reason.map { " (\($0))" } ?? "")) + "\n"
             }
         }
         return text

@@ -3,6 +3,7 @@ import ArgumentParser
 import FoundationEssentials
 import StateMachine
 import Supervisor
+import SystemSupport
 
 /// `vpnsup rules`: the dry run. Needs no root and touches nothing: it prints what `run` would
 /// commit, after the remote plan `run` would follow, and exits 78 where `run` would.
@@ -92,7 +93,7 @@ struct ConfigurationReview {
         let text: String
         switch TextFile.read(path) {
         case .success(let read): text = read
-        case .failure(let error): return .failure(ConfigurationRejection(line: "CONFIG=\(path) cannot be read: \(error)"))
+        case .failure(let error): return .failure(ConfigurationRejection(line: error.line(variable: "CONFIG")))
         }
         // As `run` reads it, at start and on SIGHUP.
         let review = OpenVPNConfigReview(text: text, path: path)

@@ -1,5 +1,6 @@
 import Actions
 import StateMachine
+import SystemSupport
 
 /// A wg-quick CONFIG checked as `run` checks it (the variables, the file, TUNNEL_IF), for
 /// `vpnsup rules`: the layout its rulesets are built from, with the peers' endpoints that can be

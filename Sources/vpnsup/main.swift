@@ -21,9 +21,17 @@ if CommandLine.arguments.count > 1, ["run", "join"].contains(CommandLine.argumen
     _ = try? Firewall().commit(.lockdown)
 }
 
-// Before any thread exists, so that every thread inherits the mask and the signal watcher alone
-// receives SIGTERM, SIGINT, SIGHUP and SIGCHLD.
-SignalWatcher.blockHandledSignals()
+// Parsed on the main thread before any other thread exists. Only `run` blocks its signals, and
+// before any thread exists, so that every thread inherits the mask and the signal watcher alone
+// receives SIGTERM, SIGINT, SIGHUP and SIGCHLD. The other subcommands keep the default
+// dispositions: `timeout 2 vpnsup health` must be able to stop them.
+let parsed: ParsableCommand
+do {
+    parsed = try Vpnsup.parseAsRoot()
+} catch {
+    Vpnsup.exit(withError: error)
+}
+if parsed is Run { SignalWatcher.blockHandledSignals() }
 
 // No top-level `await`: that hands the main thread to libdispatch, which parks it in
 // sigsuspend() with an empty mask, where it takes (and dies of) the SIGTERM meant for the signal
@@ -31,9 +39,9 @@ SignalWatcher.blockHandledSignals()
 //
 // Commands are dispatched by hand: `AsyncParsableCommand.main()` and even `Run().run()` resolve
 // to the synchronous `ParsableCommand.run()` from here, which only prints help.
-Task.detached {
+Task.detached { [parsed] in
     do {
-        var command = try Vpnsup.parseAsRoot()
+        var command = parsed
         switch command {
         case let run as Run: try await run.execute()
         case let status as Status: try await status.execute()

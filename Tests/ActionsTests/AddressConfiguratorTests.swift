@@ -3,6 +3,7 @@ import StateMachine
 import Testing
 import TestSupport
 @testable import Actions
+import SystemSupport
 
 @Suite struct AddressConfiguratorTests {
     // MARK: - Unprivileged: these change nothing

@@ -1,6 +1,7 @@
 import Glibc
 import Testing
 @testable import Actions
+import SystemSupport
 
 /// Children are inspected through /proc while they run. Exit statuses are the signal watcher's
 /// business (WatchersTests): in this shared test process it may reap these children first, so
@@ -100,7 +101,7 @@ import Testing
         #expect(throws: SpawnError.self) { try Spawner.spawn(executable: "sleep", arguments: [], environment: ["A": "\0"]) }
         #expect(throws: SpawnError.self) { try Spawner.spawn(executable: "", arguments: [], environment: [:]) }
         #expect(throws: SpawnError(executable: "/nonexistent/openvpn",
-                                   reason: .system(call: "posix_spawn /nonexistent/openvpn", errno: ENOENT))) {
+                                   reason: .system(SystemError(operation: "posix_spawn /nonexistent/openvpn", errno: ENOENT)))) {
             try Spawner.spawn(executable: "/nonexistent/openvpn", arguments: [], environment: [:])
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import StateMachine
+import SystemSupport
 import Testing
 import Watchers
 @testable import Actions

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import StateMachine
 import Testing
+import SystemSupport
 import Watchers
 @testable import Actions
 
@@ -198,7 +199,7 @@ struct WireGuardGoTests {
         try WireGuardGo.claimSocket(interface: clientName)
         #expect(!FileManager.default.fileExists(atPath: clientUAPI.socketPath))
         #expect(throws: WireGuardUAPIError(interface: clientName,
-                                           reason: .system(call: "connect \(clientUAPI.socketPath)", errno: ENOENT))) {
+                                           reason: .system(SystemError(operation: "connect \(clientUAPI.socketPath)", errno: ENOENT)))) {
             try clientUAPI.status()
         }
     }

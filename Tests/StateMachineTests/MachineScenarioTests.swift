@@ -116,7 +116,7 @@ struct MachineScenarioTests {
         // OpenVPN's hold arrives before that commit and must wait for it.
         var machine = machine(in: .tunnelUp)
         #expect(machine.handle(.tunnelProcessExited(.signaled(9)))
-                == [.applyFirewall(.connecting), .scheduleTimer(.crashWindow, after: .seconds(60)),
+                == [.forgetTunnelProcess, .applyFirewall(.connecting), .scheduleTimer(.crashWindow, after: .seconds(60)),
                     .scheduleTimer(.respawn, after: .milliseconds(250))])
         #expect(machine.handle(.timerFired(.respawn)) == [.startTunnel])
         #expect(machine.handle(started) == [])
@@ -152,13 +152,13 @@ struct MachineScenarioTests {
         let expected: [Duration] = [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(4),
                                     .seconds(8), .seconds(16), .seconds(30), .seconds(30), .seconds(30)]
         for delay in expected {
-            #expect(machine.handle(.tunnelProcessExited(.exited(1))) == [.scheduleTimer(.respawn, after: delay)])
+            #expect(machine.handle(.tunnelProcessExited(.exited(1))) == [.forgetTunnelProcess, .scheduleTimer(.respawn, after: delay)])
             #expect(machine.state == .tunnelConnecting)
             #expect(machine.handle(.timerFired(.respawn)) == [.startTunnel])
             #expect(machine.handle(started) == [])
         }
         // A spawn failure backs off the same way.
-        #expect(machine.handle(.tunnelProcessExited(.exited(1))) == [.scheduleTimer(.respawn, after: .seconds(30))])
+        #expect(machine.handle(.tunnelProcessExited(.exited(1))) == [.forgetTunnelProcess, .scheduleTimer(.respawn, after: .seconds(30))])
         #expect(machine.handle(.timerFired(.respawn)) == [.startTunnel])
         #expect(machine.handle(.tunnelStartFailed("ENOENT")) == [.scheduleTimer(.respawn, after: .seconds(30))])
         #expect(machine.handle(.timerFired(.respawn)) == [.startTunnel])
@@ -166,7 +166,7 @@ struct MachineScenarioTests {
         #expect(machine.state == .tunnelUp)
         // Reset: the next exit waits the base delay again.
         #expect(machine.handle(.tunnelProcessExited(.exited(1)))
-                == [.applyFirewall(.connecting), .scheduleTimer(.respawn, after: .milliseconds(250))])
+                == [.forgetTunnelProcess, .applyFirewall(.connecting), .scheduleTimer(.respawn, after: .milliseconds(250))])
     }
 
     @Test func respawnUsesTheConfiguredTimings() {
@@ -195,7 +195,8 @@ struct MachineScenarioTests {
                 == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .stopTunnel])
         #expect(machine.state == .killswitched)
         #expect(machine.reason == "authentication failed: the server rejected the credentials")
-        #expect(machine.handle(.tunnelProcessExited(.exited(1))) == [])
+        // Reaped: nobody may use the management socket now; and no respawn.
+        #expect(machine.handle(.tunnelProcessExited(.exited(1))) == [.forgetTunnelProcess])
         #expect(machine.handle(.firewallCommitted(.lockdown)) == [])
         for event: Event in [.timerFired(.respawn), .timerFired(.retry), .lanAddressPresent,
                              .firewallCommitted(.connecting), .tunnelHeld, .credentialsRequested] {
@@ -209,7 +210,7 @@ struct MachineScenarioTests {
         var machine = machine(in: .tunnelUp)
         #expect(machine.handle(.authenticationFailed)
                 == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .stopTunnel])
-        #expect(machine.handle(.tunnelProcessExited(.exited(1))) == [])
+        #expect(machine.handle(.tunnelProcessExited(.exited(1))) == [.forgetTunnelProcess])
         #expect(machine.handle(.timerFired(.respawn)) == [])
         #expect(machine.state == .killswitched)
     }
@@ -246,7 +247,8 @@ struct MachineScenarioTests {
         #expect(machine.handle(.firewallCommitted(.connecting)) == []) // no second OpenVPN
         #expect(machine.state == .tunnelConnecting)
         #expect(machine.handle(.tunnelProcessExited(.signaled(15)))
-                == [.scheduleTimer(.crashWindow, after: .seconds(60)), .scheduleTimer(.respawn, after: .milliseconds(250))])
+                == [.forgetTunnelProcess, .scheduleTimer(.crashWindow, after: .seconds(60)),
+                    .scheduleTimer(.respawn, after: .milliseconds(250))])
         #expect(machine.handle(.timerFired(.respawn)) == [.startTunnel])
     }
 

@@ -8,7 +8,7 @@ import Testing
 
 private let refusedLine = "CONFIG=/config/client.ovpn: OpenVPN exited with status 1: " + optionsErrorLine
 private let heldExit = Action.scheduleTimer(.tunnelOutput, after: .seconds(2))
-private let respawnAfterCrash: [Action] = [.scheduleTimer(.crashWindow, after: .seconds(60)), .scheduleTimer(.respawn, after: .milliseconds(250))]
+private let respawnAfterCrash: [Action] = [.forgetTunnelProcess, .scheduleTimer(.crashWindow, after: .seconds(60)), .scheduleTimer(.respawn, after: .milliseconds(250))]
 
 /// The host-name configuration with two addresses for the name and a literal beside it.
 private let twoAddressesAndALiteral = LoadedConfiguration(
@@ -71,7 +71,7 @@ struct ConfigurationErrorTests {
         #expect(machine.handle(reloaded) == [.applyFirewall(.connecting), .stopTunnel])
         // The old OpenVPN ends; the new one starts at once with the reloaded file, and refuses it.
         #expect(machine.handle(exited) == [heldExit])
-        #expect(machine.handle(outputEnded) == [.cancelTimer(.tunnelOutput), .startTunnel])
+        #expect(machine.handle(outputEnded) == [.cancelTimer(.tunnelOutput), .forgetTunnelProcess, .startTunnel])
         feed(&machine, [Event.tunnelStarted(pid: 4343), .tunnelOutputWatched, exited])
         let actions = machine.handle(optionsError)
         #expect(machine.state == .killswitched)

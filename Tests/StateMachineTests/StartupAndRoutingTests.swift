@@ -121,13 +121,13 @@ struct TunnelControlTests {
     @Test func aFailedCommandStopsTheTunnelWhichThenRespawns() {
         var machine = Scenario.tunnelConnecting.machine()
         #expect(machine.handle(.tunnelCommandFailed(.watchState, "EPIPE")) == [.stopTunnel])
-        #expect(machine.handle(exited) == [.scheduleTimer(.crashWindow, after: .seconds(60)),
+        #expect(machine.handle(exited) == [.forgetTunnelProcess, .scheduleTimer(.crashWindow, after: .seconds(60)),
                                            .scheduleTimer(.respawn, after: .milliseconds(250))])
         // Without a tunnel process, a late failure changes nothing.
         #expect(machine.handle(.tunnelCommandFailed(.release, "EPIPE")) == [])
         var up = Scenario.tunnelUp.machine()
         #expect(up.handle(.tunnelCommandFailed(.reconnect, "EPIPE")) == [.stopTunnel])
-        #expect(up.handle(exited) == [.applyFirewall(.connecting), .scheduleTimer(.crashWindow, after: .seconds(60)),
+        #expect(up.handle(exited) == [.forgetTunnelProcess, .applyFirewall(.connecting), .scheduleTimer(.crashWindow, after: .seconds(60)),
                                       .scheduleTimer(.respawn, after: .milliseconds(250))])
     }
 

@@ -254,6 +254,15 @@ struct Scenario: Hashable, Sendable, CustomStringConvertible {
     static let shutDownWhileResolving = Scenario(name: "Killswitched (shut down while resolving)", state: .killswitched,
                                                  path: resolving.path + [.shutdownRequested])
 
+    // MARK: SIGHUP while the files are read
+
+    /// TunnelUp with a SIGHUP's files being read (their outcome comes later).
+    static let tunnelUpReloading = Scenario(name: "TunnelUp (reading a SIGHUP's files)", state: .tunnelUp,
+                                            path: tunnelUp.path + [.reloadRequested])
+    /// ... and another SIGHUP came meanwhile: the files are read again after the outcome.
+    static let tunnelUpReloadingAgain = Scenario(name: "TunnelUp (another SIGHUP while reading)", state: .tunnelUp,
+                                                 path: tunnelUpReloading.path + [.reloadRequested])
+
     // MARK: The Kubernetes gateway (POD_CIDRS set: LAN_IF is a vxlan link vpnsup owns)
 
     /// Init with an overlay: the configuration accepted, the overlay link requested (before its address).
@@ -334,8 +343,9 @@ struct Scenario: Hashable, Sendable, CustomStringConvertible {
     /// Every scenario: one per state, plus the variants that reach the other transitions.
     static let all: [Scenario] = [starting, lockdownFailed, awaitingLockdown, resolutionOpening, resolving, closingResolution,
                                   initial, addressAssigned, tunnelConnecting, connectedAwaitingLink, tunnelUp,
-                                  degraded, degradedLinkDown, killswitched, killswitchedTransient, shuttingDown,
-                                  shutDownWhileResolving, overlayInitial, overlayTunnelUp, overlayKillswitched,
+                                  tunnelUpReloading, tunnelUpReloadingAgain, degraded, degradedLinkDown, killswitched,
+                                  killswitchedTransient, shuttingDown, shutDownWhileResolving, overlayInitial, overlayTunnelUp,
+                                  overlayKillswitched,
                                   tunnelConnectingWithForwards, tunnelUpWithForwards, forwardChangePending] + provider
 
     /// The kernel may hold the resolving ruleset, which only a lockdown commit replaces.

@@ -312,7 +312,7 @@ private func tableWritten(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
             // The tunnel's route in vpnsup's routing table, whenever tun0 comes up while it is wanted.
             ExpectedRow(.tunnelLinkUp, .tunnelConnecting, [.ensureTunnelRoute]),
-            ExpectedRow(exited, .tunnelConnecting, [crashWindow, respawn]),
+            ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, crashWindow, respawn]),
             ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
             ExpectedRow(.tunnelHeld, .tunnelConnecting, [.releaseTunnel]),
             ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
@@ -345,7 +345,7 @@ private func tableWritten(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.lanAddressMissing, .tunnelConnecting, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.tunnelLinkUp, .tunnelUp, [.ensureTunnelRoute, .applyFirewall(.up)]),
-            ExpectedRow(exited, .tunnelConnecting, [crashWindow, respawn]),
+            ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, crashWindow, respawn]),
             ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
             ExpectedRow(.tunnelHeld, .tunnelConnecting, [.releaseTunnel]),
             ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
@@ -368,46 +368,11 @@ private func tableWritten(for scenario: Scenario) -> ExpectedTable {
         ])
 
     case .tunnelUp:
-        return ExpectedTable(rows: [
-            ExpectedRow(.firewallFailed(.up, "EPERM"), .killswitched, killswitchTransientRunning),
-            ExpectedRow(tampered, .tunnelUp, [.applyFirewall(.up)]),
-            ExpectedRow(.firewallNotificationsLost, .tunnelUp, [.verifyFirewall(.up)]),
-            ExpectedRow(.lanAddressConfigured, .tunnelUp, [.ensurePolicyRouting]),
-            ExpectedRow(.lanAddressMissing, .tunnelUp, [.ensureLANAddress]),
-            ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
-            // tun0 is up: its route goes into the routing table just installed.
-            ExpectedRow(.policyRoutingInstalled, .tunnelUp, [.ensureTunnelRoute]),
-            ExpectedRow(.tunnelLinkUp, .tunnelUp, [.ensureTunnelRoute]),
-            // The tunnel device gone under a running OpenVPN: only a reconnect reopens it.
-            ExpectedRow(.tunnelLinkDown, .degraded, [.reconnectTunnel]),
-            // The WAN is gone: the tunnel cannot carry anything until it is back.
-            ExpectedRow(.wanLinkDown, .degraded, []),
-            ExpectedRow(exited, .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn]),
-            ExpectedRow(.tunnelControlConnected, .tunnelUp, [.watchTunnelState]),
-            ExpectedRow(.tunnelHeld, .tunnelUp, [.releaseTunnel]),
-            ExpectedRow(.credentialsRequested, .tunnelUp, [.sendCredentials]),
-            ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
-            ExpectedRow(reconnecting, .degraded, []),
-            ExpectedRow(waiting, .degraded, []),
-            ExpectedRow(remoteAsked, .tunnelUp, [.answerRemote(.accept)]),
-            ExpectedRow(commandFailed, .tunnelUp, [.stopTunnel]),
-            ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
-            ExpectedRow(.reloadRequested, .tunnelUp, [.reloadConfiguration]),
-            ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
-            // The first forwards of a protocol: its map and the rule that looks it up come with the
-            // whole up ruleset (this configuration has none).
-            ExpectedRow(forwardsUnchanged, .tunnelUp, [.applyFirewall(.up)]),
-            ExpectedRow(forwardsChanged, .tunnelUp, [.applyFirewall(.up)]),
-        ], ignored: [
-            .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
-            .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
-            .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.connecting, "EPERM"),
-            .firewallIntact(.up), .lanAddressPresent, .policyRoutingFailed("EPERM"), .tunnelRouteInstalled,
-            .tunnelRouteFailed("ENETDOWN"), .wanLinkUp, started, .tunnelStartFailed("ENOENT"), .tunnelConnected,
-            fatal, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
-            .timerFired(.probe), .timerFired(.crashWindow), refused,
-            forwardsRefused, forwardsApplied, forwardsFailed,
-        ])
+        return tunnelUpTable(reload: .idle)
+    case .tunnelUpReloading:
+        return tunnelUpTable(reload: .reading)
+    case .tunnelUpReloadingAgain:
+        return tunnelUpTable(reload: .readingThenAgain)
 
     case .degraded:
         return ExpectedTable(rows: [
@@ -419,7 +384,7 @@ private func tableWritten(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.policyRoutingInstalled, .degraded, [.ensureTunnelRoute]),
             ExpectedRow(.tunnelLinkUp, .degraded, [.ensureTunnelRoute]),
-            ExpectedRow(exited, .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn]),
+            ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, .applyFirewall(.connecting), crashWindow, respawn]),
             ExpectedRow(.tunnelControlConnected, .degraded, [.watchTunnelState]),
             ExpectedRow(.tunnelHeld, .degraded, [.releaseTunnel]),
             ExpectedRow(.credentialsRequested, .degraded, [.sendCredentials]),
@@ -455,7 +420,7 @@ private func tableWritten(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.lanAddressMissing, .degraded, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.tunnelLinkUp, .tunnelUp, [.ensureTunnelRoute]),
-            ExpectedRow(exited, .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn]),
+            ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, .applyFirewall(.connecting), crashWindow, respawn]),
             ExpectedRow(.tunnelControlConnected, .degraded, [.watchTunnelState]),
             ExpectedRow(.tunnelHeld, .degraded, [.releaseTunnel]),
             ExpectedRow(.credentialsRequested, .degraded, [.sendCredentials]),
@@ -619,11 +584,11 @@ private func tableWritten(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.tunnelHeld, .tunnelConnecting, [.releaseTunnel]),
             ExpectedRow(remoteAsked, .tunnelConnecting, [.answerRemote(.accept)]),
             // Nothing about the configuration: a crash like any other, respawned after the backoff.
-            ExpectedRow(outputEnded, .tunnelConnecting, [.cancelTimer(.tunnelOutput), crashWindow, respawn]),
+            ExpectedRow(outputEnded, .tunnelConnecting, [.cancelTimer(.tunnelOutput), .forgetTunnelProcess, crashWindow, respawn]),
             // OpenVPN refused its configuration before the tunnel ever connected: the lockdown, then exit 78 with its line; no respawn.
             ExpectedRow(optionsError, .killswitched, [.cancelTimer(.tunnelOutput), lockdown, .cancelTimer(.respawn), .cancelTimer(.crashWindow), .exit(code: 78, message: refusedByOpenVPN)]),
             // The output stayed open (a process OpenVPN left behind): the exit is judged without it.
-            ExpectedRow(.timerFired(.tunnelOutput), .tunnelConnecting, [crashWindow, respawn]),
+            ExpectedRow(.timerFired(.tunnelOutput), .tunnelConnecting, [.forgetTunnelProcess, crashWindow, respawn]),
             ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
             ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
             ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
@@ -674,7 +639,7 @@ private func tableWritten(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.lanAddressMissing, .tunnelConnecting, [.ensureLANAddress]),
             ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
             ExpectedRow(.tunnelLinkUp, .tunnelConnecting, [.ensureTunnelRoute]),
-            ExpectedRow(exited, .tunnelConnecting, [crashWindow, respawn]),
+            ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, crashWindow, respawn]),
             ExpectedRow(.tunnelHeld, .tunnelConnecting, [.releaseTunnel]),
             // OpenVPN asks again without having connected: the name's only address failed, a full round; resolved again before the answer.
             ExpectedRow(remoteAsked, .tunnelConnecting, [.openNameResolution]),
@@ -708,7 +673,7 @@ private func tableWritten(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.nameResolutionOpened, .tunnelConnecting, [.resolveNames(["vpn.example.net"])]),
             // Not opened: the connecting ruleset still holds, and OpenVPN gets the old address.
             ExpectedRow(.nameResolutionFailed("EPERM"), .tunnelConnecting, [.answerRemote(.modify(IPv4Address(198, 51, 100, 7), port: 1194))]),
-            ExpectedRow(exited, .tunnelConnecting, [crashWindow, respawn]),
+            ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, crashWindow, respawn]),
             ExpectedRow(.tunnelHeld, .tunnelConnecting, [.releaseTunnel]),
             ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
             ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
@@ -738,7 +703,7 @@ private func tableWritten(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.tunnelLinkUp, .tunnelConnecting, [.ensureTunnelRoute]),
             // Resolved: the connecting ruleset with the name's addresses replaces the resolving one in one commit.
             ExpectedRow(resolved, .tunnelConnecting, [.applyFirewall(.connecting)]),
-            ExpectedRow(exited, .tunnelConnecting, [crashWindow, respawn]),
+            ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, crashWindow, respawn]),
             ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
             ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
             ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
@@ -768,7 +733,7 @@ private func tableWritten(for scenario: Scenario) -> ExpectedTable {
             ExpectedRow(.tunnelLinkUp, .tunnelConnecting, [.ensureTunnelRoute]),
             // Committed with the new address: OpenVPN gets it.
             ExpectedRow(.firewallCommitted(.connecting), .tunnelConnecting, [.answerRemote(.modify(IPv4Address(198, 51, 100, 9), port: 1194))]),
-            ExpectedRow(exited, .tunnelConnecting, [crashWindow, respawn]),
+            ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, crashWindow, respawn]),
             ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),
             ExpectedRow(.credentialsRequested, .tunnelConnecting, [.sendCredentials]),
             ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
@@ -791,6 +756,65 @@ private func tableWritten(for scenario: Scenario) -> ExpectedTable {
         Issue.record("no expected table for \(scenario.name)")
         return ExpectedTable(rows: [], ignored: [])
     }
+}
+
+/// TunnelUp, and TunnelUp while a SIGHUP's files are read (a second SIGHUP then waits for the
+/// outcome, and reads them again after it).
+private enum ReloadStep { case idle, reading, readingThenAgain }
+
+private func tunnelUpTable(reload: ReloadStep) -> ExpectedTable {
+    var table = ExpectedTable(rows: [
+        ExpectedRow(.firewallFailed(.up, "EPERM"), .killswitched, killswitchTransientRunning),
+        ExpectedRow(tampered, .tunnelUp, [.applyFirewall(.up)]),
+        ExpectedRow(.firewallNotificationsLost, .tunnelUp, [.verifyFirewall(.up)]),
+        ExpectedRow(.lanAddressConfigured, .tunnelUp, [.ensurePolicyRouting]),
+        ExpectedRow(.lanAddressMissing, .tunnelUp, [.ensureLANAddress]),
+        ExpectedRow(.addressFailed("EADDRNOTAVAIL"), .killswitched, killswitchTransientRunning),
+        // tun0 is up: its route goes into the routing table just installed.
+        ExpectedRow(.policyRoutingInstalled, .tunnelUp, [.ensureTunnelRoute]),
+        ExpectedRow(.tunnelLinkUp, .tunnelUp, [.ensureTunnelRoute]),
+        // The tunnel device gone under a running OpenVPN: only a reconnect reopens it.
+        ExpectedRow(.tunnelLinkDown, .degraded, [.reconnectTunnel]),
+        // The WAN is gone: the tunnel cannot carry anything until it is back.
+        ExpectedRow(.wanLinkDown, .degraded, []),
+        ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, .applyFirewall(.connecting), crashWindow, respawn]),
+        ExpectedRow(.tunnelControlConnected, .tunnelUp, [.watchTunnelState]),
+        ExpectedRow(.tunnelHeld, .tunnelUp, [.releaseTunnel]),
+        ExpectedRow(.credentialsRequested, .tunnelUp, [.sendCredentials]),
+        ExpectedRow(.authenticationFailed, .killswitched, killswitchAuthRunning),
+        ExpectedRow(reconnecting, .degraded, []),
+        ExpectedRow(waiting, .degraded, []),
+        ExpectedRow(remoteAsked, .tunnelUp, [.answerRemote(.accept)]),
+        ExpectedRow(commandFailed, .tunnelUp, [.stopTunnel]),
+        ExpectedRow(.shutdownRequested, .killswitched, shutdownRunning),
+        ExpectedRow(.reloadRequested, .tunnelUp, [.reloadConfiguration]),
+        ExpectedRow(reloaded, .tunnelConnecting, [.applyFirewall(.connecting), .stopTunnel]),
+        // The first forwards of a protocol: its map and the rule that looks it up come with the
+        // whole up ruleset (this configuration has none).
+        ExpectedRow(forwardsUnchanged, .tunnelUp, [.applyFirewall(.up)]),
+        ExpectedRow(forwardsChanged, .tunnelUp, [.applyFirewall(.up)]),
+    ], ignored: [
+        .start, loaded, loadedWithHostNames, rejected, missingInterface, .nameResolutionOpened,
+        .nameResolutionFailed("EPERM"), resolved, .firewallCommitted(.lockdown), .firewallCommitted(.connecting),
+        .firewallCommitted(.up), .firewallFailed(.lockdown, "EPERM"), .firewallFailed(.connecting, "EPERM"),
+        .firewallIntact(.up), .lanAddressPresent, .policyRoutingFailed("EPERM"), .tunnelRouteInstalled,
+        .tunnelRouteFailed("ENETDOWN"), .wanLinkUp, started, .tunnelStartFailed("ENOENT"), .tunnelConnected,
+        fatal, .probeSucceeded, noAnswer, .timerFired(.respawn), .timerFired(.retry), .timerFired(.stopDeadline),
+        .timerFired(.probe), .timerFired(.crashWindow), refused,
+        forwardsRefused, forwardsApplied, forwardsFailed,
+    ])
+    guard reload != .idle else { return table }
+    let again: [Action] = reload == .readingThenAgain ? [.reloadConfiguration] : []
+    // A SIGHUP while reading: remembered, nothing done until the reading's outcome is in.
+    table.rows.removeAll { $0.event == .reloadRequested }
+    table.ignored.append(.reloadRequested)
+    table.rows = table.rows.map { row in
+        row.event == reloaded ? ExpectedRow(reloaded, row.next, row.actions + again) : row
+    }
+    guard !again.isEmpty else { return table }
+    table.ignored.removeAll { $0 == refused }
+    table.rows.append(ExpectedRow(refused, .tunnelUp, again))
+    return table
 }
 
 @Suite("Every state × every event")

@@ -58,7 +58,7 @@ func expectedWireGuardRows(for scenario: Scenario) -> [ExpectedRow] {
     case .wgStarted:
         return runningRows(.connecting, watching: false) + [
             ExpectedRow(.tunnelLinkUp, nil, [.ensureTunnelRoute]),
-            ExpectedRow(exited, nil, [crashWindow, respawn]),
+            ExpectedRow(exited, nil, [.forgetTunnelProcess, crashWindow, respawn]),
             // The socket appeared: the device is configured at once (the policy is committed).
             ExpectedRow(.tunnelHeld, nil, [.releaseTunnel]),
             ExpectedRow(peersConfigured, nil, [look(.milliseconds(100))]),
@@ -69,7 +69,7 @@ func expectedWireGuardRows(for scenario: Scenario) -> [ExpectedRow] {
     case .wgConfigured:
         return runningRows(.connecting, watching: true) + [
             ExpectedRow(.tunnelLinkUp, nil, [.ensureTunnelRoute]),
-            ExpectedRow(exited, nil, [crashWindow, respawn, stopLooking]),
+            ExpectedRow(exited, nil, [.forgetTunnelProcess, crashWindow, respawn, stopLooking]),
             ExpectedRow(.tunnelHeld, nil, [.releaseTunnel]),
             ExpectedRow(wireGuardReloaded, nil, [stopLooking, .applyFirewall(.connecting)]),
         ] + watchingRows(
@@ -84,7 +84,7 @@ func expectedWireGuardRows(for scenario: Scenario) -> [ExpectedRow] {
     case .wgOverdue:
         return runningRows(.connecting, watching: true) + [
             ExpectedRow(.tunnelLinkUp, nil, [.ensureTunnelRoute]),
-            ExpectedRow(exited, nil, [crashWindow, respawn, stopLooking]),
+            ExpectedRow(exited, nil, [.forgetTunnelProcess, crashWindow, respawn, stopLooking]),
             ExpectedRow(.tunnelHeld, nil, [.releaseTunnel]),
             ExpectedRow(wireGuardReloaded, nil, [stopLooking, .applyFirewall(.connecting)]),
         ] + watchingRows(
@@ -101,7 +101,7 @@ func expectedWireGuardRows(for scenario: Scenario) -> [ExpectedRow] {
             ExpectedRow(.tunnelLinkUp, nil, [.ensureTunnelRoute]),
             ExpectedRow(.tunnelLinkDown, .degraded, [.reconnectTunnel]),
             ExpectedRow(.wanLinkDown, .degraded, []),
-            ExpectedRow(exited, .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn, stopLooking]),
+            ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, .applyFirewall(.connecting), crashWindow, respawn, stopLooking]),
             ExpectedRow(.tunnelHeld, nil, [.releaseTunnel]),
             ExpectedRow(reconnecting, .degraded, []),
             ExpectedRow(waiting, .degraded, []),
@@ -119,7 +119,7 @@ func expectedWireGuardRows(for scenario: Scenario) -> [ExpectedRow] {
         return runningRows(.up, watching: true) + [
             ExpectedRow(.policyRoutingInstalled, nil, [.ensureTunnelRoute]),
             ExpectedRow(.tunnelLinkUp, nil, [.ensureTunnelRoute]),
-            ExpectedRow(exited, .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn, stopLooking]),
+            ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, .applyFirewall(.connecting), crashWindow, respawn, stopLooking]),
             ExpectedRow(.tunnelHeld, nil, [.releaseTunnel]),
             ExpectedRow(.tunnelConnected, .tunnelUp, []),
             ExpectedRow(wireGuardReloaded, .tunnelConnecting, [stopLooking, .applyFirewall(.connecting)]),
@@ -134,7 +134,7 @@ func expectedWireGuardRows(for scenario: Scenario) -> [ExpectedRow] {
         return runningRows(.up, watching: true) + [
             ExpectedRow(.policyRoutingInstalled, nil, [.ensureTunnelRoute]),
             ExpectedRow(.tunnelLinkUp, nil, [.ensureTunnelRoute]),
-            ExpectedRow(exited, .tunnelConnecting, [.applyFirewall(.connecting), crashWindow, respawn, stopLooking]),
+            ExpectedRow(exited, .tunnelConnecting, [.forgetTunnelProcess, .applyFirewall(.connecting), crashWindow, respawn, stopLooking]),
             // The new pins: the policy alone again (closing resolution); the device follows its commit.
             ExpectedRow(resolved, nil, [.applyFirewall(.up)]),
             ExpectedRow(.tunnelConnected, .tunnelUp, []),

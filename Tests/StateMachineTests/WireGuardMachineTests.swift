@@ -196,7 +196,7 @@ struct WireGuardMachineTests {
     @Test func theEndOfWireguardGoStopsTheEvidenceAndRespawnsIt() {
         var (machine, _) = Self.drive(Scenario.wgUp.path.dropFirst().map { $0 })
         let actions = machine.handle(exited)
-        #expect(actions == [.applyFirewall(.connecting), .scheduleTimer(.crashWindow, after: .seconds(60)),
+        #expect(actions == [.forgetTunnelProcess, .applyFirewall(.connecting), .scheduleTimer(.crashWindow, after: .seconds(60)),
                             .scheduleTimer(.respawn, after: .milliseconds(250)), .cancelTimer(.handshakeLook)])
         #expect(machine.wireGuardEvidence == nil)
         #expect(machine.reason == "wireguard-go exited with status 1")

@@ -18,6 +18,10 @@ actor RecordingEffects: Effects {
     var loadResult: Event
     /// What `reloadConfiguration` reports.
     var reloadResult: Event = .reloadRefused("no reload scripted")
+    /// Whether loading and reloading report later, as LinuxEffects does (it reads the files off
+    /// the interpreter and the effects): the test then posts the outcome when it likes.
+    var loadReportsLater = false
+    var reloadReportsLater = false
     /// Policies whose commit fails, with the error.
     var failingCommits: [FirewallPolicy: String] = [:]
     /// Control commands that cannot be sent.
@@ -37,6 +41,10 @@ actor RecordingEffects: Effects {
     }
 
     func script(reload: Event) { reloadResult = reload }
+    func script(loadReportsLater: Bool = true, reloadReportsLater: Bool = true) {
+        self.loadReportsLater = loadReportsLater
+        self.reloadReportsLater = reloadReportsLater
+    }
     func script(failingCommit policy: FirewallPolicy, _ message: String) { failingCommits[policy] = message }
     func script(failing command: TunnelCommand) { failingCommands.insert(command) }
     func script(verify: @escaping @Sendable (FirewallPolicy) -> Event) { verifyResult = verify }
@@ -54,8 +62,8 @@ actor RecordingEffects: Effects {
             log.log(.info, "committed the \(policy) ruleset")
             return [.firewallCommitted(policy)]
         case .openNameResolution: return [.nameResolutionOpened]
-        case .loadConfiguration: return [loadResult]
-        case .reloadConfiguration: return [reloadResult]
+        case .loadConfiguration: return loadReportsLater ? [] : [loadResult]
+        case .reloadConfiguration: return reloadReportsLater ? [] : [reloadResult]
         case .ensureLANAddress: return [.lanAddressConfigured]
         case .ensurePolicyRouting: return [.policyRoutingInstalled]
         case .ensureTunnelRoute: return [.tunnelRouteInstalled]
@@ -73,7 +81,7 @@ actor RecordingEffects: Effects {
         case .applyForwardChanges(let diff):
             if let message = failingForwardChanges { return [.forwardChangesFailed(diff, message)] }
             return [.forwardChangesApplied(diff)]
-        case .resolveNames, .probeTunnel, .stopTunnel, .killTunnel, .scheduleTimer, .cancelTimer, .exit,
+        case .resolveNames, .probeTunnel, .stopTunnel, .killTunnel, .forgetTunnelProcess, .scheduleTimer, .cancelTimer, .exit,
              .readPortForwardFile, .readTunnelPeers:
             // Later on Linux: the test delivers the outcome (`portForwardsRead`, the peers read).
             return []

@@ -77,7 +77,7 @@ struct SupervisorScenarioTests {
                 await world.event(.timerFired(.respawn))
                 #expect(await world.machine.tunnelPID == pid + 1)
             } else {
-                #expect(after == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .cancelTimer(.crashWindow),
+                #expect(after == [.forgetTunnelProcess, .applyFirewall(.lockdown), .cancelTimer(.respawn), .cancelTimer(.crashWindow),
                                   .scheduleTimer(.retry, after: .seconds(10))])
             }
         }
@@ -106,7 +106,7 @@ struct SupervisorScenarioTests {
         #expect(world.status.lastReload?.accepted == true)
         // OpenVPN goes and starts again at once, and is given the new credentials.
         await world.signal(.childExited(pid: 100, status: .signaled(15)))
-        #expect(await world.actions(since: before).suffix(2) == [.stopTunnel, .startTunnel])
+        #expect(await world.actions(since: before).suffix(3) == [.stopTunnel, .forgetTunnelProcess, .startTunnel])
         await world.management(.passwordNeeded(type: "Auth"))
         let sent = try #require(await world.performed.last { $0.action == .sendCredentials })
         #expect(sent.machine.credentials == renewed)

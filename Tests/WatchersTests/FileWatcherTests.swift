@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import SystemSupport
 @testable import Watchers
 
 /// The PORT_FWD_FILE watcher against the ways a file really changes: written in place, replaced
@@ -149,18 +150,20 @@ import Testing
         try await withDirectory { directory in
             let fifo = directory + "/forwards"
             #expect(mkfifo(fifo, 0o600) == 0)
-            #expect(FileWatcher.read(fifo) == .unreadable("not a regular file (a FIFO)"))
-            #expect(FileWatcher.read(directory) == .unreadable("not a regular file (a directory)"))
-            #expect(FileWatcher.read("/dev/zero") == .unreadable("not a regular file (a character device)"))
+            #expect(FileWatcher.read(fifo) == .unreadable("not a regular file but a FIFO"))
+            #expect(FileWatcher.read(directory) == .unreadable("not a regular file but a directory"))
+            #expect(FileWatcher.read("/dev/zero") == .unreadable("not a regular file but a character device"))
             // A watcher on the FIFO starts, and stops, without a writer ever coming.
             let watcher = try FileWatcher(path: fifo)
-            #expect(watcher.initial == .unreadable("not a regular file (a FIFO)"))
+            #expect(watcher.initial == .unreadable("not a regular file but a FIFO"))
             watcher.stop()
         }
     }
 
     @Test func aDirectoryThatCannotBeWatchedIsAnError() {
-        #expect(throws: FileWatcherError.self) { try FileWatcher(path: "/nonexistent-vpnsup-directory/forwards") }
+        let error = #expect(throws: SystemError.self) { try FileWatcher(path: "/nonexistent-vpnsup-directory/forwards") }
+        #expect(error?.errno == ENOENT)
+        #expect(error?.operation == "inotify_add_watch /nonexistent-vpnsup-directory")
     }
 
     @Test func largeAndNonTextFilesAreUnreadable() async throws {
@@ -170,10 +173,15 @@ import Testing
             var bytes: [UInt8] = [0xff, 0xfe, 0x0a]
             _ = write(fd, &bytes, bytes.count)
             close(fd)
-            #expect(FileWatcher.read(invalid) == .unreadable("not UTF-8 text"))
+            #expect(FileWatcher.read(invalid) == .unreadable("decode as UTF-8: \(String(cString: strerror(EILSEQ)))"))
             let large = directory + "/large"
-            TestSystem.writeFile(large, String(repeating: "# padding line\n", count: FileWatcher.maximumSize / 15 + 1))
-            #expect(FileWatcher.read(large) == .unreadable("larger than \(FileWatcher.maximumSize) bytes"))
+            let padding = String(repeating: "# padding line\n", count: FileWatcher.maximumSize / 15 + 1)
+            TestSystem.writeFile(large, padding)
+            #expect(FileWatcher.read(large) == .unreadable("over 8 MiB (\(padding.utf8.count) bytes)"))
+            // What would block a reader (a FIFO without a writer) is refused, never waited on.
+            let fifo = directory + "/fifo"
+            #expect(mkfifo(fifo, 0o600) == 0)
+            #expect(FileWatcher.read(fifo) == .unreadable("not a regular file but a FIFO"))
         }
     }
 }

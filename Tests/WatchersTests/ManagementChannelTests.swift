@@ -16,7 +16,8 @@ private func messages(_ events: [ManagementChannelEvent]) -> [ManagementMessage]
         let directory = TestSystem.temporaryDirectory()
         defer { TestSystem.removeTree(directory) }
         let path = directory + "/management.sock"
-        let channel = try ManagementChannel.listen(at: path, initialCommands: ["state on all"])
+        // The test process itself plays OpenVPN.
+        let channel = try ManagementChannel.listen(at: path, initialCommands: ["state on all"], expecting: .process(getpid()))
         let log = EventLog(channel.events)
 
         let mode = try #require(TestSystem.fileMode(path))
@@ -71,7 +72,7 @@ private func messages(_ events: [ManagementChannelEvent]) -> [ManagementMessage]
     @Test func aPartialLineAtDisconnectIsReported() async throws {
         let directory = TestSystem.temporaryDirectory()
         defer { TestSystem.removeTree(directory) }
-        let channel = try ManagementChannel.listen(at: directory + "/m.sock")
+        let channel = try ManagementChannel.listen(at: directory + "/m.sock", expecting: .process(getpid()))
         defer { channel.close() }
         let log = EventLog(channel.events)
         let client = try #require(TestClient(path: directory + "/m.sock"))
@@ -91,12 +92,12 @@ private func messages(_ events: [ManagementChannelEvent]) -> [ManagementMessage]
         // A socket file left by a crashed run.
         TestSystem.makeStaleSocket(path)
         #expect(TestClient(path: path) == nil)
-        let first = try ManagementChannel.listen(at: path)
+        let first = try ManagementChannel.listen(at: path, expecting: .process(getpid()))
         #expect(TestClient(path: path) != nil)
 
         // A second channel at the same path replaces the file; closing the first one must not
         // remove the second one's socket.
-        let second = try ManagementChannel.listen(at: path)
+        let second = try ManagementChannel.listen(at: path, expecting: .process(getpid()))
         first.close()
         #expect(TestSystem.fileMode(path) != nil)
         #expect(TestClient(path: path) != nil)

@@ -217,3 +217,86 @@ final class TestClient {
 
     deinit { Glibc.close(fd) }
 }
+
+/// A unix-socket client in a process of its own (python3), root or another user, as a rogue
+/// client or a peer other than the test process would be. It connects, reads until end of file
+/// (10 s at most) and prints `eof|timeout|error N <count> <hex bytes>`, or `connect-error N`.
+struct PeerProcess {
+    static let python = "/usr/bin/python3"
+    static var available: Bool { TestSystem.isExecutable(python) }
+
+    private static let clientScript = """
+        import socket, sys
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(sys.argv[1])
+        except OSError as e:
+            print("connect-error %d" % e.errno); sys.exit(0)
+        print("connected", flush=True)
+        s.settimeout(10)
+        data, end = b"", "eof"
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk: break
+                data += chunk
+        except socket.timeout: end = "timeout"
+        except OSError as e: end = "error %d" % e.errno
+        print("%s %d %s" % (end, len(data), data.hex()))
+        """
+
+    /// A server that accepts connections and sends each `answer`, until killed.
+    private static let serverScript = """
+        import socket, sys
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(sys.argv[1]); s.listen(4)
+        print("listening", flush=True)
+        while True:
+            c, _ = s.accept()
+            try: c.sendall(sys.argv[2].encode())
+            except OSError: pass  # a client that checked who serves and left
+            c.close()
+        """
+
+    let pid: pid_t
+    let output: String
+
+    /// `user`: run as that uid (and gid) through setpriv, or as root.
+    static func client(connectingTo path: String, output: String, user: UInt32? = nil) -> PeerProcess {
+        start(["-c", clientScript, path], output: output, user: user)
+    }
+
+    static func server(at path: String, answering answer: String, output: String, user: UInt32? = nil) -> PeerProcess {
+        start(["-c", serverScript, path, answer], output: output, user: user)
+    }
+
+    private static func start(_ arguments: [String], output: String, user: UInt32?) -> PeerProcess {
+        if let user {
+            let pid = TestSystem.spawn("/usr/bin/setpriv", ["--reuid", "\(user)", "--regid", "\(user)", "--clear-groups", python] + arguments,
+                                       output: output)
+            return PeerProcess(pid: pid, output: output)
+        }
+        return PeerProcess(pid: TestSystem.spawn(python, arguments, output: output), output: output)
+    }
+
+    /// What it printed so far.
+    var printed: String { TestSystem.readFile(output) ?? "" }
+
+    /// Waits until it has printed a line starting with `prefix`.
+    func waitFor(_ prefix: String, timeout: Duration = .seconds(10)) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while !printed.split(separator: "\n").contains(where: { $0.hasPrefix(prefix) }) {
+            if ContinuousClock.now >= deadline { return false }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return true
+    }
+
+    /// Kills it (if still running) and reaps it; true once it is gone.
+    func stop() async -> Bool {
+        kill(pid, SIGKILL)
+        let gone = await TestSystem.waitUntilExited(pid)
+        TestSystem.reap(pid)
+        return gone
+    }
+}

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import StateMachine
+import SystemSupport
 import Testing
 @testable import Watchers
 
@@ -145,7 +146,7 @@ struct MetricsResponderTests {
             second.close()
             Issue.record("a second listener on \(taken) started")
         } catch let error as MetricsResponderError {
-            #expect(error.code == EADDRINUSE)
+            #expect(error == .http(SystemError(operation: "bind 127.0.0.1:\(port)", errno: EADDRINUSE)))
             #expect(error.description == "bind 127.0.0.1:\(port): Address already in use")
         }
         first.close()

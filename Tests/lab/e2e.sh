@@ -310,6 +310,49 @@ else
 fi
 tap_check "after the address is back: the client's traffic flows through the tunnel" lab_wait_for 10 client_via_tunnel
 
+# 4c. A root process that connects to the management socket before OpenVPN's respawn (it waits in
+# the socket's one-slot backlog while OpenVPN holds the connection): when OpenVPN is killed, vpnsup
+# accepts it, sees it is not the OpenVPN it started (SO_PEERCRED), and closes it before it gets a
+# byte (no >HOLD, no >PASSWORD); the respawned OpenVPN connects and the tunnel comes back up.
+lab_daemon_start rogue router /usr/bin/python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+print("connected", flush=True)
+s.settimeout(60)
+got = b""
+try:
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    print("closed after %d bytes" % len(got), flush=True)
+except OSError as error:
+    print("%s after %d bytes" % (error, len(got)), flush=True)
+' "$RUNTIME/management.sock"
+rogue_connected() { grep -q '^connected' "$LAB_RUNDIR/logs/rogue.log"; }
+lab_wait_for 5 rogue_connected || tap_note "the rogue client did not connect: $(tail -n 2 "$LAB_RUNDIR/logs/rogue.log")"
+rogue_pid=$(lab_daemon_pid rogue || echo gone)
+openvpns=$(router_openvpns | xargs)
+tap_note "SIGKILL to OpenVPN ($openvpns) with a rogue management client (pid $rogue_pid) queued"
+for pid in $openvpns; do kill -KILL "$pid" 2>/dev/null || true; done
+rogue_closed() { grep -q 'after [0-9]* bytes' "$LAB_RUNDIR/logs/rogue.log"; }
+tap_check "a rogue management client queued before OpenVPN's respawn is closed" lab_wait_for 10 rogue_closed
+tap_check "... having received nothing ($(grep -h 'after' "$LAB_RUNDIR/logs/rogue.log" || echo '?'))" \
+    grep -q '^closed after 0 bytes' "$LAB_RUNDIR/logs/rogue.log"
+rogue_refused_logged() { grep -q "management socket: refused a connection from pid $rogue_pid, uid 0" "$LAB_RUNDIR/logs/vpnsup.log"; }
+tap_check "vpnsup logs the refusal, naming the rogue's pid" lab_wait_for 5 rogue_refused_logged
+t0=$(lab_now_ms)
+if lab_wait_for "$TUNNEL_UP_TIMEOUT" state_is TunnelUp && lab_wait_for 10 client_via_tunnel; then
+    took=$(seconds_since "$t0")
+    tap_note "figure: OpenVPN killed with a rogue client queued -> TunnelUp and client traffic: $took s"
+    tap_ok "the respawned OpenVPN is served: TunnelUp, traffic through the tunnel ($took s)"
+else
+    tap_not_ok "the respawned OpenVPN is served: TunnelUp (state $(vpnsup_state || echo '?') after $TUNNEL_UP_TIMEOUT s)"
+fi
+lab_daemon_stop rogue
+
 # 5. vpnsup and OpenVPN SIGKILLed: the committed ruleset still holds.
 # vpnsup by its recorded pid, OpenVPN (its child, or whatever it spawned) by name in the router.
 victims=$(echo "$(lab_daemon_pid vpnsup || true) $(router_openvpns)" | xargs)
@@ -391,6 +434,35 @@ if lab_wait_for 30 state_is TunnelUp && lab_wait_for 10 client_via_tunnel; then
 else
     tap_not_ok "SIGHUP with the right password: TunnelUp (state $(vpnsup_state || echo '?') after 30 s)"
 fi
+# 6c. SIGHUP with the credentials file replaced by a FIFO nothing writes to (which would block an
+# open, and a read, forever): the reload is refused, naming it, within the loader's deadline, and
+# an outside `nft flush ruleset` at the same moment is repaired in milliseconds: files are read off
+# the interpreter and the effects, so the kill switch never waits for them.
+rm -f "$LAB_RUNDIR/credentials-wrong"
+mkfifo -m 0600 "$LAB_RUNDIR/credentials-wrong"
+fifo_refused() { status_json | jq -e '.lastReload.accepted == false and (.lastReload.message | contains("not a regular file but a FIFO"))' >/dev/null 2>&1; }
+t0=$(lab_now_ms)
+kill -HUP "$wrong_pid"
+fifo_repair_ms=$(lab_exec router bash -c 't0=${EPOCHREALTIME/./}; nft flush ruleset
+    until nft list table inet vpnsup >/dev/null 2>&1; do ((${EPOCHREALTIME/./} - t0 < 5000000)) || exit 1; done
+    echo $(((${EPOCHREALTIME/./} - t0) / 1000))') || fifo_repair_ms=""
+if lab_wait_for 5 fifo_refused; then
+    took=$(seconds_since "$t0")
+    tap_note "figure: SIGHUP with a FIFO credentials file -> reload refused (status polled): $took s"
+    tap_ok "SIGHUP with a FIFO credentials file: reload refused, naming it ($took s)"
+else
+    tap_not_ok "SIGHUP with a FIFO credentials file: reload refused (not within 5 s: $(status_json | jq -c .lastReload 2>/dev/null || echo '?'))"
+fi
+if [ -n "$fifo_repair_ms" ]; then
+    tap_note "figure: drift repair during the FIFO reload: outside flush -> table re-committed: $fifo_repair_ms ms"
+    tap_ok "outside flush during the FIFO reload: table inet vpnsup committed again ($fifo_repair_ms ms)"
+else
+    tap_not_ok "outside flush during the FIFO reload: table inet vpnsup committed again (not within 5 s)"
+fi
+tap_check "after the FIFO reload and the repair: the up ruleset" lab_wait_for 5 up_table_back
+tap_check "after the FIFO reload: still TunnelUp" lab_wait_for 5 state_is TunnelUp
+tap_check "after the FIFO reload: the client's traffic flows through the tunnel" lab_wait_for 10 client_via_tunnel
+rm -f "$LAB_RUNDIR/credentials-wrong"
 kill -TERM "$wrong_pid" 2>/dev/null || true
 wait "$wrong_pid" 2>/dev/null || true
 
@@ -425,6 +497,27 @@ lockdown_listed() {
 }
 tap_check "IP_ADDR=garbage: the lockdown table inet vpnsup is committed" lockdown_listed
 tap_last_failed && tap_note_file 10 "$LAB_RUNDIR/logs/bad.nft"
+
+# A credentials file that is a FIFO at start: exit 78 at once, one line naming it (a blocking open
+# would have waited for a writer forever), the lockdown committed.
+mkfifo -m 0600 "$LAB_RUNDIR/credentials-fifo"
+mapfile -t vars < <(vpnsup_env | sed "s|^CREDENTIALS_FILE=.*|CREDENTIALS_FILE=$LAB_RUNDIR/credentials-fifo|; s|^RUNTIME_DIR=.*|RUNTIME_DIR=$LAB_RUNDIR/runtime-bad|")
+ip netns exec "$bad_ns" nft delete table inet vpnsup 2>/dev/null || true
+rc=0
+t0=$(lab_now_ms)
+timeout 5 ip netns exec "$bad_ns" env -i "${vars[@]}" "$VPNSUP" run \
+    >"$LAB_RUNDIR/logs/fifo.out" 2>"$LAB_RUNDIR/logs/fifo.err" </dev/null || rc=$?
+took=$(seconds_since "$t0")
+tap_note "figure: vpnsup run with a FIFO credentials file -> exit: $took s"
+tap_check "CREDENTIALS_FILE a FIFO at start: vpnsup run exits 78 (got $rc after $took s)" test "$rc" -eq 78
+fifo_line() {
+    [ "$(wc -l <"$LAB_RUNDIR/logs/fifo.err")" -eq 1 ] &&
+        grep -qF "CREDENTIALS_FILE=$LAB_RUNDIR/credentials-fifo cannot be read: not a regular file but a FIFO" "$LAB_RUNDIR/logs/fifo.err"
+}
+tap_check "CREDENTIALS_FILE a FIFO at start: one stderr line naming it" fifo_line
+tap_last_failed && tap_note_file 5 "$LAB_RUNDIR/logs/fifo.err"
+tap_check "CREDENTIALS_FILE a FIFO at start: the lockdown table inet vpnsup is committed" lockdown_listed
+rm -f "$LAB_RUNDIR/credentials-fifo"
 
 # 7. Over the whole run: nothing but the tunnel's transport on the WAN, only tunnel sources at
 # the echo.

@@ -14,6 +14,12 @@ struct BadInputTests {
         /// Files written into the scratch directory before the run, replacing the good ones.
         var files: [String: [UInt8]] = [:]
         var directories: [String] = []
+        /// FIFOs made in the scratch directory (replacing a file of that name).
+        var fifos: [String] = []
+        /// Symlinks made in the scratch directory: name -> destination (`<dir>` expanded).
+        var symlinks: [String: String] = [:]
+        /// Permission bits set on scratch entries after they are made.
+        var modes: [String: Int] = [:]
         /// The expected stderr line; `<dir>` stands for the scratch directory.
         var line: String
         /// Text that must not appear on stderr (a secret).
@@ -69,11 +75,11 @@ struct BadInputTests {
         Case(name: "CONFIG with an unclosed quote", files: ["client.ovpn": Array("client\nca \"ca.crt\nremote 192.0.2.1 1194\n".utf8)],
              line: "CONFIG=<dir>/client.ovpn:2: no closing quotation (\")"),
         Case(name: "CONFIG is a directory", variables: ["CONFIG": "config.d"], directories: ["config.d"],
-             line: "CONFIG=<dir>/config.d cannot be read: read: Is a directory"),
+             line: "CONFIG=<dir>/config.d cannot be read: not a regular file but a directory"),
         Case(name: "CONFIG is not UTF-8", files: ["client.ovpn": Array("remote 192.0.2.1 1194 # ".utf8) + [0xff, 0xfe, 0x0a]],
              line: "CONFIG=<dir>/client.ovpn cannot be read: decode as UTF-8: Invalid or incomplete multibyte or wide character"),
         Case(name: "CONFIG over 1 MiB", files: ["client.ovpn": Array("remote 192.0.2.1 1194\n".utf8) + [UInt8](repeating: 0x23, count: 1 << 20)],
-             line: "CONFIG=<dir>/client.ovpn cannot be read: read: File too large"),
+             line: "CONFIG=<dir>/client.ovpn cannot be read: over 1 MiB (1048598 bytes)"),
         Case(name: "credentials empty", files: ["credentials": []],
              line: "CREDENTIALS_FILE=<dir>/credentials must hold a username line and a password line"),
         Case(name: "credentials one line", files: ["credentials": Array("user\n".utf8)],
@@ -91,7 +97,21 @@ struct BadInputTests {
         Case(name: "PORT_FWD_FILE missing", variables: ["PORT_FWD_FILE": "<dir>/no-forwards"],
              line: "PORT_FWD_FILE=<dir>/no-forwards cannot be read: open: No such file or directory"),
         Case(name: "RUNTIME_DIR below a file", variables: ["RUNTIME_DIR": "<dir>/credentials/run"],
-             line: "RUNTIME_DIR=<dir>/credentials/run cannot be prepared: mkdir <dir>/credentials/run: Not a directory"),
+             line: "RUNTIME_DIR=<dir>/credentials/run cannot be prepared: <dir>/credentials is not a directory"),
+        // docs/security.md, "Local trust boundaries".
+        Case(name: "IP_ADDR with a newline", variables: ["IP_ADDR": "172.22.0.1/24\nIP_ADDR=forged"],
+             line: "IP_ADDR=172.22.0.1/24\\nIP_ADDR=forged is not an IPv4 address with prefix length"),
+        Case(name: "credentials a FIFO", fifos: ["credentials"],
+             line: "CREDENTIALS_FILE=<dir>/credentials cannot be read: not a regular file but a FIFO"),
+        Case(name: "CONFIG a FIFO", fifos: ["client.ovpn"],
+             line: "CONFIG=<dir>/client.ovpn cannot be read: not a regular file but a FIFO"),
+        Case(name: "RUNTIME_DIR a symlink", variables: ["RUNTIME_DIR": "<dir>/run"], directories: ["elsewhere"],
+             symlinks: ["run": "<dir>/elsewhere"],
+             line: "RUNTIME_DIR=<dir>/run cannot be prepared: <dir>/run is a symlink: RUNTIME_DIR must name the directory itself"),
+        Case(name: "RUNTIME_DIR below a directory others can write", variables: ["RUNTIME_DIR": "<dir>/open/run"],
+             directories: ["open"], modes: ["open": 0o777],
+             line: "RUNTIME_DIR=<dir>/open/run cannot be prepared: <dir>/open is writable by group or others (mode 0777) "
+                + "and not sticky: they could replace what is below it"),
     ]
 
     @Test(arguments: cases)
@@ -103,6 +123,18 @@ struct BadInputTests {
         }
         for name in bad.directories {
             try FileManager.default.createDirectory(at: directory.appendingPathComponent(name), withIntermediateDirectories: true)
+        }
+        for name in bad.fifos {
+            let path = directory.appendingPathComponent(name).path
+            unlink(path)
+            #expect(mkfifo(path, 0o600) == 0)
+        }
+        for (name, destination) in bad.symlinks {
+            try FileManager.default.createSymbolicLink(atPath: directory.appendingPathComponent(name).path,
+                                                       withDestinationPath: destination.replacingOccurrences(of: "<dir>", with: directory.path))
+        }
+        for (name, mode) in bad.modes {
+            try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: directory.appendingPathComponent(name).path)
         }
         let variables = bad.variables.mapValues { $0.replacingOccurrences(of: "<dir>", with: directory.path) }
         let tableFile = directory.appendingPathComponent("table")

@@ -1,4 +1,9 @@
 #pragma once
+// The kernel's netlink, rtnetlink and nf_tables headers, and the few calls and constants Swift
+// cannot see: vpnsup builds and reads netlink messages itself (SystemSupport's NetlinkMessage),
+// with no library. A Swift file importing this module should not name glibc's SOCK_* or MSG_*
+// constants: the names then came and went in the module's other files, depending on how the
+// compiler batched them (the headers below include glibc's socket headers).
 // glibc's network headers first: the linux/ ones clash with them otherwise.
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -14,20 +19,23 @@
 #include <linux/netfilter.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nf_tables.h>
-#include <libmnl/libmnl.h>
 // Glibc's Swift module does not export eventfd; readers use it to be woken on stop.
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <linux/bpf_common.h>
 
-// Function-like macros do not import into Swift.
-static inline size_t vpnsup_mnl_socket_buffer_size(void) { return MNL_SOCKET_BUFFER_SIZE; }
-static inline void *vpnsup_nlmsg_data(struct nlmsghdr *nlh) { return NLMSG_DATA(nlh); }
-static inline struct ifaddrmsg *vpnsup_ifaddrmsg(const struct nlmsghdr *nlh) { return (struct ifaddrmsg *)mnl_nlmsg_get_payload(nlh); }
-static inline struct ifinfomsg *vpnsup_ifinfomsg(const struct nlmsghdr *nlh) { return (struct ifinfomsg *)mnl_nlmsg_get_payload(nlh); }
-static inline struct rtmsg *vpnsup_rtmsg(const struct nlmsghdr *nlh) { return (struct rtmsg *)mnl_nlmsg_get_payload(nlh); }
+// The netlink socket's calls with the glibc socket constants they need, named here rather than in
+// the Swift file that imports this module (see the top).
+static inline int vpnsup_netlink_socket(int protocol) {
+    return socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
+}
+// MSG_TRUNC: the datagram's real length, larger than `length` when it was cut.
+static inline long vpnsup_netlink_receive(int fd, void *buffer, unsigned long length, int wait) {
+    return recv(fd, buffer, length, MSG_TRUNC | (wait ? 0 : MSG_DONTWAIT));
+}
 
-// For the watchers (ReaderThread, WakeupEvent, NetlinkDecoder): constants and calls Swift cannot see.
+// For the system layer and the watchers (ReaderThread, WakeupEvent, NetlinkDecoder): constants
+// and calls Swift cannot see.
 static inline int vpnsup_eventfd_flags(void) { return EFD_CLOEXEC | EFD_NONBLOCK; }
 // IFF_LOWER_UP lives in <linux/if.h>, which clashes with glibc's <net/if.h>; its value is ABI.
 static inline unsigned int vpnsup_iff_lower_up(void) { return 1u << 16; }
