@@ -153,7 +153,7 @@ public final class DNSForwarder: Sendable {
                     _ = answer.withUnsafeBytes { bytes in
                         withUnsafePointer(to: &entry.client) {
                             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                                sendto(udp, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL), $0,
+                                sendto(udp, bytes.baseAddress, bytes.count, SocketFlags.noSignal, $0,
                                        socklen_t(MemoryLayout<sockaddr_in>.size))
                             }
                         }
@@ -266,12 +266,12 @@ public final class DNSForwarder: Sendable {
 
     private enum Transport {
         case datagram, stream
-        var type: Int32 { Int32((self == .datagram ? SOCK_DGRAM : SOCK_STREAM).rawValue) }
+        var type: Int32 { self == .datagram ? SocketFlags.datagram : SocketFlags.stream }
         var name: String { self == .datagram ? "udp" : "tcp" }
     }
 
     private static func listening(_ transport: Transport, _ address: IPv4Address, _ port: UInt16) throws(SystemError) -> Int32 {
-        let fd = socket(AF_INET, transport.type | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(AF_INET, transport.type | SocketFlags.closeOnExec, 0)
         guard fd >= 0 else { throw SystemError("\(transport.name.uppercased()) socket") }
         if transport == .stream {
             // A restarted sidecar binds again while the last one's connections linger. Not for

@@ -1,4 +1,5 @@
 import Glibc
+import SystemSupport
 import Logging
 
 /// A swift-log handler that writes structured entries to systemd-journald over its native
@@ -110,9 +111,7 @@ public struct JournalLogHandler: LogHandler {
 
     /// Sends one datagram to the AF_UNIX socket at `path`; false when it could not be sent.
     static func send(_ datagram: [UInt8], to path: String) -> Bool {
-        // SOCK_DGRAM is 2 and SOCK_CLOEXEC is O_CLOEXEC on Linux; glibc's SOCK_* names come and
-        // go with the importer's batching (see NftablesMonitor.swift), so they are not named here.
-        let fd = socket(AF_UNIX, 2 | O_CLOEXEC, 0)
+        let fd = socket(AF_UNIX, SocketFlags.datagram | SocketFlags.closeOnExec, 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         var address = sockaddr_un()
@@ -125,7 +124,7 @@ public struct JournalLogHandler: LogHandler {
         let sent = datagram.withUnsafeBytes { buffer in
             withUnsafePointer(to: &address) { pointer in
                 pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL), $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                    sendto(fd, buffer.baseAddress, buffer.count, SocketFlags.noSignal, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
                 }
             }
         }

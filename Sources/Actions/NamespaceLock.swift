@@ -27,7 +27,7 @@ public enum NamespaceLock {
     /// (no socket to be had) is not a reason to refuse to run: returns without the lock.
     public static func acquire(_ name: String) throws(Held) {
         // Not an OwnedDescriptor: the lock's socket stays open for the rest of the process.
-        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let descriptor = socket(AF_UNIX, SocketFlags.stream | SocketFlags.closeOnExec, 0)
         guard descriptor >= 0 else { return }
         if bind(descriptor, name), listen(descriptor, 8) == 0 { return }
         let bindError = errno

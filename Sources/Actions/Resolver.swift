@@ -177,9 +177,9 @@ final class MarkedSocket {
 
     /// `device`: send through this interface only (SO_BINDTODEVICE), whatever the routes say.
     init(_ kind: Kind, mark: UInt32, device: String? = nil) throws(SystemError) {
-        let type = kind == .udp ? Int32(SOCK_DGRAM.rawValue) : Int32(SOCK_STREAM.rawValue)
+        let type = kind == .udp ? SocketFlags.datagram : SocketFlags.stream
         socket = OwnedDescriptor(try retryingInterrupts("socket") {
-            Glibc.socket(AF_INET, type | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            Glibc.socket(AF_INET, type | SocketFlags.closeOnExec | SocketFlags.nonBlocking, 0)
         })
         var mark = mark
         try retryingInterrupts("setsockopt SO_MARK") {
@@ -225,7 +225,7 @@ final class MarkedSocket {
     /// One datagram (UDP).
     func send(_ bytes: [UInt8]) throws(SystemError) {
         let sent = try retryingInterrupts("send") {
-            bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, SocketFlags.noSignal) }
         }
         guard sent == bytes.count else { throw SystemError(operation: "send", errno: EMSGSIZE) }
     }
@@ -236,7 +236,7 @@ final class MarkedSocket {
         while offset < bytes.count {
             do throws(SystemError) {
                 let sent = try retryingInterrupts("send") {
-                    bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                    bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, SocketFlags.noSignal) }
                 }
                 guard sent > 0 else { throw SystemError(operation: "send", errno: EPIPE) }
                 offset += sent

@@ -68,7 +68,7 @@ public enum UnixSocket {
 
     /// A new stream socket, close-on-exec, optionally non-blocking.
     public static func make(nonBlocking: Bool = false) throws(ChannelError) -> OwnedDescriptor {
-        let flags = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | (nonBlocking ? Int32(SOCK_NONBLOCK.rawValue) : 0)
+        let flags = SocketFlags.stream | SocketFlags.closeOnExec | (nonBlocking ? SocketFlags.nonBlocking : 0)
         let fd = socket(AF_UNIX, flags, 0)
         guard fd >= 0 else { throw .system(SystemError("socket")) }
         return OwnedDescriptor(fd)
@@ -208,7 +208,7 @@ public enum UnixSocket {
         while offset < bytes.count {
             // MSG_NOSIGNAL: a closed peer is an error to report, not a SIGPIPE.
             offset += try retryingInterrupts("send") {
-                bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, SocketFlags.noSignal) }
             }
         }
     }
@@ -219,7 +219,7 @@ public enum UnixSocket {
             do {
                 offset += try retryingInterrupts("send") {
                     // MSG_NOSIGNAL: a closed peer is an error to report, not a SIGPIPE.
-                    bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+                    bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, SocketFlags.noSignal | Int32(MSG_DONTWAIT)) }
                 }
             } catch where error.errno == EAGAIN || error.errno == EWOULDBLOCK {
                 return .wouldBlock

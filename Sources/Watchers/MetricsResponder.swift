@@ -106,7 +106,7 @@ public final class MetricsResponder: Sendable {
 
     static func tcpListener(_ listen: MetricsListen) throws(SystemError) -> (OwnedDescriptor, UInt16) {
         let socket = OwnedDescriptor(try retryingInterrupts("socket") {
-            Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            Glibc.socket(AF_INET, SocketFlags.stream | SocketFlags.closeOnExec | SocketFlags.nonBlocking, 0)
         })
         let fd = socket.rawValue
         var one: Int32 = 1
