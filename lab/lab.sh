@@ -146,10 +146,15 @@ lab_daemon_start() {
     pid=$!
     disown "$pid" 2>/dev/null || true
     echo "$pid $node" >"$LAB_RUNDIR/pids/$name.pid"
-    # `ip netns exec` enters the namespace a moment after the fork; until it has, lab_daemon_pid
-    # would take the daemon for dead (a loaded machine made _lab_wait_log give up on tcpdump).
+    _lab_wait_entered "$pid" "$ns"
+}
+
+# `ip netns exec` enters the namespace a moment after the fork; until it has, lab_daemon_pid
+# would take the daemon for dead (a loaded machine made _lab_wait_log give up on tcpdump).
+# Bounded: returns after 5 s, or as soon as the process is gone.
+_lab_wait_entered() { # PID NS
     local deadline=$(($(lab_now_ms) + 5000))
-    while kill -0 "$pid" 2>/dev/null && ! _lab_pid_in_ns "$pid" "$ns" && [ "$(lab_now_ms)" -lt "$deadline" ]; do
+    while kill -0 "$1" 2>/dev/null && ! _lab_pid_in_ns "$1" "$2" && [ "$(lab_now_ms)" -lt "$deadline" ]; do
         sleep 0.01
     done
 }
