@@ -210,7 +210,15 @@ sys.exit(1)' "$STATUS_DIR/management.sock"
         tap_check "WireGuard CONFIG, read-only file system but RUNTIME_DIR and /run/wireguard: wireguard-go runs, $wg_if exists, the endpoint is pinned" \
             lab_wait_for 15 wg_running
         tap_last_failed && tap_note_file 10 "$SCRATCH/vpnsup-wg.log"
-        kill "$VPNSUP_PID" 2>/dev/null || true
+        # SIGTERM to vpnsup itself, by its own pid: strace's trace names it (its first execve);
+        # $! is the subshell around the sandbox, which would pass no signal on.
+        wg_vpnsup_pid=$(awk '/execve\(/ { print $1; exit }' "$SCRATCH/exec-wg.trace" 2>/dev/null) || wg_vpnsup_pid=
+        if [ -n "$wg_vpnsup_pid" ] && [ "$(readlink "/proc/$wg_vpnsup_pid/exe")" -ef "$VPNSUP" ]; then
+            kill -TERM "$wg_vpnsup_pid"
+            lab_wait_for 10 gone "$wg_vpnsup_pid" || tap_note "vpnsup (pid $wg_vpnsup_pid) still runs 10 s after SIGTERM"
+        else
+            tap_note "vpnsup's pid is not in $SCRATCH/exec-wg.trace: no SIGTERM sent"
+        fi
         wait "$VPNSUP_PID" 2>/dev/null || true
         VPNSUP_PID=
         wg_stopped() { ! in_router ip link show dev "$wg_if" >/dev/null 2>&1 && [ ! -e "/run/wireguard/$wg_if.sock" ]; }
