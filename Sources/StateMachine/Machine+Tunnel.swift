@@ -46,7 +46,7 @@ extension Machine {
             }
             if case .ended(let error?) = ended.output {
                 // OpenVPN refused its configuration: no respawn would change that.
-                return configurationRefused(error, status)
+                return [.forgetTunnelProcess] + configurationRefused(error, status)
             }
             reason = "\(tunnelName) \(status)"
             return [.forgetTunnelProcess] + afterTunnelEnded()

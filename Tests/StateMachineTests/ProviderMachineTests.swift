@@ -29,7 +29,7 @@ struct ConfigurationErrorTests {
         #expect(machine.handle(exited) == [heldExit])
         #expect(machine.tunnelPID == nil, "an exit waiting for its output is an exit: never signalled")
         let actions = machine.handle(optionsError)
-        #expect(actions == [.cancelTimer(.tunnelOutput), .applyFirewall(.lockdown), .cancelTimer(.respawn),
+        #expect(actions == [.cancelTimer(.tunnelOutput), .forgetTunnelProcess, .applyFirewall(.lockdown), .cancelTimer(.respawn),
                             .cancelTimer(.crashWindow), .exit(code: 78, message: refusedLine)])
         #expect(machine.state == .killswitched)
         #expect(machine.reason == refusedLine)
@@ -39,8 +39,8 @@ struct ConfigurationErrorTests {
     @Test func theOutputMayEndBeforeTheExitIsReported() {
         var machine = Scenario.outputWatched.machine()
         #expect(machine.handle(optionsError) == [], "the output's end alone decides nothing")
-        #expect(machine.handle(exited) == [.applyFirewall(.lockdown), .cancelTimer(.respawn), .cancelTimer(.crashWindow),
-                                           .exit(code: 78, message: refusedLine)])
+        #expect(machine.handle(exited) == [.forgetTunnelProcess, .applyFirewall(.lockdown), .cancelTimer(.respawn),
+                                           .cancelTimer(.crashWindow), .exit(code: 78, message: refusedLine)])
     }
 
     @Test func afterAConnectionARefusedConfigurationWaitsForSIGHUP() {

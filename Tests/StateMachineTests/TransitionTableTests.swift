@@ -586,7 +586,7 @@ private func tableWritten(for scenario: Scenario) -> ExpectedTable {
             // Nothing about the configuration: a crash like any other, respawned after the backoff.
             ExpectedRow(outputEnded, .tunnelConnecting, [.cancelTimer(.tunnelOutput), .forgetTunnelProcess, crashWindow, respawn]),
             // OpenVPN refused its configuration before the tunnel ever connected: the lockdown, then exit 78 with its line; no respawn.
-            ExpectedRow(optionsError, .killswitched, [.cancelTimer(.tunnelOutput), lockdown, .cancelTimer(.respawn), .cancelTimer(.crashWindow), .exit(code: 78, message: refusedByOpenVPN)]),
+            ExpectedRow(optionsError, .killswitched, [.cancelTimer(.tunnelOutput), .forgetTunnelProcess, lockdown, .cancelTimer(.respawn), .cancelTimer(.crashWindow), .exit(code: 78, message: refusedByOpenVPN)]),
             // The output stayed open (a process OpenVPN left behind): the exit is judged without it.
             ExpectedRow(.timerFired(.tunnelOutput), .tunnelConnecting, [.forgetTunnelProcess, crashWindow, respawn]),
             ExpectedRow(.tunnelControlConnected, .tunnelConnecting, [.watchTunnelState]),

@@ -69,9 +69,16 @@ struct WireGuardPropertyTests {
                 let requestedBefore = machine.requestedPolicy
                 if case .firewallCommitted(let policy) = event, policy == requestedBefore { kernel = policy; committed = policy }
                 if case .firewallTampered = event { kernel = nil }
-                // The answer to a resolution the machine opened: the kernel holds the policy plus DNS.
-                if case .nameResolutionOpened = event, machine.namesBeingReresolved != nil || machine.namesBeingResolved != nil {
-                    kernel = nil
+                // The answer to a resolution the machine opened: at start-up the kernel holds the
+                // lockdown plus DNS; while a running tunnel's names are resolved again, the policy
+                // requested plus marked DNS (`reresolvingRuleset`), which lets the transport out as
+                // the policy alone does.
+                if case .nameResolutionOpened = event {
+                    if machine.namesBeingResolved != nil {
+                        kernel = nil
+                    } else if machine.namesBeingReresolved != nil {
+                        kernel = requestedBefore?.allowsTransport == true ? requestedBefore : nil
+                    }
                 }
                 for action in machine.handle(event) {
                     switch action {

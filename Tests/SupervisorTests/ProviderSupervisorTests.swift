@@ -28,7 +28,7 @@ struct ProviderSupervisorTests {
         await world.post(.tunnel(Translation(events: [.tunnelOutputEnded(configurationError: Self.optionsError)])))
         let line = "CONFIG=/config/client.ovpn: OpenVPN exited with status 1: " + Self.optionsError
         let after = await world.actions(since: before + 1)
-        #expect(after == [.cancelTimer(.tunnelOutput), .applyFirewall(.lockdown), .cancelTimer(.respawn),
+        #expect(after == [.cancelTimer(.tunnelOutput), .forgetTunnelProcess, .applyFirewall(.lockdown), .cancelTimer(.respawn),
                           .cancelTimer(.crashWindow), .exit(code: 78, message: line)])
         #expect(await world.driver.exitCode == 78)
         let all = await world.actions
