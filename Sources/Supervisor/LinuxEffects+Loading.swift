@@ -78,17 +78,22 @@ extension LinuxEffects {
     private func finishLoading(_ files: ConfigurationFiles.Loaded, forwards: PortForwardFileSource?) -> Event {
         let configuration = files.configuration
         portForwardFile = forwards
-        let token: CredentialsToken
+        let loaded: LoadedConfiguration
         var wireGuardStatus: WireGuardStatusReader?
         switch files.tunnel {
         case .wireguard(let file):
             if let refusal = claimWireGuardSocket(file.profile.interface) { return .configurationRejected(refusal) }
-            token = keep(file, inUse: nil)
+            let token = keep(file, inUse: nil)
             backend = wireGuard
             wireGuardStatus = WireGuardStatusReader(interface: file.profile.interface, kernelHasWireGuard: probeKernelPlane())
+            loaded = LoadedConfiguration(configuration: configuration, remotes: file.profile.remotes,
+                                         nameservers: files.nameservers, credentials: token, wireGuard: file.profile)
         case .openvpn(let review, let credentials):
-            token = keep(credentials)
+            let token = keep(credentials)
             vettedTexts[token] = review.vetted.text
+            loaded = LoadedConfiguration(configuration: configuration, remotes: review.remotes,
+                                         nameservers: files.nameservers, credentials: token,
+                                         findings: review.vetted.findings, skippedRemotes: review.skipped)
         }
         do {
             try openChannels(configuration, statusGroup: files.statusGroup, wireGuard: wireGuardStatus)
@@ -98,16 +103,7 @@ extension LinuxEffects {
         } catch {
             return .configurationRejected("RUNTIME_DIR=\(escapedForDisplay(configuration.runtimeDirectory)): \(error)")
         }
-        switch files.tunnel {
-        case .wireguard(let file):
-            return .configurationLoaded(LoadedConfiguration(configuration: configuration, remotes: file.profile.remotes,
-                                                            nameservers: files.nameservers, credentials: token,
-                                                            wireGuard: file.profile))
-        case .openvpn(let review, _):
-            return .configurationLoaded(LoadedConfiguration(configuration: configuration, remotes: review.remotes,
-                                                            nameservers: files.nameservers, credentials: token,
-                                                            findings: review.vetted.findings, skippedRemotes: review.skipped))
-        }
+        return .configurationLoaded(loaded)
     }
 
     private func finishReloading(_ tunnel: ConfigurationFiles.Tunnel, inUse: CredentialsToken?) -> Event {
@@ -261,6 +257,13 @@ enum ConfigurationFiles {
     enum Tunnel: Sendable {
         case openvpn(OpenVPNConfigReview, ReadCredentials)
         case wireguard(ReadWireGuard)
+
+        var remotes: [Remote] {
+            switch self {
+            case .openvpn(let review, _): review.remotes
+            case .wireguard(let read): read.profile.remotes
+            }
+        }
     }
 
     struct Loaded: Sendable {
@@ -290,12 +293,8 @@ enum ConfigurationFiles {
         case .success(let group): statusGroup = group
         case .failure(let failure): return .failure(failure)
         }
-        let remotes = switch tunnel {
-        case .openvpn(let review, _): review.remotes
-        case .wireguard(let read): read.profile.remotes
-        }
         var nameservers: [IPv4Address] = []
-        if !RemotePins.hostNames(in: remotes).isEmpty {
+        if !RemotePins.hostNames(in: tunnel.remotes).isEmpty {
             switch await ConfigurationFile.read(ResolvConf.path, timeout: timeout) {
             case .success(let contents): nameservers = ResolvConf.nameservers(in: contents.text)
             case .failure: nameservers = ResolvConf.nameservers(in: "") // glibc's default: the local host

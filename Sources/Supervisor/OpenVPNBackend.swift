@@ -2,6 +2,7 @@ import Actions
 import Logging
 import StateMachine
 import Synchronization
+import SystemSupport
 import Watchers
 
 /// The OpenVPN tunnel: spawned held, talked to over its management interface. vpnsup listens on
@@ -56,7 +57,7 @@ public final class OpenVPNBackend: TunnelBackend {
             // that it holds for the errors in the configuration too.
             "--machine-readable-output",
             // Relative paths in the file resolve from CONFIG's directory, as for the user's file.
-            "--cd", Self.directory(of: plan.configurationPath), "--config", configuration,
+            "--cd", ConfigurationFile.directory(of: plan.configurationPath), "--config", configuration,
             "--dev", Configuration.tunnelInterface, "--dev-type", "tun",
             // vpnsup listens and OpenVPN connects: no start-up race, and OpenVPN exits when its supervisor goes.
             "--management", Self.managementSocket(in: plan.runtimeDirectory), "unix", "--management-client",
@@ -72,11 +73,6 @@ public final class OpenVPNBackend: TunnelBackend {
             arguments.append("--management-query-remote")
         }
         return arguments + extraArguments + ["--script-security", "0"]
-    }
-
-    static func directory(of path: String) -> String {
-        let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        return directory.isEmpty ? "/" : directory
     }
 
     /// Writes the vetted text (0600, whole or not at all), starts OpenVPN on it with its output in

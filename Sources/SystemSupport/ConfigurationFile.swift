@@ -65,6 +65,13 @@ public enum ConfigurationFile {
     /// for any real file.
     public static let sizeLimit = 1 << 20
 
+    /// The directory an absolute path's file is in (`/` for a file at the root): where OpenVPN
+    /// resolves CONFIG's relative paths, where PORT_FWD_FILE's watcher watches.
+    public static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return "/" }
+        return String(path[..<slash])
+    }
+
     /// How long `read(_:timeout:)` waits by default: a local file takes microseconds.
     public static let defaultTimeout: Duration = .seconds(1)
 

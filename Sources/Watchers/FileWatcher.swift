@@ -58,7 +58,7 @@ public final class FileWatcher: Sendable {
     /// `changes`: work on a reading (parsing 10,000 lines) then stays off Swift's cooperative pool.
     public init(path: String, report: (@Sendable (Reading) -> Void)? = nil) throws(FileWatcherError) {
         self.path = path
-        let directory = FileWatcher.directory(of: path)
+        let directory = ConfigurationFile.directory(of: path)
         let name = String(path[path.index(after: path.lastIndex(of: "/")!)...])
         let inotify: OwnedDescriptor
         do {
@@ -107,11 +107,6 @@ public final class FileWatcher: Sendable {
     deinit {
         requests.pending.withLock { $0.stop = true }
         wakeup.signal()
-    }
-
-    static func directory(of path: String) -> String {
-        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return "/" }
-        return String(path[..<slash])
     }
 
     static func isRegularFile(_ path: String) -> Bool {

@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Glibc
 import StateMachine
+import SystemSupport
 @testable import Supervisor
 import Testing
 import Watchers
@@ -128,7 +129,7 @@ struct OpenVPNBackendTests {
         // Last, after the user's own arguments: nothing can let OpenVPN run a program.
         #expect(Array(arguments.suffix(2)) == ["--script-security", "0"])
         #expect(Array(arguments.suffix(6).prefix(4)) == ["--verb", "4", "--script-security", "2"])
-        #expect(OpenVPNBackend.directory(of: "/provider.ovpn") == "/")
+        #expect(ConfigurationFile.directory(of: "/provider.ovpn") == "/")
     }
 
     @Test func errorsNameTheUsersFile() {
