@@ -17,7 +17,7 @@ ARG SWIFT_IMAGE=swift:6.1-bookworm
 
 # The Debian packages whose files the image takes: OpenVPN, wireguard-go (WireGuard's userspace
 # plane, 2.5 MB, libc only) and the C libraries vpnsup links (the Swift standard library and
-# libstdc++ are linked statically).
+# libstdc++ and libgcc are linked statically).
 FROM ${DEBIAN_IMAGE} AS runtime-files
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -63,10 +63,10 @@ COPY Package.swift ./
 COPY Sources ./Sources
 # The test targets' sources: SwiftPM refuses a manifest whose targets have no directory.
 COPY Tests ./Tests
-COPY scripts/build-static.sh scripts/commit.sh ./scripts/
+COPY scripts/build-static.sh scripts/commit.sh scripts/no-unwind-tables.ld ./scripts/
 # The commit `vpnsup --version` names (the build context has no .git).
 ARG VPNSUP_COMMIT=unknown
-# The same release build as scripts/build-static.sh outside (static Swift runtime and libstdc++).
+# The same release build as scripts/build-static.sh outside (static Swift runtime, libstdc++ and libgcc, no unwind tables).
 RUN VPNSUP_COMMIT=${VPNSUP_COMMIT} OUT=/out/vpnsup bash scripts/build-static.sh
 
 FROM runtime-files AS runtime-root

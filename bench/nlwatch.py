@@ -248,6 +248,10 @@ def react(args):
         openvpn = children(args.vpnsup_pid)
         if args.event in ("kill-openvpn", "reconnect") and not openvpn:
             sys.exit("nlwatch: vpnsup has no OpenVPN child")
+        # A pidfd turns readable when the process has exited: the moment the kernel sends vpnsup
+        # its SIGCHLD, which comes only once the dead OpenVPN's files are closed (tun0's teardown).
+        exit_fds = [os.pidfd_open(pid) for pid in openvpn] if args.event == "kill-openvpn" else []
+        exited = None
         t_event = t_before = now_ms()
         t_wall = time.time() * 1000
         if args.event == "kill-openvpn":
@@ -270,6 +274,8 @@ def react(args):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and ((expect_commit and commit is None) or (expect_leave and left is None)):
             watch.read(0.001)
+            if exit_fds and exited is None and select.select(exit_fds, [], [], 0)[0]:
+                exited = now_ms()
             if commit is None:
                 # The kernel names the committing thread: one of vpnsup's threads.
                 ours = [t for t in watch.transactions if os.path.exists(f"/proc/{args.vpnsup_pid}/task/{t['pid']}")]
@@ -278,6 +284,8 @@ def react(args):
                 left = now_ms()
         # Kernel evidence of the event itself where there is some: the flush's own commit, the
         # link's removal. Otherwise the moment just before the signal was sent.
+        for fd in exit_fds:
+            os.close(fd)
         gone = [t for t, what, name in watch.links if what == "del" and name == "tun0"]
         tun_gone = (gone[0] - t_event) if gone and args.event == "kill-openvpn" else None
         if args.event == "flush":
@@ -307,6 +315,8 @@ def react(args):
                   "chains": commit["chains"] if commit else None,
                   "left": (left - t_event) if left else None,
                   "tun_gone": tun_gone,
+                  "exited": (exited - t_event) if exited else None,
+                  "commit_from_exit": (commit["t"] - exited) if commit and exited else None,
                   "back": (back - t_event) if back else None}
         print(json.dumps(result), flush=True)
 

@@ -31,6 +31,12 @@ react() { # EVENT LABEL WHAT-IT-CHANGES
     # OpenVPN's exit (SIGCHLD) comes only once the kernel has torn its tun0 down: RTM_DELLINK's stamp.
     # shellcheck disable=SC2046
     [ "$1" != kill-openvpn ] || bench_record react "kernel (for scale)" "$2: tun0 removed (RTM_DELLINK)" ms $(bench_field tun_gone <"$out")
+    # The dead OpenVPN's exit (a pidfd turns readable, as vpnsup's SIGCHLD is sent) waits for the
+    # kernel to close its files; what follows it is vpnsup's share of the commit's time.
+    # shellcheck disable=SC2046
+    [ "$1" != kill-openvpn ] || bench_record react "kernel (for scale)" "$2: OpenVPN's exit complete (SIGCHLD)" ms $(bench_field exited <"$out")
+    # shellcheck disable=SC2046
+    [ "$1" != kill-openvpn ] || bench_record react vpnsup "$2: ruleset committed, from OpenVPN's exit" ms $(bench_field commit_from_exit <"$out")
     # shellcheck disable=SC2046
     [[ $3 != *state* ]] || bench_record react vpnsup "$2: state left TunnelUp" ms $(bench_field left <"$out")
     # shellcheck disable=SC2046

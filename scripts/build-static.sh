@@ -2,7 +2,7 @@
 # Builds vpnsup in release mode with the Swift standard library and libstdc++ linked statically
 # and puts the stripped binary at dist/vpnsup (or OUT), for `docker build --target prebuilt`; the
 # Dockerfile's build stage runs this same script. The result needs only glibc (libc, libm),
-# libgcc_s, libmnl, libnftnl and libsystemd at run time (Debian bookworm's), which OpenVPN loads
+# libmnl, libnftnl and libsystemd at run time (Debian bookworm's), which OpenVPN loads
 # too but for libmnl and libnftnl.
 #
 # Linked with lld and packed relative relocations (DT_RELR, glibc >= 2.36): the position-
@@ -11,6 +11,11 @@
 # loads) contributes only the 70 KB the Swift runtime uses: a directory that names its static
 # archive libstdc++.so comes first in the library path, because the toolchain's own link line
 # asks for -lstdc++ by name.
+#
+# The shipped binary has no unwind tables (scripts/no-unwind-tables.ld says why nothing needs
+# them) and links libgcc statically: together 2.4 MB less in the image, and one library fewer to
+# load at exec. A debugger still walks the stack by the frame pointers Swift code keeps, with the
+# symbols of the unstripped $SCRATCH/release/vpnsup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SWIFT=${SWIFT:-swift}
@@ -30,9 +35,15 @@ ln -sf "$archive" "$SCRATCH/static-libstdc++/libstdc++.so"
 rm -f "$SCRATCH/release/vpnsup"
 "$SWIFT" build -c release --static-swift-stdlib --product vpnsup --scratch-path "$SCRATCH" \
     -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs \
-    -Xlinker -L"$(cd "$SCRATCH/static-libstdc++" && pwd)"
-if readelf -d "$SCRATCH/release/vpnsup" | grep -q 'NEEDED.*libstdc++'; then
-    echo "build-static: vpnsup still loads libstdc++.so" >&2
+    -Xlinker -L"$(cd "$SCRATCH/static-libstdc++" && pwd)" \
+    -Xlinker --no-eh-frame-hdr -Xlinker -T -Xlinker "$PWD/scripts/no-unwind-tables.ld" \
+    -Xswiftc -Xclang-linker -Xswiftc -static-libgcc
+if readelf -d "$SCRATCH/release/vpnsup" | grep -q 'NEEDED.*\(libstdc++\|libgcc_s\)'; then
+    echo "build-static: vpnsup still loads libstdc++.so or libgcc_s.so" >&2
+    exit 1
+fi
+if readelf -S -W "$SCRATCH/release/vpnsup" | grep -q '\.eh_frame'; then
+    echo "build-static: vpnsup still has unwind tables" >&2
     exit 1
 fi
 mkdir -p "$(dirname "$OUT")"

@@ -21,6 +21,10 @@
 #include <linux/netfilter/nf_tables.h>
 // Glibc's Swift module does not export eventfd; readers use it to be woken on stop.
 #include <sys/eventfd.h>
+// Nor timerfd: TimerThread sleeps on one.
+#include <sys/timerfd.h>
+// Nor mallopt (MallocArenas).
+#include <malloc.h>
 #include <sys/prctl.h>
 #include <linux/bpf_common.h>
 

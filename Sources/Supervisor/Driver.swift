@@ -3,8 +3,7 @@ import StateMachine
 import Watchers
 
 /// The interpreter of `vpnsup run`: takes one input at a time, translates it into machine events,
-/// lets the machine decide, and has the effects perform the actions it returned, one at a time
-/// and in order; their results are the next events, handled before any further input (the loop
+/// lets the machine decide, and has the effects perform the actions it returned, in order; their results are the next events, handled before any further input (the loop
 /// is `Interpreter`'s, shared with `vpnsup join`). It decides nothing itself: what it keeps
 /// besides the machine is the record (status, log lines), which is a projection of what the
 /// machine did.
@@ -107,6 +106,10 @@ public actor Driver: Interpreter {
 
     func perform(_ action: Action) async -> [Event] {
         await effects.perform(action, for: machine)
+    }
+
+    func perform(_ actions: [Action]) async -> [PerformedAction<Event>] {
+        await effects.perform(actions, for: machine)
     }
 
     func performed(_ action: Action, results: [Event], elapsed: Duration) {

@@ -1,14 +1,23 @@
 import Actions
 import StateMachine
 
-/// Performs the machine's actions. The interpreter calls it once per action, in order, and
-/// awaits each: the events returned report the outcome at once (`applyFirewall` ->
-/// `firewallCommitted`); outcomes that take long (a timer, a DNS probe, a name resolution) are
-/// posted to the inbox later. `machine` is the machine that decided the action, as it was then:
-/// what the action needs that it does not carry (the ruleset's layout, the credentials in use,
-/// the tunnel's plan) is read from it, never decided here.
+/// Performs the machine's actions. The interpreter hands over one decision's actions at a time,
+/// to be performed in order: the events returned report each outcome at once (`applyFirewall`
+/// -> `firewallCommitted`); outcomes that take long (a timer, a DNS probe, a name resolution)
+/// are posted to the inbox later. `machine` is the machine that decided the actions, as it was
+/// then: what an action needs that it does not carry (the ruleset's layout, the credentials in
+/// use, the tunnel's plan) is read from it, never decided here.
 public protocol Effects: Sendable {
     func perform(_ action: Action, for machine: Machine) async -> [Event]
+    /// All of `actions`, in order, with what reported each and how long it took. By default one
+    /// `perform(_:for:)` after another; `LinuxEffects` runs them in one job on its thread.
+    func perform(_ actions: [Action], for machine: Machine) async -> [PerformedAction<Event>]
+}
+
+extension Effects {
+    public func perform(_ actions: [Action], for machine: Machine) async -> [PerformedAction<Event>] {
+        await PerformedAction.each(actions) { await perform($0, for: machine) }
+    }
 }
 
 /// What is particular to one kind of tunnel. The machine speaks of starting, releasing,

@@ -19,7 +19,8 @@ final class FirewallSession {
 
     func ensure() throws -> Firewall {
         if let firewall { return firewall }
-        let created = try Firewall()
+        // The one main.swift committed the lockdown with, if it did: its socket stays open.
+        let created = try FirewallHandover.take() ?? Firewall()
         firewall = created
         do {
             let monitor = try NftablesMonitor.start(table: Ruleset.tableName, ignoring: [created.portID])

@@ -1,6 +1,5 @@
 import Logging
 import StateMachine
-import Synchronization
 import Watchers
 
 /// Everything the interpreter takes in, one at a time, in the order it arrived.
@@ -108,32 +107,6 @@ public final class TaskScope: Sendable {
             for await job in jobs {
                 group.addTask { await job() }
             }
-        }
-    }
-}
-
-/// Timers by generation: cancelling one (or scheduling it again) makes its pending firing stale.
-final class TimerBook<TimerID: Hashable & Sendable>: Sendable {
-    private let generations = Mutex<[TimerID: UInt64]>([:])
-    private let counter = Atomic<UInt64>(0)
-
-    /// Arms `id` and returns the generation its firing must present.
-    func arm(_ id: TimerID) -> UInt64 {
-        let generation = counter.add(1, ordering: .relaxed).newValue
-        generations.withLock { $0[id] = generation }
-        return generation
-    }
-
-    func disarm(_ id: TimerID) {
-        _ = generations.withLock { $0.removeValue(forKey: id) }
-    }
-
-    /// Whether this firing is still wanted; it is then used up.
-    func fire(_ id: TimerID, generation: UInt64) -> Bool {
-        generations.withLock {
-            guard $0[id] == generation else { return false }
-            $0[id] = nil
-            return true
         }
     }
 }

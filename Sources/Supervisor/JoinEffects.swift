@@ -19,7 +19,7 @@ public actor LinuxJoinEffects: JoinEffects {
     private let inbox: JoinInbox
     private let scope: TaskScope
     private let board: JoinStatusBoard
-    private let timers = TimerBook<JoinTimer>()
+    private let timers: TimerThread<JoinTimer>
     private var firewalls: FirewallSession?
     private var forwarder: DNSForwarder?
     private let forwarderSlot = ForwarderSlot()
@@ -28,6 +28,7 @@ public actor LinuxJoinEffects: JoinEffects {
 
     public init(values: [String: String], log: SupervisorLog, inbox: JoinInbox, scope: TaskScope, board: JoinStatusBoard) throws {
         executor = try EffectsExecutor.start(name: "vpnsup-effects")
+        timers = try TimerThread.start(name: "vpnsup-timers") { [inbox] id in inbox.post(.event(.timerFired(id))) }
         self.values = values
         self.log = log
         self.inbox = inbox
@@ -70,15 +71,10 @@ public actor LinuxJoinEffects: JoinEffects {
             guard let plan = machine.plan else { return [.routesFailed("no configuration")] }
             return ensureRoutes(plan)
         case .scheduleTimer(let id, let delay):
-            let generation = timers.arm(id)
-            scope.spawn { [inbox, timers] in
-                try? await Task.sleep(for: delay)
-                guard !Task.isCancelled, timers.fire(id, generation: generation) else { return }
-                inbox.post(.event(.timerFired(id)))
-            }
+            timers.schedule(id, after: delay)
             return []
         case .cancelTimer(let id):
-            timers.disarm(id)
+            timers.cancel(id)
             return []
         case .exit(let code, let message):
             if let message, code != ExitCode.success { StandardError.writeLine(message) }

@@ -1,6 +1,7 @@
 import Actions
 import FoundationEssentials
 import StateMachine
+import SystemSupport
 import Watchers
 
 /// The effects on Linux: nftables (Firewall), rtnetlink (AddressConfigurator), the tunnel backend,
@@ -22,7 +23,7 @@ public actor LinuxEffects: Effects {
     var backend: any TunnelBackend
     let wireGuard: WireGuardBackend
     let metrics: MetricsLedger?
-    let timers = TimerBook<TimerID>()
+    let timers: TimerThread<TimerID>
     let addresses = AddressConfigurator()
 
     private var firewalls: FirewallSession?
@@ -42,6 +43,7 @@ public actor LinuxEffects: Effects {
                 metrics: MetricsLedger? = nil) throws {
         self.metrics = metrics
         executor = try EffectsExecutor.start(name: "vpnsup-effects")
+        timers = try TimerThread.start(name: "vpnsup-timers") { [inbox] id in inbox.post(.event(.timerFired(id))) }
         self.settings = settings
         self.log = log
         self.inbox = inbox
@@ -49,6 +51,11 @@ public actor LinuxEffects: Effects {
         self.board = board
         self.backend = backend
         self.wireGuard = wireGuard
+    }
+
+    /// One job on the effects' thread for the whole decision: the actions run back to back.
+    public func perform(_ actions: [Action], for machine: Machine) async -> [PerformedAction<Event>] {
+        await PerformedAction.each(actions) { await perform($0, for: machine) }
     }
 
     public func perform(_ action: Action, for machine: Machine) async -> [Event] {
@@ -140,15 +147,10 @@ public actor LinuxEffects: Effects {
             probe(machine.configuration, server: machine.probeServer, device: machine.tunnelInterface)
             return []
         case .scheduleTimer(let id, let delay):
-            let generation = timers.arm(id)
-            scope.spawn { [inbox, timers] in
-                try? await Task.sleep(for: delay)
-                guard !Task.isCancelled, timers.fire(id, generation: generation) else { return }
-                inbox.post(.event(.timerFired(id)))
-            }
+            timers.schedule(id, after: delay)
             return []
         case .cancelTimer(let id):
-            timers.disarm(id)
+            timers.cancel(id)
             return []
         case .exit(let code, let message):
             if let message, code != ExitCode.success { StandardError.writeLine(message) }

@@ -34,9 +34,23 @@ struct Run: AsyncParsableCommand {
     mutating func run() async throws { try await execute() }
 
     func execute() async throws {
-        FileCreation.restrict()
         let environment = ProcessInfo.processInfo.environment
-        let values = settings.values(environment: environment)
+        try await Self.execute(values: settings.values(environment: environment), openvpnArguments: openvpnArguments,
+                               environment: environment)
+    }
+
+    /// `vpnsup run` given nothing but the environment (a container's entrypoint, the systemd
+    /// unit): no flag to parse, so main.swift comes here without ArgumentParser, whose reflection
+    /// over every command costs milliseconds before the first action.
+    static func executeFromEnvironment() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        try await execute(values: SettingsOptions.values(environment: environment), openvpnArguments: [],
+                          environment: environment)
+    }
+
+    private static func execute(values: [String: String], openvpnArguments: [String],
+                                environment: [String: String]) async throws {
+        FileCreation.restrict()
 
         // Under systemd (stderr is the journal stream) structured entries go to the journal;
         // otherwise one readable line per entry on stderr.
@@ -115,8 +129,6 @@ struct SettingsOptions: ParsableArguments {
 
     /// The configuration values, keyed by variable name; flags win over the environment.
     func values(environment: [String: String]) -> [String: String] {
-        var values: [String: String] = [:]
-        for name in Self.variables { values[name] = environment[name] }
         let flags: [(String, String?)] = [
             ("CONFIG", config), ("CONFIG_DIR", configDir), ("IP_ADDR", ipAddr), ("DNS", dns),
             ("PORT_FWD", portFwd), ("PORT_FWD_FILE", portFwdFile), ("LAN_IF", lanIf), ("WAN_IF", wanIf),
@@ -126,6 +138,13 @@ struct SettingsOptions: ParsableArguments {
             ("POD_CIDRS", podCidrs), ("OVERLAY_VNI", overlayVni), ("OVERLAY_PORT", overlayPort),
             ("VPN_TYPE", vpnType), ("TUNNEL_IF", tunnelIf),
         ]
+        return Self.values(environment: environment, flags: flags)
+    }
+
+    /// The values of `variables` in `environment`, overridden by the flags given.
+    static func values(environment: [String: String], flags: [(String, String?)] = []) -> [String: String] {
+        var values: [String: String] = [:]
+        for name in variables { values[name] = environment[name] }
         for case let (name, value?) in flags { values[name] = value }
         return values
     }

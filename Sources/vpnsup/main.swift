@@ -2,13 +2,15 @@ import Actions
 import ArgumentParser
 import Glibc
 import StateMachine
+import SystemSupport
 import Watchers
 
 // `run` and `join` take the namespace's lock, then commit the lockdown before anything else:
 // before the arguments are parsed, the configuration read or a thread started, so the kill switch
 // is in the kernel a few hundred microseconds after exec. It needs no configuration. If it fails
 // (no CAP_NET_ADMIN, say), the driver's own first commit, which comes next anyway, reports why;
-// that one re-commits the same table, which changes nothing.
+// that one re-commits the same table, which changes nothing, through the same netlink socket
+// (FirewallHandover: closing it would cost a kernel wait before the supervisor could start).
 if CommandLine.arguments.count > 1, ["run", "join"].contains(CommandLine.arguments[1]) {
     // First the namespace's one-supervisor lock: a second `run` (or a `join`, which keeps the same
     // table for a client pod) must not touch the first's table.
@@ -18,20 +20,26 @@ if CommandLine.arguments.count > 1, ["run", "join"].contains(CommandLine.argumen
         StandardError.writeLine(error.description)
         exit(ExitCode.alreadyRunning)
     }
-    _ = try? Firewall().commit(.lockdown)
+    FirewallHandover.commitAndKeep(.lockdown)
 }
+
+// `run` alone, its settings all from the environment, needs no parser (Run.executeFromEnvironment).
+let runFromEnvironment = CommandLine.arguments.count == 2 && CommandLine.arguments[1] == "run"
 
 // Parsed on the main thread before any other thread exists. Only `run` blocks its signals, and
 // before any thread exists, so that every thread inherits the mask and the signal watcher alone
 // receives SIGTERM, SIGINT, SIGHUP and SIGCHLD. The other subcommands keep the default
 // dispositions: `timeout 2 vpnsup health` must be able to stop them.
-let parsed: ParsableCommand
+let parsed: ParsableCommand?
 do {
-    parsed = try Vpnsup.parseAsRoot()
+    parsed = runFromEnvironment ? nil : try Vpnsup.parseAsRoot()
 } catch {
     Vpnsup.exit(withError: error)
 }
-if parsed is Run { SignalWatcher.blockHandledSignals() }
+if runFromEnvironment || parsed is Run {
+    SignalWatcher.blockHandledSignals()
+    MallocArenas.shareOne()
+}
 
 // No top-level `await`: that hands the main thread to libdispatch, which parks it in
 // sigsuspend() with an empty mask, where it takes (and dies of) the SIGTERM meant for the signal
@@ -41,8 +49,8 @@ if parsed is Run { SignalWatcher.blockHandledSignals() }
 // to the synchronous `ParsableCommand.run()` from here, which only prints help.
 Task.detached { [parsed] in
     do {
-        var command = parsed
-        switch command {
+        switch parsed {
+        case nil: try await Run.executeFromEnvironment()
         case let run as Run: try await run.execute()
         case let status as Status: try await status.execute()
         case let rules as Rules: try await rules.execute()
@@ -50,7 +58,7 @@ Task.detached { [parsed] in
         case let health as Health: try await health.execute()
         case let hostRules as HostRules: try await hostRules.execute()
         case let join as Join: try await join.execute()
-        default: try command.run()
+        case var command?: try command.run()
         }
         Vpnsup.exit()
     } catch {

@@ -52,6 +52,17 @@ actor RecordingEffects: Effects {
     func scriptWatchingOutput() { watchesOutput = true }
 
     var actions: [Action] { performed.map(\.action) }
+    /// The actions as the interpreter handed them over: one decision's at a time.
+    private(set) var handOvers: [[Action]] = []
+
+    func perform(_ actions: [Action], for machine: Machine) async -> [PerformedAction<Event>] {
+        handOvers.append(actions)
+        var outcomes: [PerformedAction<Event>] = []
+        for action in actions {
+            outcomes.append(PerformedAction(results: await perform(action, for: machine), elapsed: .zero))
+        }
+        return outcomes
+    }
 
     func perform(_ action: Action, for machine: Machine) async -> [Event] {
         performed.append(Performed(action: action, machine: machine))

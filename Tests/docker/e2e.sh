@@ -186,17 +186,14 @@ image_check() {
     tar -tf "$RUN_BASE/logs/export-$label.tar" | sed 's,/$,,' | sort >"$RUN_BASE/logs/files-$label.txt"
     # Regular files only (type '-'), for the list of libraries below.
     tar -tvf "$RUN_BASE/logs/export-$label.tar" | awk '$1 ~ /^-/ { print $NF }' | sort >"$RUN_BASE/logs/regular-$label.txt"
-    # The size goal is 30 MB plus what WireGuard's userspace plane costs (the wireguard-go binary).
-    # It is missed: WireGuard, the provider vetting, `vpnsup join` and the system layer grew the
-    # static vpnsup from 15.2 to 17.7 MB, and what stands in the way of winning it back is not
-    # ours (docs/operations.md, "The image"). The figure says by how much; the check keeps the
-    # image from growing further (35 MB).
+    # The size goal is 30 MB plus what WireGuard's userspace plane costs (the wireguard-go binary,
+    # which came after the goal was set); the figure also says how far from 30 MB alone it is.
     wireguard_go=$(tar -tvf "$RUN_BASE/logs/export-$label.tar" | awk '$NF == "usr/bin/wireguard-go" { print $3 }')
     vpnsup_size=$(tar -tvf "$RUN_BASE/logs/export-$label.tar" | awk '$NF ~ /(^|\/)vpnsup$/ { print $3 }')
     goal=$((30000000 + ${wireguard_go:-0}))
-    tap_note "figure: image $label: $(mb "$size") MB, vpnsup $(mb "${vpnsup_size:-0}") MB; the goal (30 MB plus wireguard-go's $(mb "${wireguard_go:-0}") MB) is $(mb "$goal") MB: $( [ "$size" -le "$goal" ] && echo met || echo "missed by $(mb $((size - goal))) MB")"
-    tap_check "$label: the image holds wireguard-go and is at most 35 MB ($(mb "$size") MB)" \
-        test -n "$wireguard_go" -a "$size" -le 35000000
+    tap_note "figure: image $label: $(mb "$size") MB, vpnsup $(mb "${vpnsup_size:-0}") MB, wireguard-go $(mb "${wireguard_go:-0}") MB; without wireguard-go $(mb $((size - ${wireguard_go:-0}))) MB"
+    tap_check "$label: the image holds wireguard-go and is at most 30 MB plus wireguard-go, $(mb "$goal") MB ($(mb "$size") MB)" \
+        test -n "$wireguard_go" -a "$size" -le "$goal"
     rm -f "$RUN_BASE/logs/export-$label.tar"
     docker rm -f vpsu-smoke >/dev/null
     files=$(grep -vc '/$' "$RUN_BASE/logs/files-$label.txt" || true)

@@ -140,6 +140,25 @@ struct RunCommandTests {
         #expect(Self.lastLine(outcome.stderr) == "IP_ADDR=not-an-address is not an IPv4 address with prefix length")
     }
 
+    /// `vpnsup run` alone skips the argument parser (main.swift); given the same environment it
+    /// must end exactly as a parsed `run` does.
+    @Test(.enabled(if: isolatedRoot))
+    func runAloneEndsAsAParsedRunDoes() throws {
+        let directory = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let variables = ["IP_ADDR": "172.22.0.1/33"]
+        let alone = try runIsolated(["run"], environment: Self.environment(directory, variables),
+                                    tableTo: directory.appendingPathComponent("table-alone"))
+        let parsed = try runIsolated(["run", "--"], environment: Self.environment(directory, variables),
+                                     tableTo: directory.appendingPathComponent("table-parsed"))
+        #expect(alone.status == 78)
+        #expect(parsed.status == alone.status)
+        #expect(Self.lastLine(alone.stderr) == "IP_ADDR=172.22.0.1/33 is not an IPv4 address with prefix length")
+        #expect(Self.lastLine(parsed.stderr) == Self.lastLine(alone.stderr))
+        #expect(try String(contentsOf: directory.appendingPathComponent("table-alone"), encoding: .utf8)
+            == String(contentsOf: directory.appendingPathComponent("table-parsed"), encoding: .utf8))
+    }
+
     @Test func statusWithoutSupervisorSaysSoAndExits69() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vpnsup-none-\(UUID().uuidString)")
         let outcome = try execute(vpnsupBinary(), ["status", "--runtime-dir", directory.path])

@@ -1,0 +1,32 @@
+import StateMachine
+import Synchronization
+
+/// The Firewall `vpnsup run` (or `join`) commits the lockdown with on the main thread, before any
+/// other thread exists, kept for the effects' thread that drives the table from then on. Closing
+/// a NETLINK_NETFILTER socket makes the kernel finish nf_tables' deferred destruction of what the
+/// commit replaced, an RCU grace period of several milliseconds spent before the supervisor could
+/// start; keeping the socket open spares that wait and a second socket.
+public enum FirewallHandover {
+    /// Sendable because one thread at a time uses the Firewall: main.swift's until it is kept,
+    /// then `take()`'s caller's.
+    private struct Kept: @unchecked Sendable { var firewall: Firewall? }
+    private static let kept = Mutex(Kept())
+
+    /// Commits `ruleset` through a new Firewall and keeps that Firewall for `take()`. Returns
+    /// whether the commit succeeded; on failure nothing is kept, and the next commit reports why.
+    @discardableResult
+    public static func commitAndKeep(_ ruleset: Ruleset) -> Bool {
+        guard let firewall = try? Firewall() else { return false }
+        guard (try? firewall.commit(ruleset)) != nil else { return false }
+        kept.withLock { $0.firewall = firewall }
+        return true
+    }
+
+    /// The kept Firewall, once: whoever takes it owns it from then on.
+    public static func take() -> Firewall? {
+        kept.withLock { kept in
+            defer { kept.firewall = nil }
+            return Kept(firewall: kept.firewall)
+        }.firewall
+    }
+}
