@@ -143,6 +143,23 @@ public final class Firewall {
         }
     }
 
+    /// The ruleset's generation: the kernel counts every committed nftables transaction of the
+    /// network namespace, whatever its table. The same generation later means nothing was
+    /// committed in between.
+    public func generation() throws(FirewallError) -> UInt32 {
+        var generation: UInt32?
+        try socket.request(type: msg(NFT_MSG_GETGEN), payload: { _ in }) { nlh throws(FirewallError) in
+            guard let gen = nftnl_gen_alloc() else { throw FirewallError(kind: .system, message: "nftnl_gen_alloc failed") }
+            defer { nftnl_gen_free(gen) }
+            guard nftnl_gen_nlmsg_parse(nlh, gen) >= 0 else {
+                throw FirewallError(kind: .system, message: "could not parse the ruleset generation")
+            }
+            generation = nftnl_gen_get_u32(gen, UInt16(NFTNL_GEN_ID))
+        }
+        guard let generation else { throw FirewallError(kind: .system, message: "the kernel sent no ruleset generation") }
+        return generation
+    }
+
     /// Deletes table `inet vpnsup` if it exists; afterwards nothing of vpnsup filters traffic.
     public func deleteTable() throws(FirewallError) {
         let nftTable = try NftTable(name: table)

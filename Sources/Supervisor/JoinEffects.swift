@@ -41,8 +41,11 @@ public actor LinuxJoinEffects: JoinEffects {
         case .applyFirewall(let policy):
             guard let ruleset = machine.ruleset(for: policy) else { return [.firewallFailed(policy, "no configuration")] }
             do {
-                try ensureFirewall().commit(ruleset)
-                log.log(.info, "committed the client's \(policy) ruleset")
+                if let generation = try firewallSession().commit(ruleset) {
+                    log.log(.info, "the client's \(policy) ruleset committed at start is unchanged (nftables generation \(generation))")
+                } else {
+                    log.log(.info, "committed the client's \(policy) ruleset")
+                }
                 return [.firewallCommitted(policy)]
             } catch {
                 return [.firewallFailed(policy, "\(error)")]
@@ -87,13 +90,13 @@ public actor LinuxJoinEffects: JoinEffects {
         }
     }
 
-    private func ensureFirewall() throws -> Firewall {
-        if let firewalls { return try firewalls.ensure() }
+    private func firewallSession() -> FirewallSession {
+        if let firewalls { return firewalls }
         let created = FirewallSession(log: log) { [scope, inbox] monitor in
             scope.spawn { await inbox.forward(monitor.events) { .nftables($0) } }
         }
         firewalls = created
-        return try created.ensure()
+        return created
     }
 
     // MARK: Loading

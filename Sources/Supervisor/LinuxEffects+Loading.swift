@@ -234,7 +234,7 @@ extension LinuxEffects {
 }
 
 /// The files `run` reads, read and parsed off the interpreter and the effects: each file on a
-/// thread of its own within `timeout`, RUNTIME_DIR prepared likewise. A failure is the one line
+/// thread of its own within `timeout`, RUNTIME_DIR prepared likewise and meanwhile. A failure is the one line
 /// `run` exits 78 with (or a SIGHUP's reload is refused with), naming the variable.
 enum ConfigurationFiles {
     struct ReadCredentials: Sendable {
@@ -283,13 +283,19 @@ enum ConfigurationFiles {
 
     static func load(_ configuration: Configuration, values: [String: String],
                      timeout: Duration) async -> Result<Loaded, Failure> {
+        // RUNTIME_DIR is prepared while CONFIG (and the credentials) are read: each on its own
+        // thread within its own deadline either way, the two at once rather than one after the
+        // other. A refused CONFIG is reported first, as when they were sequential.
+        async let runtimeDirectory = prepareRuntimeDirectory(configuration, timeout: timeout)
         let tunnel: Tunnel
         switch await readTunnel(configuration, values: values, kind: nil, timeout: timeout) {
         case .success(let read): tunnel = read
-        case .failure(let failure): return .failure(failure)
+        case .failure(let failure):
+            _ = await runtimeDirectory
+            return .failure(failure)
         }
         let statusGroup: UInt32?
-        switch await prepareRuntimeDirectory(configuration, timeout: timeout) {
+        switch await runtimeDirectory {
         case .success(let group): statusGroup = group
         case .failure(let failure): return .failure(failure)
         }

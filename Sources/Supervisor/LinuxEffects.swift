@@ -66,7 +66,7 @@ public actor LinuxEffects: Effects {
         case .openNameResolution:
             guard let ruleset = machine.resolvingRuleset else { return [.nameResolutionFailed("no configuration")] }
             do {
-                try ensureFirewall().commit(ruleset)
+                _ = try firewallSession().commit(ruleset)
                 return [.nameResolutionOpened]
             } catch {
                 return [.nameResolutionFailed("\(error)")]
@@ -168,19 +168,26 @@ public actor LinuxEffects: Effects {
 
     /// The Firewall, created with its first commit, with the nftables monitor (`FirewallSession`).
     func ensureFirewall() throws -> Firewall {
-        if let firewalls { return try firewalls.ensure() }
+        try firewallSession().ensure()
+    }
+
+    private func firewallSession() -> FirewallSession {
+        if let firewalls { return firewalls }
         let created = FirewallSession(log: log) { [scope, inbox] monitor in
             scope.spawn { await inbox.forward(monitor.events) { .nftables($0) } }
         }
         firewalls = created
-        return try created.ensure()
+        return created
     }
 
     private func commit(_ ruleset: Ruleset, policy: FirewallPolicy) -> [Event] {
         do {
-            let firewall = try ensureFirewall()
             let started = ContinuousClock.now
-            try firewall.commit(ruleset)
+            if let generation = try firewallSession().commit(ruleset) {
+                log.log(.info, "the \(policy) ruleset committed at start is unchanged (nftables generation \(generation)): "
+                    + "not sent again")
+                return [.firewallCommitted(policy)]
+            }
             let elapsed = ContinuousClock.now - started
             log.log(.info, "committed the \(policy) ruleset in \(SupervisorRecord.milliseconds(elapsed)) ms")
             return [.firewallCommitted(policy)]

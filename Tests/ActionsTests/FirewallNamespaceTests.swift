@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import StateMachine
+import TestSupport
 import Testing
 @testable import Actions
 

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import StateMachine
 import SystemSupport
+import TestSupport
 import Testing
 import Watchers
 @testable import Actions

@@ -1,8 +1,9 @@
 import Foundation
 import Glibc
 import StateMachine
-import Testing
 import SystemSupport
+import TestSupport
+import Testing
 import Watchers
 @testable import Actions
 
