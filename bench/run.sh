@@ -33,8 +33,10 @@ export VPNSUP=$SCRATCH/release/vpnsup BENCH_BUILD=0
 if [ "${BENCH_STATIC:-1}" = 1 ]; then
     # The shipped binary: built as scripts/build-static.sh builds the image's (static Swift
     # runtime and libstdc++, lld, DT_RELR, stripped).
-    SCRATCH=$SCRATCH-static OUT=$SCRATCH-static/vpnsup-shipped SWIFT=$SWIFT bash "$REPO/scripts/build-static.sh"
-    export VPNSUP_STATIC=$SCRATCH-static/vpnsup-shipped
+    # (One variable for the path: a command's prefix assignments see the ones before them.)
+    static_scratch=$SCRATCH-static
+    SCRATCH=$static_scratch OUT=$static_scratch/vpnsup-shipped SWIFT=$SWIFT bash "$REPO/scripts/build-static.sh"
+    export VPNSUP_STATIC=$static_scratch/vpnsup-shipped
 fi
 
 mkdir -p "$(dirname "$BENCH_RESULTS")"

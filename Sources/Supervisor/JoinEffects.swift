@@ -154,9 +154,7 @@ public actor LinuxJoinEffects: JoinEffects {
             }
         }
         if netlink == nil {
-            let watcher = try NetlinkWatcher.start(neighbours: true)
-            netlink = watcher
-            scope.spawn { [inbox] in await inbox.forward(watcher.events) { .netlink($0) } }
+            netlink = try NetlinkWatcher.start(neighbours: true) { [inbox] event in inbox.post(.netlink(event)) }
         }
     }
 

@@ -165,9 +165,7 @@ extension LinuxEffects {
             }
         }
         try backend.open(runtimeDirectory: configuration.runtimeDirectory, inbox: inbox, scope: scope)
-        let netlink = try NetlinkWatcher.start()
-        self.netlink = netlink
-        scope.spawn { [inbox] in await inbox.forward(netlink.events) { .netlink($0) } }
+        netlink = try NetlinkWatcher.start { [inbox] event in inbox.post(.netlink(event)) }
     }
 
     /// The status with what the kernel counts right now (drops per chain, the tunnel's bytes),

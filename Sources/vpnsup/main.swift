@@ -8,9 +8,10 @@ import Watchers
 // `run` and `join` take the namespace's lock, then commit the lockdown before anything else:
 // before the arguments are parsed, the configuration read or a thread started, so the kill switch
 // is in the kernel a few hundred microseconds after exec. It needs no configuration. If it fails
-// (no CAP_NET_ADMIN, say), the driver's own first commit, which comes next anyway, reports why;
-// that one re-commits the same table, which changes nothing, through the same netlink socket
-// (FirewallHandover: closing it would cost a kernel wait before the supervisor could start).
+// (no CAP_NET_ADMIN, say), the driver's own first commit, which comes next anyway, reports why.
+// The Firewall is kept for the effects (FirewallHandover: closing its socket would cost a kernel
+// wait before the supervisor could start), which skip their first commit of the same lockdown if
+// nothing was committed since.
 if CommandLine.arguments.count > 1, ["run", "join"].contains(CommandLine.arguments[1]) {
     // First the namespace's one-supervisor lock: a second `run` (or a `join`, which keeps the same
     // table for a client pod) must not touch the first's table.
