@@ -154,7 +154,9 @@ public actor LinuxJoinEffects: JoinEffects {
             }
         }
         if netlink == nil {
-            netlink = try NetlinkWatcher.start(neighbours: true) { [inbox] event in inbox.post(.netlink(event)) }
+            let watcher = try NetlinkWatcher.start(neighbours: true)
+            netlink = watcher
+            scope.spawn { [inbox] in await inbox.forward(watcher.events) { .netlink($0) } }
         }
     }
 

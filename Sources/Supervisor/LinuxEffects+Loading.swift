@@ -165,7 +165,9 @@ extension LinuxEffects {
             }
         }
         try backend.open(runtimeDirectory: configuration.runtimeDirectory, inbox: inbox, scope: scope)
-        netlink = try NetlinkWatcher.start { [inbox] event in inbox.post(.netlink(event)) }
+        let netlink = try NetlinkWatcher.start()
+        self.netlink = netlink
+        scope.spawn { [inbox] in await inbox.forward(netlink.events) { .netlink($0) } }
     }
 
     /// The status with what the kernel counts right now (drops per chain, the tunnel's bytes),

@@ -8,8 +8,8 @@ import SystemSupport
 ///
 /// The socket joins the multicast groups *before* the dumps are requested, so a change racing
 /// with start-up shows up as an event even if the dump missed it. Everything arrives on `events`
-/// from a dedicated thread (or, when `start` is given `deliver`, is handed to it on that thread);
-/// the stream ends on `stop()`, when the consumer stops iterating, or if the socket fails.
+/// from a dedicated thread; the stream ends on `stop()`, when the consumer stops iterating, or
+/// if the socket fails.
 public final class NetlinkWatcher: Sendable {
     public let events: AsyncStream<NetlinkEvent>
     private let control: ReaderControl
@@ -26,25 +26,19 @@ public final class NetlinkWatcher: Sendable {
     /// (ENOBUFS: the kernel dropped events) it dumps again and reports what vanished meanwhile.
     /// With `neighbours`, IPv4 neighbour changes too (`.neighbour`; not dumped: only changes
     /// matter to `vpnsup join`, which follows its gateway on a FAILED entry).
-    ///
-    /// `deliver`, when given, takes each event on the reader's thread in place of `events` (which
-    /// then stays empty): an interpreter's inbox is fed without a task between it and the thread,
-    /// one hop less for each of a storm's thousands of events.
-    public static func start(neighbours: Bool = false,
-                             deliver: (@Sendable (NetlinkEvent) -> Void)? = nil) throws(SystemError) -> NetlinkWatcher {
+    public static func start(neighbours: Bool = false) throws(SystemError) -> NetlinkWatcher {
         // Large enough that a burst (a container's links and routes appearing) rarely overflows.
-        try start(receiveBufferSize: 4 << 20, neighbours: neighbours, deliver: deliver)
+        try start(receiveBufferSize: 4 << 20, neighbours: neighbours)
     }
 
-    static func start(receiveBufferSize: Int, neighbours: Bool = false,
-                      deliver: (@Sendable (NetlinkEvent) -> Void)? = nil) throws(SystemError) -> NetlinkWatcher {
+    static func start(receiveBufferSize: Int, neighbours: Bool = false) throws(SystemError) -> NetlinkWatcher {
         let control = try ReaderControl()
         let socket = try NetlinkSocket(
             protocol: NETLINK_ROUTE,
             groups: UInt32(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | (neighbours ? RTMGRP_NEIGH : 0)))
         socket.setBufferSize(.receive, to: receiveBufferSize)
         let (events, continuation) = AsyncStream.makeStream(of: NetlinkEvent.self)
-        let reader = Reader(socket: socket, control: control, continuation: continuation, deliver: deliver)
+        let reader = Reader(socket: socket, control: control, continuation: continuation)
         // Sent here so that a refused request fails start() instead of ending the stream.
         try reader.startDumps()
         continuation.onTermination = { _ in control.request(.stop) }
@@ -84,7 +78,6 @@ private final class Reader: @unchecked Sendable {
     private let socket: NetlinkSocket
     private let control: ReaderControl
     private let continuation: AsyncStream<NetlinkEvent>.Continuation
-    private let deliver: (@Sendable (NetlinkEvent) -> Void)?
     private var decoder = NetlinkDecoder()
     private var buffer: [UInt8]
 
@@ -97,12 +90,10 @@ private final class Reader: @unchecked Sendable {
     private var failures = 0
     private var sequence = UInt32(truncatingIfNeeded: time(nil))
 
-    init(socket: NetlinkSocket, control: ReaderControl, continuation: AsyncStream<NetlinkEvent>.Continuation,
-         deliver: (@Sendable (NetlinkEvent) -> Void)?) {
+    init(socket: NetlinkSocket, control: ReaderControl, continuation: AsyncStream<NetlinkEvent>.Continuation) {
         self.socket = socket
         self.control = control
         self.continuation = continuation
-        self.deliver = deliver
         // Dumps are sized to the reader's buffer (up to 32 KiB); multicast messages are smaller.
         buffer = [UInt8](repeating: 0, count: 64 << 10)
     }
@@ -213,10 +204,6 @@ private final class Reader: @unchecked Sendable {
     }
 
     private func emit(_ events: [NetlinkEvent]) -> Bool {
-        if let deliver {
-            events.forEach(deliver)
-            return true
-        }
         for event in events {
             if case .terminated = continuation.yield(event) { return false }
         }

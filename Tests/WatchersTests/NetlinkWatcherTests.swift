@@ -31,24 +31,6 @@ import TestSupport
         #expect(readerThreads() == threadsBefore)
     }
 
-    /// With `deliver`, the events reach it on the reader's thread, in order, and `events` ends empty.
-    @Test func deliverTakesTheEventsInPlaceOfTheStream() async throws {
-        let delivered = Mutex<[NetlinkEvent]>([])
-        let watcher = try NetlinkWatcher.start { event in delivered.withLock { $0.append(event) } }
-        let deadline = ContinuousClock.now + .seconds(5)
-        while !delivered.withLock({ $0.contains(.synchronized) }), ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(5))
-        }
-        watcher.stop()
-        let events = delivered.withLock { $0 }
-        let lo = events.firstIndex { if case .link(name: "lo", index: _, up: _) = $0 { true } else { false } }
-        let synchronized = events.firstIndex(of: .synchronized)
-        #expect(lo != nil && synchronized != nil && lo! < synchronized!, "the dump's lo, then .synchronized")
-        var streamed = 0
-        for await _ in watcher.events { streamed += 1 }
-        #expect(streamed == 0)
-    }
-
     @Test func consumerGoingAwayStopsTheReader() async throws {
         let threadsBefore = readerThreads()
         let watcher = try NetlinkWatcher.start()
