@@ -89,6 +89,15 @@ public final class Firewall {
     /// Replaces table `inet vpnsup` with `ruleset` in one transaction, then reads the table back
     /// and checks that the kernel holds exactly the maps, chains and rules that were sent.
     public func commit(_ ruleset: Ruleset) throws(FirewallError) {
+        _ = try commit(ruleset, readingGeneration: false)
+    }
+
+    /// Commits `ruleset` as `commit(_:)` does and, with `readingGeneration`, returns the ruleset
+    /// generation read between the commit and its read-back (nil if it could not be read). The
+    /// read-back comes after, so the table was verified at that generation: if the generation is
+    /// still that later, the kernel still holds what was committed. (Read before the read-back
+    /// instead, an outside commit between the two would be taken for ours.)
+    public func commit(_ ruleset: Ruleset, readingGeneration: Bool) throws(FirewallError) -> UInt32? {
         // Translate everything first: nothing reaches the kernel if any rule cannot be expressed.
         let plan = try NftCommitPlan(ruleset, table: table)
         let batch = socket.makeBatch()
@@ -101,8 +110,10 @@ public final class Firewall {
                                 otherErrors: result.errors.count - 1)
         }
 
+        let generation = readingGeneration ? try? generation() : nil
         // Some kernels accept a batch yet lack a feature: trust only what reads back.
         try verify(plan, lostReplies: result.lostReplies)
+        return generation
     }
 
     /// Throws `.verification` unless the kernel holds exactly the maps (with every element),

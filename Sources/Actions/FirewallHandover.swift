@@ -21,9 +21,13 @@ public enum FirewallHandover {
     /// whether the commit succeeded; on failure nothing is kept, and the next commit reports why.
     @discardableResult
     public static func commitAndKeep(_ ruleset: Ruleset) -> Bool {
-        guard let firewall = try? Firewall() else { return false }
-        guard (try? firewall.commit(ruleset)) != nil else { return false }
-        let generation = try? firewall.generation()
+        let firewall: Firewall, generation: UInt32?
+        do {
+            firewall = try Firewall()
+            generation = try firewall.commit(ruleset, readingGeneration: true)
+        } catch {
+            return false
+        }
         kept.withLock { $0 = Kept(firewall: firewall, generation: generation) }
         return true
     }
