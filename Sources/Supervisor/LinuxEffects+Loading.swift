@@ -47,8 +47,19 @@ extension LinuxEffects {
                 }
             }
             inbox.post(.event(event))
+            // Only now the netlink watcher's reports, buffered in its stream since it started:
+            // the interpreter translates them by the configuration, which must reach it first
+            // (else the start-up dump, an address already present, say, is dropped unread).
+            await self.forwardNetlink()
         }
         return []
+    }
+
+    /// Forwards the netlink watcher's reports to the inbox, once it has been started.
+    private func forwardNetlink() {
+        guard let netlink, !netlinkForwarded else { return }
+        netlinkForwarded = true
+        scope.spawn { [inbox] in await inbox.forward(netlink.events) { .netlink($0) } }
     }
 
     /// `reloadConfiguration` (SIGHUP): CONFIG (and for OpenVPN the credentials file) again, read
@@ -165,9 +176,8 @@ extension LinuxEffects {
             }
         }
         try backend.open(runtimeDirectory: configuration.runtimeDirectory, inbox: inbox, scope: scope)
-        let netlink = try NetlinkWatcher.start()
-        self.netlink = netlink
-        scope.spawn { [inbox] in await inbox.forward(netlink.events) { .netlink($0) } }
+        // Forwarded once the configuration is posted (forwardNetlink).
+        netlink = try NetlinkWatcher.start()
     }
 
     /// The status with what the kernel counts right now (drops per chain, the tunnel's bytes),

@@ -30,6 +30,7 @@ public actor LinuxEffects: Effects {
     var statusChannel: StatusChannel?
     var metricsResponder: MetricsResponder?
     var netlink: NetlinkWatcher?
+    var netlinkForwarded = false
     /// PORT_FWD_FILE, watched and read again while vpnsup runs (LinuxEffects+Forwards).
     var portForwardFile: PortForwardFileSource?
     /// The credentials read, by token; the machine says which are in use.
