@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # 5. Footprint and 6. event storm, in the namespace lab with vpnsup (release) as the router.
 # Footprint: binary sizes; RSS after start-up, after a series of events and after the storm; CPU
-# time and wake-ups per second (context switches of all of vpnsup's threads, from /proc) while
-# idle in TunnelUp for IDLE_SECONDS, with the DNS probe off and every 2 s. OpenVPN's figures are
+# time and wake-ups per second (context switches of every vpnsup thread, those that end meanwhile
+# included, from perf stat) while idle in TunnelUp for IDLE_SECONDS, with the DNS probe off and
+# every 2 s. OpenVPN's figures are
 # printed beside them (it is the whole of the original's resident footprint: its shell execs it).
 # Storm: STORM_EVENTS rtnetlink events in one burst (`ip -batch` flapping veths, addresses and
 # routes in the router namespace), with the WAN link taken down and up in the middle and the LAN
@@ -62,16 +63,27 @@ per_thread() {
 window_sum() { # BEFORE AFTER FIELD(3 switches, 4 cpu)
     join -a 2 -e 0 -o 0,1.3,1.4,2.3,2.4 "$1" "$2" | awk -v f="$3" '{ n += (f == 3 ? $4 - $2 : $5 - $3) } END { printf "%d\n", n }'
 }
+# The whole process's CPU time and context switches while COMMAND runs, threads that start or end
+# meanwhile included (a build that starts a thread per DNS probe, say, is charged for them):
+# `perf stat` follows every thread. Prints "cpu-ns switches".
+process_counts() { # PID COMMAND...
+    local pid=$1 out=$BENCH_TMP/perf-stat
+    shift
+    perf stat -x, -e task-clock,context-switches -p "$pid" -o "$out" -- "$@" >/dev/null 2>&1
+    perf_counts "$out"
+}
+perf_counts() { # perf stat's CSV output: "cpu-ns switches"
+    awk -F, '$3 ~ /^task-clock/ { c = $1 * 1e6 } $3 ~ /^context-switches/ { s = $1 } END { printf "%d %d\n", c, s }' "$1"
+}
 idle_window() { # LABEL: wake-ups/s and CPU ms/s of vpnsup (and OpenVPN) over IDLE_SECONDS
-    local ovpn s c o
+    local ovpn s c o counts
     ovpn=$(openvpn_pid)
     per_thread "$VPNSUP_PID" >"$BENCH_TMP/threads0"
     per_thread "$ovpn" >"$BENCH_TMP/openvpn0"
-    sleep "$IDLE_SECONDS"
+    counts=$(process_counts "$VPNSUP_PID" sleep "$IDLE_SECONDS")
     per_thread "$VPNSUP_PID" >"$BENCH_TMP/threads1"
     per_thread "$ovpn" >"$BENCH_TMP/openvpn1"
-    s=$(window_sum "$BENCH_TMP/threads0" "$BENCH_TMP/threads1" 3)
-    c=$(window_sum "$BENCH_TMP/threads0" "$BENCH_TMP/threads1" 4)
+    c=${counts% *} s=${counts#* }
     o=$(window_sum "$BENCH_TMP/openvpn0" "$BENCH_TMP/openvpn1" 3)
     echo "vpnsup's threads over ${IDLE_SECONDS} s idle ($1): tid name switches (born: all of theirs; gone: not listed)"
     join -a 1 -a 2 -e 0 -o 0,2.2,1.3,2.3 "$BENCH_TMP/threads0" "$BENCH_TMP/threads1" |
@@ -140,7 +152,9 @@ netlink_drops() { # vpnsup's netlink sockets, by inode, in /proc/net/netlink of 
     lab_exec router cat /proc/net/netlink | awk -v list="$inodes" 'BEGIN { n = split(list, a, " "); for (i = 1; i <= n; i++) mine[a[i]] = 1 } NR > 1 && ($10 in mine) { d += $9 } END { print d + 0 }'
 }
 drops0=$(netlink_drops)
-per_thread "$VPNSUP_PID" >"$BENCH_TMP/storm0"
+perf stat -x, -e task-clock,context-switches -p "$VPNSUP_PID" -o "$BENCH_TMP/storm-perf" >/dev/null 2>&1 &
+STORM_PERF=$!
+sleep 0.2 # perf attached to every thread
 t0=${EPOCHREALTIME/./}
 lab_exec router ip -force -batch "$BENCH_TMP/storm.batch" 2>"$BENCH_TMP/storm.err" || true
 t_burst=${EPOCHREALTIME/./}
@@ -156,7 +170,9 @@ while [ $(( ${EPOCHREALTIME/./} - t0 )) -lt 60000000 ]; do
         break
     fi
 done
-per_thread "$VPNSUP_PID" >"$BENCH_TMP/storm1"
+kill -INT "$STORM_PERF"
+wait "$STORM_PERF" || true
+storm_counts=$(perf_counts "$BENCH_TMP/storm-perf")
 drops1=$(netlink_drops)
 sleep 0.3
 kill "$MONITOR" 2>/dev/null || true
@@ -170,7 +186,7 @@ else
     _bench_log "storm: vpnsup did not settle in the right state within 60 s (state $(bench_state || echo '?'))"
     bench_record storm vpnsup "settled in the right state within 60 s (1 yes, 0 no)" count 0
 fi
-bench_record storm vpnsup "CPU time during the storm" ms "$(( $(window_sum "$BENCH_TMP/storm0" "$BENCH_TMP/storm1" 4) / 1000000 ))"
+bench_record storm vpnsup "CPU time during the storm" ms "$(( ${storm_counts% *} / 1000000 ))"
 bench_record storm vpnsup "events the kernel dropped on vpnsup's netlink sockets (recovered by re-dump)" count "$((drops1 - drops0))"
 bench_record storm vpnsup "final state TunnelUp with the gateway address (1 yes, 0 no)" count "$([ -n "$settled_at" ] && echo 1 || echo 0)"
 bench_record footprint vpnsup "RSS after the storm" MiB "$(awk -v k="$(rss_kib "$VPNSUP_PID")" 'BEGIN { printf "%.2f", k / 1024 }')"

@@ -17,7 +17,7 @@ demo=(openvpn iproute2 nftables tcpdump openssl curl dnsmasq-base bind9-dnsutils
 # (wireguard-go: the userspace WireGuard; wg: the lab's WireGuard server side and its keys)
 test=(socat iperf3 util-linux procps docker.io docker-compose slirp4netns debootstrap iptables python3-yaml
       systemd strace gdb wireguard-go wireguard-tools)
-bench=(conntrack)
+bench=(conntrack linux-perf)
 
 profiles=("$@")
 [ ${#profiles[@]} -gt 0 ] || profiles=(test)

@@ -22,7 +22,7 @@ public final class ChildOutput: Sendable {
         guard let fd = descriptor.withLock({ fd -> Int32? in fd >= 0 ? fd : nil }) else { return }
         var pending: [UInt8] = []
         var cut = false
-        var buffer = [UInt8](repeating: 0, count: 16384)
+        var buffer = [UInt8](receiving: 16384)
         while true {
             guard let count = try? retryingInterrupts("read", { buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } }),
                   count > 0 else { break }

@@ -123,7 +123,7 @@ public final class DNSForwarder: Sendable {
             loopEnded()
         }
         var pending: [Pending] = []
-        var buffer = [UInt8](repeating: 0, count: 65535)
+        var buffer = [UInt8](receiving: 65535)
         while !stopped.load(ordering: .acquiring) {
             let now = ContinuousClock.now
             pending.removeAll { entry in

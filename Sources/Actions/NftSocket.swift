@@ -74,7 +74,7 @@ struct NftKernelError {
 final class NftSocket {
     private let socket: NetlinkSocket
     private var sequence: UInt32
-    private var receiveBuffer = [UInt8](repeating: 0, count: 64 * 1024)
+    private var receiveBuffer = [UInt8](receiving: 64 * 1024)
     private var sendBufferSize: Int
     private var receiveBufferSize: Int
     /// nft's estimate of the receive-buffer room one ACK needs (NFT_MNL_ACK_MAXSIZE).

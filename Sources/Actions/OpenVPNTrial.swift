@@ -38,7 +38,7 @@ public enum OpenVPNTrial {
         var pending: [UInt8] = []
         var stoppedAt: String?
         var timedOut = false
-        var buffer = [UInt8](repeating: 0, count: 65536)
+        var buffer = [UInt8](receiving: 65536)
         let deadline = ContinuousClock.now + .seconds(timeoutSeconds)
         reading: while true {
             guard let readiness = try? awaitReadiness(output.rawValue, for: Int16(POLLIN), until: deadline) else { break }

@@ -250,7 +250,7 @@ final class MarkedSocket {
 
     /// The next datagram, or nil at the deadline.
     func receiveDatagram(until deadline: ContinuousClock.Instant) throws(SystemError) -> [UInt8]? {
-        var buffer = [UInt8](repeating: 0, count: 65535)
+        var buffer = [UInt8](receiving: 65535)
         while true {
             do {
                 let count = try retryingInterrupts("recv") { buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) } }

@@ -109,7 +109,7 @@ public enum Spawner {
         var collected: [[UInt8]] = [[], []]
         var descriptors = [pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0),
                            pollfd(fd: errPipe[0], events: Int16(POLLIN), revents: 0)]
-        var buffer = [UInt8](repeating: 0, count: 65536)
+        var buffer = [UInt8](receiving: 65536)
         while descriptors.contains(where: { $0.fd >= 0 }),
               (try? retryingInterrupts("poll", { poll(&descriptors, 2, -1) })) != nil {
             for index in 0..<2 where descriptors[index].fd >= 0 && descriptors[index].revents != 0 {

@@ -16,12 +16,12 @@ final class FirewallSession {
     /// The generation main.swift's lockdown left, while the kernel is known to hold it still.
     private var unchangedLockdown: UInt32?
     private let log: SupervisorLog
-    /// Hands the monitor's reports to the interpreter.
-    private let watch: (NftablesMonitor) -> Void
+    /// Takes the monitor's reports, on its thread, to the interpreter.
+    private let receiver: EventSink<NftablesEvent>
 
-    init(log: SupervisorLog, watch: @escaping (NftablesMonitor) -> Void) {
+    init(log: SupervisorLog, receiver: EventSink<NftablesEvent>) {
         self.log = log
-        self.watch = watch
+        self.receiver = receiver
     }
 
     func ensure() throws -> Firewall {
@@ -31,12 +31,12 @@ final class FirewallSession {
         let created = try handed?.firewall ?? Firewall()
         firewall = created
         do {
-            let monitor = try NftablesMonitor.start(table: Ruleset.tableName, ignoring: [created.portID])
+            let monitor = try NftablesMonitor.start(table: Ruleset.tableName, ignoring: [created.portID],
+                                                    receiver: receiver)
             self.monitor = monitor
             if !monitor.filteredInKernel {
                 log.log(.warning, "the nftables monitor filters vpnsup's own commits in user space only")
             }
-            watch(monitor)
             // Read after the monitor started: a commit after this read is the monitor's to see.
             if let generation = handed?.generation, (try? created.generation()) == generation {
                 unchangedLockdown = generation

@@ -220,11 +220,11 @@ public actor JoinDriver: Interpreter {
 
     public var current: JoinMachine { machine }
 
-    /// Runs until the machine exits; the watchers' pumps and the timers run in a task group owned
-    /// by this call. The first thing the machine does is ask for the lockdown.
-    public func run(scope: TaskScope, signals: AsyncStream<SignalEvent>?) async -> Int32 {
+    /// Runs until the machine exits; the signals' pump runs in a task group owned by this call
+    /// (the watchers and timers post from threads of their own). The first thing the machine does
+    /// is ask for the lockdown.
+    public func run(signals: AsyncStream<SignalEvent>?) async -> Int32 {
         await withDiscardingTaskGroup(returning: Int32.self) { group in
-            group.addTask { await scope.run() }
             if let signals {
                 group.addTask { [inbox] in await inbox.forward(signals) { .signal($0) } }
             }

@@ -17,7 +17,6 @@ public actor LinuxJoinEffects: JoinEffects {
     private let values: [String: String]
     private let log: SupervisorLog
     private let inbox: JoinInbox
-    private let scope: TaskScope
     private let board: JoinStatusBoard
     private let timers: TimerThread<JoinTimer>
     private var firewalls: FirewallSession?
@@ -26,13 +25,12 @@ public actor LinuxJoinEffects: JoinEffects {
     private var statusChannel: StatusChannel?
     private var netlink: NetlinkWatcher?
 
-    public init(values: [String: String], log: SupervisorLog, inbox: JoinInbox, scope: TaskScope, board: JoinStatusBoard) throws {
+    public init(values: [String: String], log: SupervisorLog, inbox: JoinInbox, board: JoinStatusBoard) throws {
         executor = try EffectsExecutor.start(name: "vpnsup-effects")
         timers = try TimerThread.start(name: "vpnsup-timers") { [inbox] id in inbox.post(.event(.timerFired(id))) }
         self.values = values
         self.log = log
         self.inbox = inbox
-        self.scope = scope
         self.board = board
     }
 
@@ -92,9 +90,7 @@ public actor LinuxJoinEffects: JoinEffects {
 
     private func firewallSession() -> FirewallSession {
         if let firewalls { return firewalls }
-        let created = FirewallSession(log: log) { [scope, inbox] monitor in
-            scope.spawn { await inbox.forward(monitor.events) { .nftables($0) } }
-        }
+        let created = FirewallSession(log: log, receiver: .calling { [inbox] in inbox.post(.nftables($0)) })
         firewalls = created
         return created
     }
@@ -154,9 +150,7 @@ public actor LinuxJoinEffects: JoinEffects {
             }
         }
         if netlink == nil {
-            let watcher = try NetlinkWatcher.start(neighbours: true)
-            netlink = watcher
-            scope.spawn { [inbox] in await inbox.forward(watcher.events) { .netlink($0) } }
+            netlink = try NetlinkWatcher.start(neighbours: true, receiver: .calling { [inbox] in inbox.post(.netlink($0)) })
         }
     }
 
@@ -250,17 +244,16 @@ public enum LinuxJoin {
     public static func run(values: [String: String], logger: Logger, signals: SignalWatcher) async -> Int32 {
         let log = SupervisorLog(logger)
         let inbox = JoinInbox()
-        let scope = TaskScope()
         let now = StatusBoard.timestamp(Date())
         let board = JoinStatusBoard(JoinStatus(since: now, pid: ProcessIdentity.current, startedAt: now))
         let effects: LinuxJoinEffects
         do {
-            effects = try LinuxJoinEffects(values: values, log: log, inbox: inbox, scope: scope, board: board)
+            effects = try LinuxJoinEffects(values: values, log: log, inbox: inbox, board: board)
         } catch {
             StandardError.writeLine("cannot start the effects thread: \(error)")
             return ExitCode.unavailable
         }
         let driver = JoinDriver(machine: JoinMachine(), effects: effects, inbox: inbox, log: log, board: board)
-        return await driver.run(scope: scope, signals: signals.events)
+        return await driver.run(signals: signals.events)
     }
 }

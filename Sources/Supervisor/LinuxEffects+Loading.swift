@@ -47,19 +47,10 @@ extension LinuxEffects {
                 }
             }
             inbox.post(.event(event))
-            // Only now the netlink watcher's reports, buffered in its stream since it started:
-            // the interpreter translates them by the configuration, which must reach it first
-            // (else the start-up dump, an address already present, say, is dropped unread).
-            await self.forwardNetlink()
+            // Only now the netlink watcher's reports, held since it started (HeldUntilOpened).
+            self.netlinkReports.open()
         }
         return []
-    }
-
-    /// Forwards the netlink watcher's reports to the inbox, once it has been started.
-    private func forwardNetlink() {
-        guard let netlink, !netlinkForwarded else { return }
-        netlinkForwarded = true
-        scope.spawn { [inbox] in await inbox.forward(netlink.events) { .netlink($0) } }
     }
 
     /// `reloadConfiguration` (SIGHUP): CONFIG (and for OpenVPN the credentials file) again, read
@@ -176,8 +167,8 @@ extension LinuxEffects {
             }
         }
         try backend.open(runtimeDirectory: configuration.runtimeDirectory, inbox: inbox, scope: scope)
-        // Forwarded once the configuration is posted (forwardNetlink).
-        netlink = try NetlinkWatcher.start()
+        // Held until the configuration is posted (`netlinkReports`).
+        netlink = try NetlinkWatcher.start(receiver: .calling { [netlinkReports] in netlinkReports.send($0) })
     }
 
     /// The status with what the kernel counts right now (drops per chain, the tunnel's bytes),
@@ -225,14 +216,14 @@ extension LinuxEffects {
         }
     }
 
-    /// One DNS question through the tunnel, on a thread of its own; `probeSucceeded` or
+    /// One DNS question through the tunnel, on the probe's thread; `probeSucceeded` or
     /// `probeFailed` follows.
     func probe(_ configuration: Configuration?, server: IPv4Address?, device: String) {
         guard let configuration, let server else { return }
         let probe = TunnelProbe(server: server, name: configuration.probe.name,
                                 device: device, timeout: configuration.probe.timeout)
         do {
-            try ReaderThread.start(name: "vpnsup-probe") { [inbox, metrics] in
+            try probeThread.run { [inbox, metrics] in
                 let measurement = probe.measure()
                 if measurement.failure == nil { metrics?.probeAnswered(after: measurement.latency) }
                 inbox.post(.event(measurement.failure.map { .probeFailed($0) } ?? .probeSucceeded))

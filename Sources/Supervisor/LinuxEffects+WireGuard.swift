@@ -43,7 +43,7 @@ extension LinuxEffects {
         }
     }
 
-    /// The peers' latest handshakes over UAPI, on a thread of its own (a stuck wireguard-go must
+    /// The peers' latest handshakes over UAPI, on a thread of their own (a stuck wireguard-go must
     /// not hold up the effects for the client's deadline); `tunnelPeersRead` or
     /// `tunnelPeersReadFailed` follows.
     func readTunnelPeers(_ machine: Machine) {
@@ -53,7 +53,7 @@ extension LinuxEffects {
         }
         let client = WireGuardUAPIClient(interface: machine.tunnelInterface, expectedPID: pid)
         do {
-            try ReaderThread.start(name: "vpnsup-wg-look") { [inbox] in
+            try peerReadThread.run { [inbox] in
                 do {
                     let status = try client.status()
                     inbox.post(.event(.tunnelPeersRead(status.peers.map(WireGuardPeerSample.init), at: WallClock.now)))

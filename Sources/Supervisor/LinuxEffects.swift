@@ -30,7 +30,11 @@ public actor LinuxEffects: Effects {
     var statusChannel: StatusChannel?
     var metricsResponder: MetricsResponder?
     var netlink: NetlinkWatcher?
-    var netlinkForwarded = false
+    /// The netlink watcher's reports on their way to the inbox.
+    let netlinkReports: HeldUntilOpened<NetlinkEvent>
+    /// Where the DNS probes run, and WireGuard's handshake reads: one after another.
+    let probeThread = WorkerThread(name: "vpnsup-probe")
+    let peerReadThread = WorkerThread(name: "vpnsup-wg-look")
     /// PORT_FWD_FILE, watched and read again while vpnsup runs (LinuxEffects+Forwards).
     var portForwardFile: PortForwardFileSource?
     /// The credentials read, by token; the machine says which are in use.
@@ -48,6 +52,7 @@ public actor LinuxEffects: Effects {
         self.settings = settings
         self.log = log
         self.inbox = inbox
+        netlinkReports = HeldUntilOpened { [inbox] in inbox.post(.netlink($0)) }
         self.scope = scope
         self.board = board
         self.backend = backend
@@ -174,9 +179,7 @@ public actor LinuxEffects: Effects {
 
     private func firewallSession() -> FirewallSession {
         if let firewalls { return firewalls }
-        let created = FirewallSession(log: log) { [scope, inbox] monitor in
-            scope.spawn { await inbox.forward(monitor.events) { .nftables($0) } }
-        }
+        let created = FirewallSession(log: log, receiver: .calling { [inbox] in inbox.post(.nftables($0)) })
         firewalls = created
         return created
     }

@@ -93,7 +93,7 @@ public enum ConfigurationFile {
         if info.st_size > limit { return failure(.tooLarge(size: Int(info.st_size), limit: limit)) }
 
         var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
+        var chunk = [UInt8](receiving: 65536)
         while true {
             let count: Int
             do {

@@ -162,7 +162,7 @@ public final class NetlinkSocket {
         var request = request
         request.sequence = nextSequence()
         try send(request.bytes, operation: operation)
-        var buffer = [UInt8](repeating: 0, count: 16 << 10)
+        var buffer = [UInt8](receiving: 16 << 10)
         while true {
             let count: Int?
             do {

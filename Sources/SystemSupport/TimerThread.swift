@@ -10,20 +10,28 @@ import Synchronization
 ///
 /// Deadlines are on CLOCK_BOOTTIME, the clock of Swift's `ContinuousClock` on Linux: time spent
 /// suspended counts.
+///
+/// Inlinable, so that each client's timers are specialised for its ID type: unspecialised, the
+/// thread's dictionary work looked its generic types up at run time on every expiry, which cost
+/// more than the rest of the wake-up.
 public final class TimerThread<ID: Hashable & Sendable>: Sendable {
-    private struct Book {
+    @usableFromInline
+    struct Book {
         /// Deadline by timer, in nanoseconds of CLOCK_BOOTTIME.
-        var deadlines: [ID: UInt64] = [:]
+        @usableFromInline var deadlines: [ID: UInt64] = [:]
         /// What the timerfd is set to (nil: disarmed).
-        var armed: UInt64?
+        @usableFromInline var armed: UInt64?
+
+        @usableFromInline init() {}
     }
 
-    private let book = Mutex(Book())
-    private let timer: OwnedDescriptor
+    @usableFromInline let book = Mutex(Book())
+    @usableFromInline let timer: OwnedDescriptor
 
-    private init(timer: OwnedDescriptor) { self.timer = timer }
+    @usableFromInline init(timer: OwnedDescriptor) { self.timer = timer }
 
     /// Starts the thread; `fire` runs on it, once per timer due, earliest first.
+    @inlinable
     public static func start(name: String, fire: @escaping @Sendable (ID) -> Void) throws(SystemError) -> TimerThread {
         let descriptor = timerfd_create(CLOCK_BOOTTIME, Int32(TFD_CLOEXEC))
         guard descriptor >= 0 else { throw SystemError(operation: "timerfd_create", errno: errno) }
@@ -33,6 +41,7 @@ public final class TimerThread<ID: Hashable & Sendable>: Sendable {
     }
 
     /// Schedules `id` to fire after `delay`, in place of any pending firing of it.
+    @inlinable
     public func schedule(_ id: ID, after delay: Duration) {
         let (seconds, attoseconds) = delay.components
         let nanoseconds = max(0, seconds) * 1_000_000_000 + max(0, attoseconds) / 1_000_000_000
@@ -44,6 +53,7 @@ public final class TimerThread<ID: Hashable & Sendable>: Sendable {
     }
 
     /// Cancels `id`'s pending firing, if any.
+    @inlinable
     public func cancel(_ id: ID) {
         book.withLock { book in
             guard book.deadlines.removeValue(forKey: id) != nil else { return }
@@ -52,7 +62,8 @@ public final class TimerThread<ID: Hashable & Sendable>: Sendable {
     }
 
     /// Sets the timerfd to the earliest deadline, if that changed.
-    private func rearm(_ book: inout Book) {
+    @inlinable
+    func rearm(_ book: inout Book) {
         let earliest = book.deadlines.values.min()
         guard earliest != book.armed else { return }
         var setting = itimerspec()
@@ -66,7 +77,8 @@ public final class TimerThread<ID: Hashable & Sendable>: Sendable {
         }
     }
 
-    private func serve(_ fire: @Sendable (ID) -> Void) {
+    @inlinable
+    func serve(_ fire: @Sendable (ID) -> Void) {
         var expirations: UInt64 = 0
         while true {
             // Blocks until the timerfd expires (forever while disarmed).
@@ -74,7 +86,7 @@ public final class TimerThread<ID: Hashable & Sendable>: Sendable {
             if count < 0, errno != EINTR, errno != EAGAIN { return }
             let now = Self.now()
             let due = book.withLock { book -> [ID] in
-                let due = book.deadlines.filter { $0.value <= now }.sorted { $0.value < $1.value }.map(\.key)
+                let due = book.deadlines.filter { $0.value <= now }.sorted { $0.value < $1.value }.map { $0.key }
                 for id in due { book.deadlines[id] = nil }
                 // The kernel disarmed the timer when it expired.
                 book.armed = nil
@@ -85,7 +97,8 @@ public final class TimerThread<ID: Hashable & Sendable>: Sendable {
         }
     }
 
-    private static func now() -> UInt64 {
+    @inlinable
+    static func now() -> UInt64 {
         var time = timespec()
         clock_gettime(CLOCK_BOOTTIME, &time)
         return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)

@@ -171,7 +171,7 @@ public enum UnixSocket {
         do { peer = try Self.peer(of: socket.rawValue) } catch { throw .system(error) }
         guard peer.uid == serverUID else { throw .untrustedServer(path: path, peer: peer) }
         var result: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 16384)
+        var buffer = [UInt8](receiving: 16384)
         while true {
             let readiness: Readiness
             do { readiness = try awaitReadiness(socket.rawValue, for: Int16(POLLIN), until: deadline) } catch { throw .system(error) }

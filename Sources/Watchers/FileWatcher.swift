@@ -139,7 +139,7 @@ public final class FileWatcher: Sendable {
     private static func watch(descriptor: Int32, path: String, name: String, last start: Reading,
                               wakeup: WakeupEvent, requests: Requests, deliver: (Reading) -> Void) {
         var last = start
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var buffer = [UInt8](receiving: 64 * 1024)
         // Modified (a truncation or a write) and not yet closed after writing.
         var beingWritten = false
         // `reread()` asked for a reading that has not been made yet.

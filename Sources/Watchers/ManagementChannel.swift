@@ -254,7 +254,7 @@ private final class Shared: Sendable {
     /// Reads and delivers messages until end of file or an error.
     private func read(_ fd: Int32) {
         var parser = ManagementParser()
-        var buffer = [UInt8](repeating: 0, count: 16384)
+        var buffer = [UInt8](receiving: 16384)
         while let count = try? retryingInterrupts("read", { buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) } }),
               count > 0 {
             for message in parser.feed(buffer[0..<count]) { continuation.yield(.message(message)) }

@@ -7,10 +7,11 @@ import SystemSupport
 /// Watches links, IPv4 addresses and IPv4 routes (and, when asked, IPv4 neighbours) over rtnetlink.
 ///
 /// The socket joins the multicast groups *before* the dumps are requested, so a change racing
-/// with start-up shows up as an event even if the dump missed it. Everything arrives on `events`
-/// from a dedicated thread; the stream ends on `stop()`, when the consumer stops iterating, or
-/// if the socket fails.
+/// with start-up shows up as an event even if the dump missed it. Everything arrives from a
+/// dedicated thread, on `events` or at the receiver it was started with; the stream ends on
+/// `stop()`, when the consumer stops iterating, or if the socket fails.
 public final class NetlinkWatcher: Sendable {
+    /// The events, unless the watcher was started with a receiver (then this stream is empty).
     public let events: AsyncStream<NetlinkEvent>
     private let control: ReaderControl
     private let thread: ReaderThread
@@ -27,21 +28,30 @@ public final class NetlinkWatcher: Sendable {
     /// With `neighbours`, IPv4 neighbour changes too (`.neighbour`; not dumped: only changes
     /// matter to `vpnsup join`, which follows its gateway on a FAILED entry).
     public static func start(neighbours: Bool = false) throws(SystemError) -> NetlinkWatcher {
-        // Large enough that a burst (a container's links and routes appearing) rarely overflows.
-        try start(receiveBufferSize: 4 << 20, neighbours: neighbours)
+        try start(receiveBufferSize: defaultReceiveBufferSize, neighbours: neighbours, receiver: nil)
     }
 
-    static func start(receiveBufferSize: Int, neighbours: Bool = false) throws(SystemError) -> NetlinkWatcher {
+    /// As `start(neighbours:)`, the events going to `receiver` on the watcher's thread.
+    public static func start(neighbours: Bool = false,
+                             receiver: EventSink<NetlinkEvent>) throws(SystemError) -> NetlinkWatcher {
+        try start(receiveBufferSize: defaultReceiveBufferSize, neighbours: neighbours, receiver: receiver)
+    }
+
+    /// Large enough that a burst (a container's links and routes appearing) rarely overflows.
+    private static let defaultReceiveBufferSize = 4 << 20
+
+    static func start(receiveBufferSize: Int, neighbours: Bool = false,
+                      receiver: EventSink<NetlinkEvent>? = nil) throws(SystemError) -> NetlinkWatcher {
         let control = try ReaderControl()
         let socket = try NetlinkSocket(
             protocol: NETLINK_ROUTE,
             groups: UInt32(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | (neighbours ? RTMGRP_NEIGH : 0)))
         socket.setBufferSize(.receive, to: receiveBufferSize)
-        let (events, continuation) = AsyncStream.makeStream(of: NetlinkEvent.self)
-        let reader = Reader(socket: socket, control: control, continuation: continuation)
+        let (events, sink) = receiver.map { (EventSink<NetlinkEvent>.none, $0) }
+            ?? EventSink.stream { control.request(.stop) }
+        let reader = Reader(socket: socket, control: control, sink: sink)
         // Sent here so that a refused request fails start() instead of ending the stream.
         try reader.startDumps()
-        continuation.onTermination = { _ in control.request(.stop) }
         let thread = try ReaderThread.start(name: "vpnsup-netlink") { reader.run() }
         return NetlinkWatcher(events: events, control: control, thread: thread)
     }
@@ -77,7 +87,7 @@ public final class NetlinkWatcher: Sendable {
 private final class Reader: @unchecked Sendable {
     private let socket: NetlinkSocket
     private let control: ReaderControl
-    private let continuation: AsyncStream<NetlinkEvent>.Continuation
+    private let sink: EventSink<NetlinkEvent>
     private var decoder = NetlinkDecoder()
     private var buffer: [UInt8]
 
@@ -90,12 +100,12 @@ private final class Reader: @unchecked Sendable {
     private var failures = 0
     private var sequence = UInt32(truncatingIfNeeded: time(nil))
 
-    init(socket: NetlinkSocket, control: ReaderControl, continuation: AsyncStream<NetlinkEvent>.Continuation) {
+    init(socket: NetlinkSocket, control: ReaderControl, sink: EventSink<NetlinkEvent>) {
         self.socket = socket
         self.control = control
-        self.continuation = continuation
+        self.sink = sink
         // Dumps are sized to the reader's buffer (up to 32 KiB); multicast messages are smaller.
-        buffer = [UInt8](repeating: 0, count: 64 << 10)
+        buffer = [UInt8](receiving: 64 << 10)
     }
 
     func startDumps() throws(SystemError) {
@@ -104,7 +114,7 @@ private final class Reader: @unchecked Sendable {
 
     /// The thread body: waits for netlink data or a request; never spins.
     func run() {
-        defer { continuation.finish() }
+        defer { sink.finish() }
         var requests = control.take()
         while true {
             // Requests first, so that a stop never waits behind a busy socket.
@@ -205,7 +215,7 @@ private final class Reader: @unchecked Sendable {
 
     private func emit(_ events: [NetlinkEvent]) -> Bool {
         for event in events {
-            if case .terminated = continuation.yield(event) { return false }
+            guard sink.deliver(event) else { return false }
         }
         return true
     }

@@ -16,9 +16,10 @@ import SystemSupport
 /// kernel, so our own large commits cannot fill the receive buffer; the decoder checks the port
 /// again in case the filter could not be attached.
 ///
-/// Everything arrives on `events` from a dedicated thread; the stream ends on `stop()`, when the
-/// consumer stops iterating, or if the socket fails.
+/// Everything arrives from a dedicated thread, on `events` or at the receiver it was started with;
+/// the stream ends on `stop()`, when the consumer stops iterating, or if the socket fails.
 public final class NftablesMonitor: Sendable {
+    /// The events, unless the monitor was started with a receiver (then this stream is empty).
     public let events: AsyncStream<NftablesEvent>
     private let control: ReaderControl
     private let thread: ReaderThread
@@ -34,20 +35,22 @@ public final class NftablesMonitor: Sendable {
 
     /// Starts reporting outside changes to table `inet <table>`. Transactions sent from the
     /// netlink ports in `ignoring` (vpnsup's own commit socket) are never reported.
-    public static func start(table: String, ignoring portIDs: Set<UInt32>) throws(SystemError) -> NftablesMonitor {
+    /// With a `receiver`, the events go to it on the monitor's thread.
+    public static func start(table: String, ignoring portIDs: Set<UInt32>,
+                             receiver: EventSink<NftablesEvent>? = nil) throws(SystemError) -> NftablesMonitor {
         // A flush of a big ruleset is thousands of messages; a repair commit of ours is filtered out.
-        try start(table: table, ignoring: portIDs, receiveBufferSize: 4 << 20, kernelFilter: true)
+        try start(table: table, ignoring: portIDs, receiveBufferSize: 4 << 20, kernelFilter: true, receiver: receiver)
     }
 
     static func start(table: String, ignoring portIDs: Set<UInt32>, receiveBufferSize: Int,
-                      kernelFilter: Bool) throws(SystemError) -> NftablesMonitor {
+                      kernelFilter: Bool, receiver: EventSink<NftablesEvent>? = nil) throws(SystemError) -> NftablesMonitor {
         let control = try ReaderControl()
         let socket = try NftablesSocket.open(receiveBufferSize: receiveBufferSize,
                                              dropping: kernelFilter ? portIDs : [])
-        let (events, continuation) = AsyncStream.makeStream(of: NftablesEvent.self)
-        let reader = MonitorReader(socket: socket, control: control, continuation: continuation,
+        let (events, sink) = receiver.map { (EventSink<NftablesEvent>.none, $0) }
+            ?? EventSink.stream { control.request(.stop) }
+        let reader = MonitorReader(socket: socket, control: control, sink: sink,
                                    decoder: NftablesDecoder(table: table, ignoring: portIDs))
-        continuation.onTermination = { _ in control.request(.stop) }
         let thread = try ReaderThread.start(name: "vpnsup-nftables") { reader.run() }
         return NftablesMonitor(events: events, control: control, thread: thread,
                                filteredInKernel: kernelFilter && !portIDs.isEmpty && socket.filtered)
@@ -84,23 +87,22 @@ private final class MonitorReader: @unchecked Sendable {
 
     private let socket: NftablesSocket
     private let control: ReaderControl
-    private let continuation: AsyncStream<NftablesEvent>.Continuation
+    private let sink: EventSink<NftablesEvent>
     private var decoder: NftablesDecoder
     private var buffer: [UInt8]
 
-    init(socket: NftablesSocket, control: ReaderControl, continuation: AsyncStream<NftablesEvent>.Continuation,
-         decoder: NftablesDecoder) {
+    init(socket: NftablesSocket, control: ReaderControl, sink: EventSink<NftablesEvent>, decoder: NftablesDecoder) {
         self.socket = socket
         self.control = control
-        self.continuation = continuation
+        self.sink = sink
         self.decoder = decoder
         // The kernel batches a transaction's notifications into datagrams of a page or two.
-        buffer = [UInt8](repeating: 0, count: 64 << 10)
+        buffer = [UInt8](receiving: 64 << 10)
     }
 
     /// The thread body: waits for notifications or a request; never spins.
     func run() {
-        defer { continuation.finish() }
+        defer { sink.finish() }
         // A hold asked for before the thread ran is acknowledged here.
         var requests = control.take()
         while !requests.stop {
@@ -134,7 +136,7 @@ private final class MonitorReader: @unchecked Sendable {
 
     private func emit(_ events: [NftablesEvent]) -> Bool {
         for event in events {
-            if case .terminated = continuation.yield(event) { return false }
+            guard sink.deliver(event) else { return false }
         }
         return true
     }

@@ -16,7 +16,7 @@ struct FirewallSessionTests {
             try HandoverLock.exclusively {
                 #expect(FirewallHandover.commitAndKeep(.lockdown))
                 if outsideCommitFirst { try Firewall().commit(.lockdown) }
-                let session = FirewallSession(log: SupervisorLog(RecordingLog().logger())) { _ in }
+                let session = FirewallSession(log: SupervisorLog(RecordingLog().logger()), receiver: .calling { _ in })
                 defer { session.stop() }
                 return try rulesets.map { try session.commit($0) }
             }

@@ -40,6 +40,28 @@ import TestSupport
         #expect(readerThreads() == threadsBefore)
     }
 
+    /// With a receiver, the events go to it, on the watcher's thread and in the dump's order, and
+    /// the stream has none.
+    @Test func aReceiverGetsTheEventsOnTheWatchersThread() async throws {
+        let threadsBefore = readerThreads()
+        let (received, into) = AsyncStream.makeStream(of: NetlinkEvent.self)
+        let threadNames = Mutex<Set<String>>([])
+        let watcher = try NetlinkWatcher.start(receiver: .calling { event in
+            let name = (try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "?"
+            threadNames.withLock { _ = $0.insert(name.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            into.yield(event)
+        })
+        let recorder = EventRecorder(received)
+        #expect(await recorder.next { if case .link(name: "lo", index: _, up: _) = $0 { true } else { false } } != nil)
+        #expect(await recorder.next { $0 == .synchronized } != nil)
+        #expect(threadNames.withLock { $0 } == ["vpnsup-netlink"])
+        var streamed = 0
+        for await _ in watcher.events { streamed += 1 }
+        #expect(streamed == 0)
+        watcher.stop()
+        #expect(readerThreads() == threadsBefore)
+    }
+
     @Test(.enabled(if: isolatedRootNetns, "needs root in a private network namespace (unshare --net)"))
     func reportsLinkAddressRouteAndRemoval() async throws {
         let (name, peer) = ("vnlw0", "vnlw1")
