@@ -35,16 +35,13 @@ public actor Driver: Interpreter {
     /// The machine as it is now.
     public var current: Machine { machine }
 
-    /// Runs until the machine exits; returns its exit code. The watchers' pumps, the timers and
-    /// the watchdog run in a task group owned by this call: the exit cancels them and waits for
-    /// them. The first thing the machine does is ask for the lockdown.
-    public func run(scope: TaskScope, signals: AsyncStream<SignalEvent>?, watchdog: Duration?) async -> Int32 {
+    /// Runs until the machine exits; returns its exit code. The effects' tasks (`scope`) and the
+    /// watchdog run in a task group owned by this call: the exit cancels them and waits for them.
+    /// The first thing the machine does is ask for the lockdown.
+    public func run(scope: TaskScope, watchdog: Duration?) async -> Int32 {
         notifier.status("\(machine.state)")
         return await withDiscardingTaskGroup(returning: Int32.self) { group in
             group.addTask { await scope.run() }
-            if let signals {
-                group.addTask { [inbox] in await inbox.forward(signals) { .signal($0) } }
-            }
             if let watchdog {
                 log.log(.info, "systemd watchdog: WATCHDOG=1 every \(SupervisorRecord.milliseconds(watchdog / 2)) ms")
                 // A timer, not a check of state: the tick is answered only if the interpreter

@@ -34,9 +34,9 @@ public protocol TunnelBackend: Sendable {
     /// The tunnel's name in the log ("OpenVPN").
     var name: String { get }
     /// Opens what the tunnel connects to when it starts (OpenVPN: the management socket, which
-    /// vpnsup listens on); the channel's reports are posted to `inbox`, translated, by a job of
-    /// `scope`. Blocking.
-    func open(runtimeDirectory: String, inbox: Inbox, scope: TaskScope) throws
+    /// vpnsup listens on); the channel's reports are posted to `inbox`, translated, from the
+    /// channel's thread. Blocking.
+    func open(runtimeDirectory: String, inbox: Inbox) throws
     /// Starts the tunnel; returns its process id, nil when it has none. Its control channel
     /// serves that process alone from then on. Blocking.
     func start(_ plan: TunnelPlan) throws -> Int32?

@@ -1,27 +1,26 @@
 import Synchronization
 
-/// Passes items on from any thread, in order, but holds them until `open()`: the netlink
-/// watcher's reports are posted straight from its thread into the inbox, yet only after the loaded
-/// configuration, by which the interpreter translates them (a report it gets before is dropped
-/// unread: the start-up dump of an address already present, say).
-final class HeldUntilOpened<Item: Sendable>: Sendable {
+/// Takes items from any thread and holds them until `open(passingTo:)`, then passes them on in
+/// order, and every later one as it comes. Watchers post into the inbox through one of these when
+/// they start before the inbox may take their reports: the signal watcher starts before the
+/// supervisor exists, and the netlink watcher's reports must follow the loaded configuration,
+/// by which the interpreter translates them (one it gets before is dropped unread: the start-up
+/// dump of an address already present, say).
+public final class HeldUntilOpened<Item: Sendable>: Sendable {
     private enum Gate {
         case holding([Item])
-        case open
+        case open(@Sendable (Item) -> Void)
     }
 
     private let gate = Mutex(Gate.holding([]))
-    private let pass: @Sendable (Item) -> Void
 
-    init(passingTo pass: @escaping @Sendable (Item) -> Void) {
-        self.pass = pass
-    }
+    public init() {}
 
-    func send(_ item: Item) {
+    public func send(_ item: Item) {
         gate.withLock { gate in
             switch gate {
-            case .open:
-                // Under the lock, so that no item overtakes those `open()` is still passing on.
+            case .open(let pass):
+                // Under the lock, so that no item overtakes those `open` is still passing on.
                 pass(item)
             case .holding(var held):
                 gate = .holding([])  // leaves `held` the array's only owner: appending copies nothing
@@ -31,11 +30,13 @@ final class HeldUntilOpened<Item: Sendable>: Sendable {
         }
     }
 
-    /// Passes on what was held, then every item as it comes. Later calls do nothing.
-    func open() {
+    /// Passes on what was held, then every item as it comes, to `pass`. Only the first call
+    /// counts.
+    public func open(passingTo pass: @escaping @Sendable (Item) -> Void) {
         gate.withLock { gate in
-            if case .holding(let held) = gate { held.forEach(pass) }
-            gate = .open
+            guard case .holding(let held) = gate else { return }
+            held.forEach(pass)
+            gate = .open(pass)
         }
     }
 }

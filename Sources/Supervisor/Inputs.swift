@@ -80,15 +80,10 @@ public final class Mailbox<Item: Sendable>: Sendable {
     }
 
     public func post(_ input: Item) { continuation.yield(input) }
-
-    /// Forwards every element of `stream` as an input until it ends or the task is cancelled.
-    public func forward<Element: Sendable>(_ stream: AsyncStream<Element>, as input: @Sendable (Element) -> Item) async {
-        for await element in stream { post(input(element)) }
-    }
 }
 
-/// Tasks the effects start while the supervisor runs (timers, watchers' pumps), owned by the run
-/// command's task group: `run()` is one child of that group, and runs each job as a child of its
+/// Tasks the effects start while the supervisor runs (reading and reloading the files), owned by
+/// the run command's task group: `run()` is one child of that group, and runs each job as a child of its
 /// own, so cancelling the group cancels them all and waits for them.
 public final class TaskScope: Sendable {
     public typealias Job = @Sendable () async -> Void

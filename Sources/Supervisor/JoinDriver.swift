@@ -220,24 +220,17 @@ public actor JoinDriver: Interpreter {
 
     public var current: JoinMachine { machine }
 
-    /// Runs until the machine exits; the signals' pump runs in a task group owned by this call
-    /// (the watchers and timers post from threads of their own). The first thing the machine does
-    /// is ask for the lockdown.
-    public func run(signals: AsyncStream<SignalEvent>?) async -> Int32 {
-        await withDiscardingTaskGroup(returning: Int32.self) { group in
-            if let signals {
-                group.addTask { [inbox] in await inbox.forward(signals) { .signal($0) } }
+    /// Runs until the machine exits (the watchers, the signals and the timers post into the inbox
+    /// from threads of their own). The first thing the machine does is ask for the lockdown.
+    public func run() async -> Int32 {
+        await step(.event(.start))
+        if exitCode == nil {
+            for await input in inbox.inputs {
+                await step(input)
+                if exitCode != nil { break }
             }
-            await step(.event(.start))
-            if exitCode == nil {
-                for await input in inbox.inputs {
-                    await step(input)
-                    if exitCode != nil { break }
-                }
-            }
-            group.cancelAll()
-            return exitCode ?? ExitCode.unavailable
         }
+        return exitCode ?? ExitCode.unavailable
     }
 
     public func step(_ input: JoinInput) async {

@@ -241,7 +241,7 @@ private final class ForwarderSlot: Sendable {
 public enum LinuxJoin {
     /// Runs until the machine exits; returns the exit code. `values` are the configuration's
     /// variables (GATEWAY, GATEWAY_ADDR, POD_CIDRS...).
-    public static func run(values: [String: String], logger: Logger, signals: SignalWatcher) async -> Int32 {
+    public static func run(values: [String: String], logger: Logger, signals: HeldUntilOpened<SignalEvent>) async -> Int32 {
         let log = SupervisorLog(logger)
         let inbox = JoinInbox()
         let now = StatusBoard.timestamp(Date())
@@ -254,6 +254,7 @@ public enum LinuxJoin {
             return ExitCode.unavailable
         }
         let driver = JoinDriver(machine: JoinMachine(), effects: effects, inbox: inbox, log: log, board: board)
-        return await driver.run(signals: signals.events)
+        signals.open { [inbox] in inbox.post(.signal($0)) }
+        return await driver.run()
     }
 }

@@ -48,7 +48,7 @@ extension LinuxEffects {
             }
             inbox.post(.event(event))
             // Only now the netlink watcher's reports, held since it started (HeldUntilOpened).
-            self.netlinkReports.open()
+            self.netlinkReports.open { [inbox] in inbox.post(.netlink($0)) }
         }
         return []
     }
@@ -152,6 +152,10 @@ extension LinuxEffects {
 
     /// `wireGuard`: a WireGuard tunnel's link and peers, read by the status too (nil: OpenVPN's tun0).
     private func openChannels(_ configuration: Configuration, statusGroup: UInt32?, wireGuard: WireGuardStatusReader?) throws {
+        // Their threads now, not with their first piece of work: the count of threads stays
+        // what it is from here on.
+        if configuration.probe.server != nil, configuration.probe.interval != nil { try probeThread.start() }
+        if wireGuard != nil { try peerReadThread.start() }
         if statusChannel == nil {
             statusChannel = try StatusChannel.listen(at: configuration.runtimeDirectory + "/status.sock",
                                                      group: statusGroup) { [board] in
@@ -166,7 +170,7 @@ extension LinuxEffects {
                 Self.kernelSnapshot(board, wireGuard: wireGuard)
             }
         }
-        try backend.open(runtimeDirectory: configuration.runtimeDirectory, inbox: inbox, scope: scope)
+        try backend.open(runtimeDirectory: configuration.runtimeDirectory, inbox: inbox)
         // Held until the configuration is posted (`netlinkReports`).
         netlink = try NetlinkWatcher.start(receiver: .calling { [netlinkReports] in netlinkReports.send($0) })
     }

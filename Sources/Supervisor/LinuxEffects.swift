@@ -31,8 +31,8 @@ public actor LinuxEffects: Effects {
     var metricsResponder: MetricsResponder?
     var netlink: NetlinkWatcher?
     /// The netlink watcher's reports on their way to the inbox.
-    let netlinkReports: HeldUntilOpened<NetlinkEvent>
-    /// Where the DNS probes run, and WireGuard's handshake reads: one after another.
+    let netlinkReports = HeldUntilOpened<NetlinkEvent>()
+    /// Where the DNS probes run, and WireGuard's handshake reads: each one after another.
     let probeThread = WorkerThread(name: "vpnsup-probe")
     let peerReadThread = WorkerThread(name: "vpnsup-wg-look")
     /// PORT_FWD_FILE, watched and read again while vpnsup runs (LinuxEffects+Forwards).
@@ -52,7 +52,6 @@ public actor LinuxEffects: Effects {
         self.settings = settings
         self.log = log
         self.inbox = inbox
-        netlinkReports = HeldUntilOpened { [inbox] in inbox.post(.netlink($0)) }
         self.scope = scope
         self.board = board
         self.backend = backend

@@ -41,11 +41,12 @@ public final class OpenVPNBackend: TunnelBackend {
     /// Listens on the management socket, serving nobody until an OpenVPN is started: a root
     /// process that connects first (and waits in the backlog for OpenVPN's respawn) is closed
     /// before it gets a byte, and never sees a `>PASSWORD:` exchange.
-    public func open(runtimeDirectory: String, inbox: Inbox, scope: TaskScope) throws {
-        let management = try ManagementChannel.listen(at: Self.managementSocket(in: runtimeDirectory), expecting: .nobody)
+    public func open(runtimeDirectory: String, inbox: Inbox) throws {
+        // Translated on the channel's thread, and posted from there: no task hop per message.
+        let management = try ManagementChannel.listen(at: Self.managementSocket(in: runtimeDirectory), expecting: .nobody,
+                                                      receiver: .calling { inbox.post(.tunnel(OpenVPNTranslator.translate($0))) })
         channel.withLock { $0 = management }
         opened.withLock { $0 = (inbox, runtimeDirectory) }
-        scope.spawn { await inbox.forward(management.events) { .tunnel(OpenVPNTranslator.translate($0)) } }
     }
 
     /// OpenVPN's command line for `plan`: vpnsup's options, the user's (after `--`), and last the

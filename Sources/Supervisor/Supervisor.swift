@@ -30,9 +30,9 @@ public struct RunSettings: Sendable {
 /// The supervisor on Linux: the machine, the interpreter and the Linux effects with the OpenVPN
 /// backend, put together.
 public enum LinuxSupervisor {
-    /// Runs until the machine exits; returns the exit code. Signals come from `signals`, which
-    /// the caller started with every handled signal blocked.
-    public static func run(_ settings: RunSettings, logger: Logger, signals: SignalWatcher) async -> Int32 {
+    /// Runs until the machine exits; returns the exit code. Signals come through `signals`, which
+    /// the signal watcher posts into (started by the caller with every handled signal blocked).
+    public static func run(_ settings: RunSettings, logger: Logger, signals: HeldUntilOpened<SignalEvent>) async -> Int32 {
         let log = SupervisorLog(logger)
         let inbox = Inbox()
         let scope = TaskScope()
@@ -50,6 +50,7 @@ public enum LinuxSupervisor {
         }
         let driver = Driver(machine: Machine(timings: settings.timings, seed: UInt64.random(in: .min ... .max)),
                             effects: effects, inbox: inbox, log: log, board: board, notifier: ServiceNotifier(), metrics: metrics)
-        return await driver.run(scope: scope, signals: signals.events, watchdog: ServiceNotifier.watchdogInterval())
+        signals.open { [inbox] in inbox.post(.signal($0)) }
+        return await driver.run(scope: scope, watchdog: ServiceNotifier.watchdogInterval())
     }
 }

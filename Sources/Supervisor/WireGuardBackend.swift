@@ -75,7 +75,7 @@ public final class WireGuardBackend: TunnelBackend {
 
     // MARK: TunnelBackend
 
-    public func open(runtimeDirectory: String, inbox: Inbox, scope: TaskScope) throws {
+    public func open(runtimeDirectory: String, inbox: Inbox) throws {
         state.withLock { $0.inbox = inbox }
     }
 

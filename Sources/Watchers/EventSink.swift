@@ -16,9 +16,10 @@ public struct EventSink<Element: Sendable>: Sendable {
 
     /// Events go to the returned stream; when its consumer goes away, `onTermination` runs (the
     /// watcher's stop request).
-    static func stream(onTermination: @escaping @Sendable () -> Void) -> (AsyncStream<Element>, EventSink) {
-        let (events, continuation) = AsyncStream.makeStream(of: Element.self)
-        continuation.onTermination = { _ in onTermination() }
+    static func stream(bufferingPolicy: AsyncStream<Element>.Continuation.BufferingPolicy = .unbounded,
+                       onTermination: (@Sendable () -> Void)? = nil) -> (AsyncStream<Element>, EventSink) {
+        let (events, continuation) = AsyncStream.makeStream(of: Element.self, bufferingPolicy: bufferingPolicy)
+        if let onTermination { continuation.onTermination = { _ in onTermination() } }
         let sink = EventSink(deliver: { element in
             if case .terminated = continuation.yield(element) { return false }
             return true

@@ -54,19 +54,20 @@ public final class ManagementChannel: Sendable {
     /// starts the thread that accepts OpenVPN. The directory should be root's and mode 0700.
     /// `initialCommands` (e.g. `state on all`) are written by that thread as soon as an expected
     /// peer's connection is accepted, before `.connected` is delivered.
+    /// With a `receiver`, the events go to it on the channel's thread, and `events` is empty.
     public static func listen(at path: String, initialCommands: [String] = [],
-                              expecting peer: ManagementPeer = .anyChild) throws(ChannelError) -> ManagementChannel {
+                              expecting peer: ManagementPeer = .anyChild,
+                              receiver: EventSink<ManagementChannelEvent>? = nil) throws(ChannelError) -> ManagementChannel {
         guard initialCommands.allSatisfy(isSafeCommand) else { throw .invalidCommand }
         // One pending connection: OpenVPN is the only client, and one at a time.
         let (listener, identity) = try UnixSocket.listen(at: path, mode: 0o600, backlog: 1)
-        let (stream, continuation) = AsyncStream.makeStream(of: ManagementChannelEvent.self,
-                                                            bufferingPolicy: .unbounded)
-        let shared = Shared(listener: listener, expected: peer, continuation: continuation)
+        let (stream, sink) = receiver.map { (EventSink<ManagementChannelEvent>.none, $0) } ?? EventSink.stream()
+        let shared = Shared(listener: listener, expected: peer, sink: sink)
         do {
             try ReaderThread.start(name: "vpnsup-mgmt") { [shared] in shared.serve(initialCommands) }
         } catch {
             unlink(path)
-            continuation.finish()
+            sink.finish()
             throw .system(error)
         }
         // Only now: the channel's deinit stops the thread, so it must not exist without one.
@@ -124,12 +125,12 @@ private final class Shared: Sendable {
     }
 
     private let listener: OwnedDescriptor
-    private let continuation: AsyncStream<ManagementChannelEvent>.Continuation
+    private let sink: EventSink<ManagementChannelEvent>
     private let state: Mutex<State>
 
-    init(listener: OwnedDescriptor, expected: ManagementPeer, continuation: AsyncStream<ManagementChannelEvent>.Continuation) {
+    init(listener: OwnedDescriptor, expected: ManagementPeer, sink: EventSink<ManagementChannelEvent>) {
         self.listener = listener
-        self.continuation = continuation
+        self.sink = sink
         state = Mutex(State(expected: expected))
     }
 
@@ -175,7 +176,7 @@ private final class Shared: Sendable {
 
     /// Runs on the reader thread until `stop()`.
     func serve(_ initialCommands: [String]) {
-        defer { continuation.finish() }
+        defer { sink.finish() }
         while true {
             let fd: Int32
             do {
@@ -184,7 +185,7 @@ private final class Shared: Sendable {
                 if state.withLock({ $0.stopped }) { return }
                 // EMFILE and the like: nothing to do but report and stop; OpenVPN then fails to
                 // connect and exits, which the supervisor sees.
-                continuation.yield(.message(.malformed("\(error)")))
+                _ = sink.deliver(.message(.malformed("\(error)")))
                 return
             }
             guard let peer = admit(fd) else {
@@ -208,14 +209,14 @@ private final class Shared: Sendable {
             for command in initialCommands {
                 try? UnixSocket.writeAll(Array((command + "\n").utf8), to: fd)
             }
-            continuation.yield(.connected)
+            _ = sink.deliver(.connected)
             read(fd)
             state.withLock { state in
                 state.connection = nil
                 state.connectedPeer = nil
                 Glibc.close(fd)
             }
-            continuation.yield(.disconnected)
+            _ = sink.deliver(.disconnected)
             if state.withLock({ $0.stopped }) { return }
         }
     }
@@ -227,12 +228,12 @@ private final class Shared: Sendable {
         do {
             peer = try UnixSocket.peer(of: fd)
         } catch {
-            continuation.yield(.refusedPeer(nil, reason: "\(error)"))
+            _ = sink.deliver(.refusedPeer(nil, reason: "\(error)"))
             return nil
         }
         let expected = state.withLock { $0.expected }
         if let reason = Self.refusal(of: peer, expecting: expected) {
-            continuation.yield(.refusedPeer(peer, reason: reason))
+            _ = sink.deliver(.refusedPeer(peer, reason: reason))
             return nil
         }
         return peer
@@ -257,9 +258,9 @@ private final class Shared: Sendable {
         var buffer = [UInt8](receiving: 16384)
         while let count = try? retryingInterrupts("read", { buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) } }),
               count > 0 {
-            for message in parser.feed(buffer[0..<count]) { continuation.yield(.message(message)) }
+            for message in parser.feed(buffer[0..<count]) { _ = sink.deliver(.message(message)) }
         }
-        for message in parser.finish() { continuation.yield(.message(message)) }
+        for message in parser.finish() { _ = sink.deliver(.message(message)) }
     }
 }
 

@@ -24,7 +24,8 @@ public final class SignalWatcher: Sendable {
     /// SIGTERM, SIGINT, SIGHUP, SIGCHLD.
     public static let handledSignals: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGCHLD]
 
-    /// Unbounded: a child's exit must never be dropped.
+    /// Unbounded: a child's exit must never be dropped. Empty when the watcher was started with a
+    /// receiver.
     public let events: AsyncStream<SignalEvent>
     private let thread = Mutex<pthread_t?>(nil)
     private static let started = Atomic(false)
@@ -45,11 +46,14 @@ public final class SignalWatcher: Sendable {
 
     /// Starts the watcher thread; once per process. `signals` is a subset of `handledSignals`
     /// (tests leave out SIGTERM/SIGINT so the test runner keeps its own). The watcher thread has
-    /// them blocked from its start even if the caller did not block them.
-    public static func start(signals: [Int32] = handledSignals) throws(SystemError) -> SignalWatcher {
+    /// them blocked from its start even if the caller did not block them. With a `receiver`, the
+    /// events go to it on the watcher's thread (it must not block: it holds up the reaping).
+    @discardableResult
+    public static func start(signals: [Int32] = handledSignals,
+                             receiver: EventSink<SignalEvent>? = nil) throws(SystemError) -> SignalWatcher {
         precondition(signals.allSatisfy(handledSignals.contains), "SignalWatcher handles only \(handledSignals)")
         precondition(!started.exchange(true, ordering: .relaxed), "SignalWatcher.start called twice")
-        let (stream, continuation) = AsyncStream.makeStream(of: SignalEvent.self, bufferingPolicy: .unbounded)
+        let (stream, sink) = receiver.map { (EventSink<SignalEvent>.none, $0) } ?? EventSink.stream()
         let watcher = SignalWatcher(events: stream)
         // The new thread inherits the creator's mask: block the signals around its creation, so
         // it holds them blocked from its first instruction and none sent after start() escapes it.
@@ -65,9 +69,9 @@ public final class SignalWatcher: Sendable {
                 var number: Int32 = 0
                 guard sigwait(&set, &number) == 0 else { continue }
                 if number == SIGCHLD {
-                    reapAll { continuation.yield(.childExited(pid: $0, status: $1)) }
+                    reapAll { _ = sink.deliver(.childExited(pid: $0, status: $1)) }
                 } else if let event = event(for: number) {
-                    continuation.yield(event)
+                    _ = sink.deliver(event)
                 }
             }
         }

@@ -68,7 +68,8 @@ struct Run: AsyncParsableCommand {
             return OneLineLogHandler(handler)
         }
         let logger = Logger(label: "vpnsup")
-        let signals = try SignalWatcher.start()
+        let signals = HeldUntilOpened<SignalEvent>()
+        try SignalWatcher.start(receiver: .calling { signals.send($0) })
         let code = await LinuxSupervisor.run(RunSettings(values: values, openvpnArguments: openvpnArguments),
                                         logger: logger, signals: signals)
         Termination.exit(code)

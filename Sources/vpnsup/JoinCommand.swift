@@ -37,7 +37,8 @@ struct Join: AsyncParsableCommand {
             handler.logLevel = level
             return handler
         }
-        let signals = try SignalWatcher.start()
+        let signals = HeldUntilOpened<SignalEvent>()
+        try SignalWatcher.start(receiver: .calling { signals.send($0) })
         let code = await LinuxJoin.run(values: values, logger: Logger(label: "vpnsup-join"), signals: signals)
         Termination.exit(code)
     }

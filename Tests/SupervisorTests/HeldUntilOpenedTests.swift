@@ -12,15 +12,18 @@ struct HeldUntilOpenedTests {
 
     @Test func nothingPassesBeforeOpenThenAllInOrder() {
         let received = Received()
-        let held = HeldUntilOpened<Int> { received.append($0) }
+        let held = HeldUntilOpened<Int>()
         for item in 0..<5 { held.send(item) }
         #expect(received.all.isEmpty)
-        held.open()
+        held.open { received.append($0) }
         #expect(received.all == [0, 1, 2, 3, 4])
         held.send(5)
         #expect(received.all == [0, 1, 2, 3, 4, 5], "after open, an item passes as it is sent")
-        held.open()
-        #expect(received.all == [0, 1, 2, 3, 4, 5], "a second open passes nothing again")
+        let other = Received()
+        held.open { other.append($0) }
+        held.send(6)
+        #expect(received.all == [0, 1, 2, 3, 4, 5, 6], "a second open changes nothing")
+        #expect(other.all.isEmpty)
     }
 
     /// A sender on another thread while `open()` passes the held items on: none of its items
@@ -28,11 +31,11 @@ struct HeldUntilOpenedTests {
     @Test func aSenderRacingTheOpeningNeverOvertakesTheHeldItems() async {
         for _ in 0..<50 {
             let received = Received()
-            let held = HeldUntilOpened<Int> { received.append($0) }
+            let held = HeldUntilOpened<Int>()
             for item in 0..<100 { held.send(item) }
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { for item in 100..<300 { held.send(item) } }
-                group.addTask { held.open() }
+                group.addTask { held.open { received.append($0) } }
             }
             #expect(received.all == Array(0..<300))
         }

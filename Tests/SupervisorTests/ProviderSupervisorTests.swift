@@ -170,8 +170,8 @@ struct OpenVPNBackendTests {
         let supervisorLog = SupervisorLog(log.logger())
         supervisorLog.open() // OpenVPN starts only once the configuration is accepted
         let backend = OpenVPNBackend(executable: executable, log: supervisorLog)
-        let inbox = Inbox(), scope = TaskScope()
-        try backend.open(runtimeDirectory: directory, inbox: inbox, scope: scope)
+        let inbox = Inbox()
+        try backend.open(runtimeDirectory: directory, inbox: inbox)
         defer { backend.close() }
         let plan = TunnelPlan(configurationPath: "/config/provider.ovpn", runtimeDirectory: directory,
                               asksForRemotes: false, vettedText: "client\n\nfoo-bar\n")

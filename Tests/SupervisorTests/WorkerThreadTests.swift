@@ -23,4 +23,22 @@ struct WorkerThreadTests {
         #expect(threads.count == 1)
         #expect(!threads.contains(pthread_self()))
     }
+
+    /// Started ahead of its work, the thread is the one the work then runs on: `start()` twice
+    /// and the pieces after it make one thread.
+    @Test func startedAheadItIsTheSameThread() async throws {
+        let worker = WorkerThread(name: "vpnsup-test")
+        try worker.start()
+        try worker.start()
+        let threads = Mutex<Set<pthread_t>>([])
+        let (done, finished) = AsyncStream.makeStream(of: Void.self)
+        for index in 0..<3 {
+            try worker.run {
+                threads.withLock { _ = $0.insert(pthread_self()) }
+                if index == 2 { finished.yield() }
+            }
+        }
+        for await _ in done { break }
+        #expect(threads.withLock { $0.count } == 1)
+    }
 }

@@ -88,8 +88,9 @@ peer_forgotten() {
 fd_count() { find "/proc/$VPNSUP_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 thread_count() { awk '$1 == "Threads:" { print $2 }' "/proc/$VPNSUP_PID/status"; }
 rss_kb() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$VPNSUP_PID/status"; }
-# "fds threads rss" at rest: a DNS probe in flight holds a thread and a socket for up to
-# PROBE_TIMEOUT, so the fewest seen over more than one probe interval (2 s) are the resting counts.
+# "fds threads rss" at rest: a DNS probe in flight holds a socket for up to PROBE_TIMEOUT, so the
+# fewest seen over more than one probe interval (2 s) are the resting counts. (The probe's thread
+# is started by the first probe, long before the first recovery, and kept.)
 resting_resources() {
     local fds threads least_fds=999999 least_threads=999999 i
     for i in $(seq 25); do
