@@ -94,11 +94,21 @@ idle_window() { # LABEL: wake-ups/s and CPU ms/s of vpnsup (and OpenVPN) over ID
 }
 
 bench_lab_up
+lab_require perf
 bench_vpnsup_start # defaults: probe off
 sleep 1
 bench_record footprint vpnsup "RSS after start-up (TunnelUp)" MiB "$(awk -v k="$(rss_kib "$VPNSUP_PID")" 'BEGIN { printf "%.2f", k / 1024 }')"
 # Private memory apart from mapped files (the shared Swift runtime's pages count in VmRSS).
 bench_record footprint vpnsup "RssAnon after start-up (private memory)" MiB "$(awk '/^RssAnon:/ { printf "%.2f", $2 / 1024 }' "/proc/$VPNSUP_PID/status")"
+# The binary's own file pages (its code and read-only data) apart: the page cache holds a file
+# just built or read in large folios, mapped whole, so they follow the binary's size more than
+# what runs. What remains is what vpnsup's running costs beyond its code.
+own_file_kib=$(awk -v exe="$(readlink "/proc/$VPNSUP_PID/exe")" '
+    /^[0-9a-f]+-[0-9a-f]+ / { mine = ($6 == exe) }
+    mine && $1 == "Rss:" { rss += $2 } mine && $1 == "Anonymous:" { anon += $2 }
+    END { print rss - anon }' "/proc/$VPNSUP_PID/smaps")
+bench_record footprint vpnsup "its binary's file pages (code, read-only data) after start-up" MiB "$(awk -v k="$own_file_kib" 'BEGIN { printf "%.2f", k / 1024 }')"
+bench_record footprint vpnsup "RSS after start-up apart from its binary's file pages" MiB "$(awk -v k="$(rss_kib "$VPNSUP_PID")" -v o="$own_file_kib" 'BEGIN { printf "%.2f", (k - o) / 1024 }')"
 bench_record footprint "OpenVPN (for scale)" "RSS after start-up (TunnelUp)" MiB "$(awk -v k="$(rss_kib "$(openvpn_pid)")" 'BEGIN { printf "%.2f", k / 1024 }')"
 idle_window "probe off"
 

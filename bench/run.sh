@@ -21,7 +21,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 # shellcheck source=lab/require.sh
 . "$REPO/lab/require.sh"
-lab_require ip nft iptables iperf3 jq openvpn openssl curl dig dnsmasq tcpdump ping conntrack wireguard-go wg
+lab_require ip nft iptables iperf3 jq openvpn openssl curl dig dnsmasq tcpdump ping conntrack wireguard-go wg perf
 command -v strip >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq binutils >/dev/null
 python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib
 

@@ -24,6 +24,7 @@ _lab_package_of() {
         shellcheck) echo shellcheck ;;
         timeout | sort | stat | od) echo coreutils ;;
         awk) echo mawk ;;
+        perf) echo linux-perf ;;
         *) echo "$1" ;;
     esac
 }
