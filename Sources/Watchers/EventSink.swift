@@ -1,8 +1,8 @@
 /// Where a watcher's reader thread hands its events, in order: an `AsyncStream` for a consumer
-/// that iterates (tests, `vpnsup join`), or a function called on the reader's thread. The function
-/// suits a receiver that is itself a queue, such as the supervisor's inbox: each event is posted
-/// straight into it, instead of waking a task that only forwards it (two thread hand-overs per
-/// event instead of one, which is most of the CPU an event storm costs).
+/// that iterates (tests), or a function called on the reader's thread. The function suits a
+/// receiver that is itself a queue, such as the inboxes of `run` and `join`: each event is posted
+/// straight into it, instead of waking a task that only forwards it (one thread hand-over per
+/// event instead of two: the forwarding hop was over a quarter of the CPU an event storm costs).
 public struct EventSink<Element: Sendable>: Sendable {
     /// Hands over one event; false once nobody takes them any more, and the watcher stops.
     let deliver: @Sendable (Element) -> Bool
