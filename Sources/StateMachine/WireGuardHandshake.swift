@@ -217,6 +217,12 @@ public struct WireGuardHandshakeMonitor: Hashable, Sendable {
                 return [.scheduleLook(after: nextUpLook(handshakes, now: now))]
             }
             if let suspectSince {
+                // The wall clock went back (NTP, a manual set): the grace starts again from now,
+                // rather than being stretched by the jump.
+                guard now >= suspectSince else {
+                    phase = .up(suspectSince: now)
+                    return [.scheduleLook(after: timings.staleGrace)]
+                }
                 let waited = now - suspectSince
                 guard waited >= timings.staleGrace else { return [.scheduleLook(after: timings.staleGrace - waited)] }
                 phase = .stale

@@ -197,4 +197,24 @@ struct WireGuardHandshakeTests {
         _ = monitor.handle(.sampled([WireGuardPeerSample(publicKey: server, lastHandshake: t0 + .seconds(5), sentBytes: 1)], at: t0 - .seconds(3600)))
         #expect(monitor.evidence == .up)
     }
+
+    /// A wall clock stepped back while an old handshake is under its grace: the grace starts
+    /// again from the new time, and the next look is never further off than the grace (a look
+    /// stretched by the jump would leave a dead server unnoticed for as long as the jump). Found
+    /// by `wireguardGoRunsOnlyUnderATransportPolicy` (a look 190 s away).
+    @Test func aClockSteppedBackDuringTheGraceRestartsIt() {
+        var monitor = WireGuardHandshakeMonitor()
+        let t0: Duration = .seconds(1_800_000_000)
+        _ = monitor.handle(.peersConfigured([server], at: t0))
+        _ = monitor.handle(.sampled([WireGuardPeerSample(publicKey: server, lastHandshake: t0 + .seconds(1), sentBytes: 100)], at: t0 + .seconds(1)))
+        #expect(monitor.evidence == .up)
+        // Past reject-after while sending: suspect, looked at again after the grace.
+        let old = WireGuardPeerSample(publicKey: server, lastHandshake: t0 + .seconds(1), sentBytes: 200)
+        #expect(monitor.handle(.sampled([old], at: t0 + .seconds(400))) == [.scheduleLook(after: .seconds(10))])
+        // The clock steps back 180 s, the handshake still past reject-after: the grace is 10 s
+        // again, not 190.
+        let later = WireGuardPeerSample(publicKey: server, lastHandshake: t0 + .seconds(1), sentBytes: 300)
+        #expect(monitor.handle(.sampled([later], at: t0 + .seconds(220))) == [.scheduleLook(after: .seconds(10))])
+        #expect(monitor.evidence == .up)
+    }
 }
