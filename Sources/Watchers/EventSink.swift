@@ -14,11 +14,10 @@ public struct EventSink<Element: Sendable>: Sendable {
         EventSink(deliver: { receive($0); return true }, finish: {})
     }
 
-    /// Events go to the returned stream; when its consumer goes away, `onTermination` runs (the
-    /// watcher's stop request).
-    static func stream(bufferingPolicy: AsyncStream<Element>.Continuation.BufferingPolicy = .unbounded,
-                       onTermination: (@Sendable () -> Void)? = nil) -> (AsyncStream<Element>, EventSink) {
-        let (events, continuation) = AsyncStream.makeStream(of: Element.self, bufferingPolicy: bufferingPolicy)
+    /// Events go to the returned stream, unbounded (an event dropped would be a change missed);
+    /// when its consumer goes away, `onTermination` runs (the watcher's stop request).
+    static func stream(onTermination: (@Sendable () -> Void)? = nil) -> (AsyncStream<Element>, EventSink) {
+        let (events, continuation) = AsyncStream.makeStream(of: Element.self, bufferingPolicy: .unbounded)
         if let onTermination { continuation.onTermination = { _ in onTermination() } }
         let sink = EventSink(deliver: { element in
             if case .terminated = continuation.yield(element) { return false }
